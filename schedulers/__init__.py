@@ -1,0 +1,63 @@
+"""Pure, replayable scheduling logic: no I/O, no Prefect, no SQLAlchemy.
+
+See :class:`schedulers.base.Scheduler` for the contract.
+"""
+
+from schedulers.actions import Action, Done, Pause, Perturbation, RunSegment, Stop, Wait, action_events
+from schedulers.base import Budget, Scheduler, SchedulerArgumentError, TrialState
+from schedulers.events import (
+    CheckpointRef,
+    Event,
+    ExperimentCreated,
+    ExperimentFinished,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    TrialCreated,
+    TrialPaused,
+    TrialPerturbed,
+    TrialStopped,
+    event_from_record,
+    event_to_payload,
+)
+from schedulers.random_search import FIFOScheduler, RandomScheduler
+from schedulers.registry import SCHEDULERS, create_scheduler, scheduler_class
+from schedulers.searchers import RandomSearcher, Searcher
+from schedulers.space import SearchSpace, SpaceError
+
+__all__ = [
+    "SCHEDULERS",
+    "Action",
+    "Budget",
+    "CheckpointRef",
+    "Done",
+    "Event",
+    "ExperimentCreated",
+    "ExperimentFinished",
+    "FIFOScheduler",
+    "Pause",
+    "Perturbation",
+    "RandomScheduler",
+    "RandomSearcher",
+    "RunSegment",
+    "Scheduler",
+    "SchedulerArgumentError",
+    "SearchSpace",
+    "Searcher",
+    "SegmentFailed",
+    "SegmentFinished",
+    "SegmentStarted",
+    "SpaceError",
+    "Stop",
+    "TrialCreated",
+    "TrialPaused",
+    "TrialPerturbed",
+    "TrialState",
+    "TrialStopped",
+    "Wait",
+    "action_events",
+    "create_scheduler",
+    "event_from_record",
+    "event_to_payload",
+    "scheduler_class",
+]

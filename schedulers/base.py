@@ -1,0 +1,263 @@
+"""The scheduler contract: state folded from events plus a decision function.
+
+Every scheduler derives from :class:`Scheduler`:
+
+* ``tell(event)`` folds one event into state. It never decides and never
+  draws random numbers, so replaying a log is cheap and exact.
+* ``ask(n)`` returns up to ``n`` actions without changing state. The flow
+  turns each action into events (:func:`schedulers.actions.action_events`),
+  appends them to the log and tells them back. Randomness inside ``ask`` comes
+  from :meth:`Scheduler.rng`, seeded by ``(seed, number of events told)``, so
+  the same log always yields the same next decision.
+
+The base class keeps the bookkeeping every algorithm needs (trials, their
+status, results per resource, checkpoints, budget) so subclasses only hold
+what is specific to them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from schedulers.actions import Action
+from schedulers.events import (
+    CheckpointRef,
+    Event,
+    ExperimentCreated,
+    ExperimentFinished,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    TrialCreated,
+    TrialPaused,
+    TrialPerturbed,
+    TrialStopped,
+)
+from schedulers.space import SearchSpace
+
+__all__ = ["Budget", "Mode", "Scheduler", "SchedulerArgumentError", "TrialState", "TrialStatus"]
+
+Mode = Literal["min", "max"]
+TrialStatus = Literal["running", "paused", "stopped", "failed"]
+
+_EPS = 1e-9
+
+
+class SchedulerArgumentError(ValueError):
+    """A scheduler argument is out of range. ``argument`` names it."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(message)
+        self.argument = argument
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on a whole experiment.
+
+    Attributes:
+        max_trials: Most trials (configurations) ever created; None = no limit.
+        max_resource: Most total resource over all segments started, e.g. the
+            sum of epochs over all trials; None = no limit.
+    """
+
+    max_trials: int | None = None
+    max_resource: float | None = None
+
+
+@dataclass
+class TrialState:
+    """What every scheduler knows about one trial, folded from events.
+
+    Attributes:
+        resource: Resource reached by the last *finished* segment.
+        results: ``resource -> score`` at the end of each finished segment,
+            where score is the metric signed so that lower is better.
+        history: Every report as ``(resource, score)``, in order.
+        checkpoint: Latest checkpoint written by this trial.
+        running: ``(start, stop)`` of the segment in flight, if any.
+    """
+
+    trial_id: str
+    config: dict[str, Any]
+    status: TrialStatus = "paused"
+    resource: float = 0.0
+    results: dict[float, float] = field(default_factory=dict)
+    history: list[tuple[float, float]] = field(default_factory=list)
+    checkpoint: CheckpointRef | None = None
+    running: tuple[float, float] | None = None
+    created_seq: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_score(self) -> float | None:
+        return self.results.get(self.resource)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
+    return value
+
+
+class Scheduler(ABC):
+    """Base class: fold events into :class:`TrialState`, decide in :meth:`ask`.
+
+    Args:
+        space: Search space (optuna distributions).
+        metric: Name of the reported metric to optimise.
+        mode: ``"min"`` or ``"max"``.
+        seed: Root seed; each decision draws from
+            ``default_rng(SeedSequence([seed, decision_seq]))``.
+        budget: Experiment-wide limits.
+    """
+
+    #: Name used in specs (``scheduler: <name>``).
+    name: str = "base"
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        metric: str,
+        mode: Mode = "min",
+        seed: int = 0,
+        budget: Budget | None = None,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise SchedulerArgumentError("mode", f"mode is {mode!r}, but must be 'min' or 'max'")
+        if not isinstance(metric, str) or not metric:
+            raise SchedulerArgumentError("metric", f"metric is {metric!r}, but must be a name")
+        self.space = space
+        self.metric = metric
+        self.mode: Mode = mode
+        self.seed = _check_int("seed", seed, 0)
+        self.budget = budget or Budget()
+        self.trials: dict[str, TrialState] = {}
+        self.n_events = 0
+        self.resource_used = 0.0
+        self.finished = False
+
+    # ----------------------------------------------------------------- fold
+    def tell(self, event: Event) -> None:
+        """Fold one event into state. Never decides, never draws randomness."""
+        self.n_events += 1
+        self._fold_common(event)
+        self.on_event(event)
+
+    def on_event(self, event: Event) -> None:  # noqa: B027 - optional hook
+        """Subclass hook, called after the common fold of ``event``."""
+
+    def _fold_common(self, event: Event) -> None:
+        if isinstance(event, ExperimentCreated):
+            return
+        if isinstance(event, TrialCreated):
+            self.trials[event.trial_id] = TrialState(
+                event.trial_id, dict(event.config), created_seq=self.n_events, info=dict(event.info)
+            )
+        elif isinstance(event, SegmentStarted):
+            t = self.trials[event.trial_id]
+            if t.running != (event.start, event.stop):
+                self.resource_used += event.stop - event.start
+            t.running = (event.start, event.stop)
+            t.status = "running"
+            t.config = dict(event.config)
+        elif isinstance(event, SegmentFinished):
+            t = self.trials[event.trial_id]
+            t.running = None
+            t.resource = event.stop
+            if t.status == "running":
+                t.status = "paused"
+            for report in event.reports:
+                score = self.score(report)
+                if score is not None and "resource" in report:
+                    t.history.append((float(report["resource"]), score))
+            score = self.score(event.metrics)
+            if score is not None:
+                t.results[event.stop] = score
+            else:
+                t.results.pop(event.stop, None)
+            if event.checkpoint is not None:
+                t.checkpoint = event.checkpoint
+        elif isinstance(event, SegmentFailed):
+            t = self.trials[event.trial_id]
+            t.running = None
+            if event.final:
+                t.status = "failed"
+        elif isinstance(event, TrialPaused):
+            self.trials[event.trial_id].status = "paused"
+        elif isinstance(event, TrialStopped):
+            t = self.trials[event.trial_id]
+            if t.status != "failed":
+                t.status = "stopped"
+        elif isinstance(event, TrialPerturbed):
+            t = self.trials[event.trial_id]
+            t.config = dict(event.new_config)
+            t.resource = event.donor_resource
+            t.checkpoint = event.checkpoint
+        elif isinstance(event, ExperimentFinished):
+            self.finished = True
+
+    # --------------------------------------------------------------- decide
+    @abstractmethod
+    def ask(self, n: int = 1) -> list[Action]:
+        """Return up to ``n`` actions to take now, without changing state.
+
+        Actions are listed in the order they would be applied: the second
+        assumes the first happened. Returning ``[Wait()]`` means "nothing until
+        a running segment finishes"; ``[Done(...)]`` means the experiment is over.
+        """
+
+    # -------------------------------------------------------------- helpers
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        """The generator for the decision taken after ``n_events`` events."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, self.n_events, salt]))
+
+    def score(self, metrics: Mapping[str, Any]) -> float | None:
+        """The metric signed so that lower is better; None if missing or NaN."""
+        value = metrics.get(self.metric)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return value if self.mode == "min" else -value
+
+    def new_trial_id(self, offset: int = 0) -> str:
+        """Deterministic id of the next trial (``t0000``, ``t0001``, ...)."""
+        return f"t{len(self.trials) + offset:04d}"
+
+    @property
+    def running(self) -> list[TrialState]:
+        return [t for t in self.trials.values() if t.running is not None]
+
+    def can_create_trial(self, pending_new: int = 0) -> bool:
+        """Whether the trial budget allows one more trial."""
+        cap = self.budget.max_trials
+        return cap is None or len(self.trials) + pending_new < cap
+
+    def can_spend(self, amount: float, pending: float = 0.0) -> bool:
+        """Whether ``amount`` more resource fits the total-resource budget."""
+        cap = self.budget.max_resource
+        return cap is None or self.resource_used + pending + amount <= cap + _EPS
+
+    def best_trial(self) -> TrialState | None:
+        """Best trial at the highest resource it reached.
+
+        Ranked by resource first (a trial trained to max_t beats one culled
+        early) and by score second, which is what multi-fidelity users expect.
+        """
+        best: tuple[float, float, str] | None = None
+        for t in self.trials.values():
+            if t.last_score is None:
+                continue
+            key = (-t.resource, t.last_score, t.trial_id)
+            if best is None or key < best:
+                best = key
+        return None if best is None else self.trials[best[2]]

@@ -1,0 +1,301 @@
+"""Events: the facts every scheduler folds and every store persists.
+
+Events are frozen dataclasses named in the past tense. The event log in
+``storage`` is the single source of truth; schedulers rebuild their state by
+folding events with :meth:`schedulers.Scheduler.tell`. Payloads are plain JSON
+values so that a log written by one version can be read by the next.
+
+This module is pure: it imports neither Prefect nor SQLAlchemy, so both the
+storage layer and the schedulers can share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "EVENT_TYPES",
+    "CheckpointRef",
+    "Event",
+    "ExperimentCreated",
+    "ExperimentFinished",
+    "SegmentFailed",
+    "SegmentFinished",
+    "SegmentStarted",
+    "TrialCreated",
+    "TrialPaused",
+    "TrialPerturbed",
+    "TrialStopped",
+    "event_from_record",
+    "event_to_payload",
+    "segment_key",
+]
+
+
+def segment_key(start: float, stop: float) -> str:
+    """Stable, path-safe name of the segment that trains ``start -> stop``.
+
+    ``repr`` of a float round-trips exactly, so the same resource range always
+    maps to the same key, which is what makes a retried segment idempotent.
+    """
+    return f"{_num(start)}-{_num(stop)}"
+
+
+def _num(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """Where a segment's checkpoint lives and how to verify it.
+
+    Attributes:
+        key: Blob-store key ``experiment/trial/segment``; relative, never absolute.
+        size: Number of bytes written.
+        sha256: Hex digest of the bytes, checked on restore.
+        trial_id: Trial that wrote it (a PBT exploit restores another trial's).
+        resource: Resource the trial had reached when the checkpoint was saved.
+    """
+
+    key: str
+    size: int
+    sha256: str
+    trial_id: str
+    resource: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> CheckpointRef | None:
+        if data is None:
+            return None
+        return cls(
+            key=str(data["key"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            trial_id=str(data["trial_id"]),
+            resource=float(data["resource"]),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of all events. ``trial_id`` is ``None`` for experiment events."""
+
+    kind: ClassVar[str] = "Event"
+
+    @property
+    def trial(self) -> str | None:
+        return getattr(self, "trial_id", None)
+
+
+@dataclass(frozen=True)
+class ExperimentCreated(Event):
+    """The experiment exists; ``spec`` is the validated spec as JSON."""
+
+    kind: ClassVar[str] = "ExperimentCreated"
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialCreated(Event):
+    """A scheduler/searcher chose a new configuration.
+
+    ``info`` records why (bracket, searcher, DyHPO scores, ...).
+    """
+
+    kind: ClassVar[str] = "TrialCreated"
+    trial_id: str
+    config: Mapping[str, Any]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentStarted(Event):
+    """A segment ``start -> stop`` of ``trial_id`` was handed to a worker.
+
+    It is written *before* the task is submitted, so a crash afterwards leaves
+    a started-but-unfinished segment that resume runs again.
+    """
+
+    kind: ClassVar[str] = "SegmentStarted"
+    trial_id: str
+    start: float
+    stop: float
+    config: Mapping[str, Any]
+    restore_from: CheckpointRef | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def segment(self) -> str:
+        return segment_key(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class SegmentFinished(Event):
+    """A segment returned.
+
+    Attributes:
+        reports: Every ``report(resource, **metrics)`` the trainable made, in
+            order, each as ``{"resource": r, **metrics}``.
+        metrics: The last report (the value schedulers compare at ``stop``).
+        checkpoint: Saved state, if the trainable called ``save``.
+        attempts: How many task attempts it took (1 when no retry was needed).
+    """
+
+    kind: ClassVar[str] = "SegmentFinished"
+    trial_id: str
+    start: float
+    stop: float
+    reports: tuple[Mapping[str, Any], ...]
+    metrics: Mapping[str, Any]
+    checkpoint: CheckpointRef | None = None
+    attempts: int = 1
+
+    @property
+    def segment(self) -> str:
+        return segment_key(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class SegmentFailed(Event):
+    """A segment raised after all retries; ``final`` means the trial is failed."""
+
+    kind: ClassVar[str] = "SegmentFailed"
+    trial_id: str
+    start: float
+    stop: float
+    error: str
+    attempts: int = 1
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class TrialPaused(Event):
+    """The scheduler parked a trial at ``resource`` (it may be promoted later)."""
+
+    kind: ClassVar[str] = "TrialPaused"
+    trial_id: str
+    resource: float
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialStopped(Event):
+    """The scheduler ended a trial for good (culled, completed or out of budget)."""
+
+    kind: ClassVar[str] = "TrialStopped"
+    trial_id: str
+    reason: str
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialPerturbed(Event):
+    """PBT exploit/explore: ``trial_id`` takes ``donor_id``'s weights and a new config."""
+
+    kind: ClassVar[str] = "TrialPerturbed"
+    trial_id: str
+    donor_id: str
+    donor_resource: float
+    old_config: Mapping[str, Any]
+    new_config: Mapping[str, Any]
+    checkpoint: CheckpointRef | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentFinished(Event):
+    """Nothing is left to run; ``best_trial_id`` is the winner (if any)."""
+
+    kind: ClassVar[str] = "ExperimentFinished"
+    reason: str
+    best_trial_id: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        ExperimentCreated,
+        TrialCreated,
+        SegmentStarted,
+        SegmentFinished,
+        SegmentFailed,
+        TrialPaused,
+        TrialStopped,
+        TrialPerturbed,
+        ExperimentFinished,
+    )
+}
+
+_CHECKPOINT_FIELDS = {"restore_from", "checkpoint"}
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn tuples and numpy scalars into JSON values; keep NaN as ``None``.
+
+    JSON has no NaN; storing NaN as null keeps PostgreSQL's JSON type happy and
+    lets schedulers treat a missing metric and a NaN metric alike.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item())
+    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def event_to_payload(event: Event) -> dict[str, Any]:
+    """Serialise an event's fields (all but ``trial_id``) to a JSON object."""
+    payload: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        if f.name == "trial_id":
+            continue
+        value = getattr(event, f.name)
+        if f.name in _CHECKPOINT_FIELDS:
+            payload[f.name] = None if value is None else value.to_json()
+        else:
+            payload[f.name] = _jsonable(value)
+    return payload
+
+
+def event_from_record(kind: str, trial_id: str | None, payload: Mapping[str, Any]) -> Event:
+    """Rebuild an event from its stored ``(kind, trial_id, payload)``.
+
+    Raises:
+        ValueError: if ``kind`` is unknown or the payload does not fit it.
+    """
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}; known: {sorted(EVENT_TYPES)}")
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name, value in payload.items():
+        if name not in names:
+            raise ValueError(f"event {kind} has no field {name!r}")
+        if name in _CHECKPOINT_FIELDS:
+            kwargs[name] = CheckpointRef.from_json(value)
+        elif name == "reports":
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    if "trial_id" in names:
+        kwargs["trial_id"] = trial_id
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"event {kind} payload does not fit: {exc}") from exc
