@@ -247,6 +247,22 @@ class Scheduler(ABC):
         cap = self.budget.max_resource
         return cap is None or self.resource_used + pending + amount <= cap + _EPS
 
+    def live_checkpoints(self) -> set[str]:
+        """Checkpoint keys this scheduler may still restore from.
+
+        Retention never deletes these. The default keeps the latest checkpoint
+        of every trial that can still run; PBT adds donors referenced by exploits.
+        """
+        return {
+            t.checkpoint.key
+            for t in self.trials.values()
+            if t.checkpoint is not None and t.status in ("running", "paused")
+        }
+
+    def status_extras(self) -> dict[str, Any]:
+        """Scheduler-specific JSON shown by ``rungflow status --json`` (e.g. brackets)."""
+        return {}
+
     def best_trial(self) -> TrialState | None:
         """Best trial at the highest resource it reached.
 

@@ -20,6 +20,7 @@ SCHEDULERS: dict[str, tuple[str, str]] = {
     "hyperband": ("schedulers.hyperband", "HyperBandScheduler"),
     "asha": ("schedulers.asha", "ASHAScheduler"),
     "pbt": ("schedulers.pbt", "PopulationBasedTraining"),
+    "pbt_replay": ("schedulers.pbt_replay", "PBTReplay"),
     "dyhpo": ("schedulers.dyhpo", "DyHPOScheduler"),
 }
 
