@@ -57,8 +57,8 @@ def _integer(field: str, value: Any) -> int:
 def parse_distribution(name: str, raw: Any) -> BaseDistribution:
     """Build one distribution from its user form.
 
-    Accepted forms: an optuna distribution object; optuna's JSON
-    (``{"name": "FloatDistribution", "attributes": {...}}``); or the short form
+    Accepted forms: an optuna distribution object; optuna's JSON as a string
+    or mapping (``{"name": "FloatDistribution", "attributes": {...}}``); or the short form
     ``{"type": "float"|"int"|"categorical", "low", "high", "log", "step",
     "choices"}``.
 
@@ -68,6 +68,12 @@ def parse_distribution(name: str, raw: Any) -> BaseDistribution:
     where = f"space.{name}"
     if isinstance(raw, BaseDistribution):
         return raw
+    if isinstance(raw, str):
+        # The stored form: optuna's distribution_to_json string.
+        try:
+            return json_to_distribution(raw)
+        except Exception as exc:
+            raise SpaceError(f"{where} is not a valid optuna distribution JSON: {exc}") from exc
     if not isinstance(raw, Mapping):
         raise SpaceError(f"{where} is {raw!r}, but must be a mapping with a 'type'")
     if "name" in raw and "attributes" in raw:

@@ -1,0 +1,1 @@
+"""Trainables users copy. Installed as the ``rungflow.trainables`` entry points."""

@@ -1,0 +1,1 @@
+"""Prefect flows, tasks and the CLI: the thin orchestration shell around schedulers and storage."""

@@ -1,0 +1,92 @@
+"""Read-side views of an experiment, rebuilt from its event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.spec import ExperimentSpec
+from schedulers import (
+    Event,
+    ExperimentCreated,
+    ExperimentFinished,
+    SegmentFailed,
+    SegmentFinished,
+    TrialCreated,
+)
+from storage import EventStore, ExperimentNotFoundError
+
+__all__ = ["experiment_status", "load_events"]
+
+
+def load_events(store: EventStore, name: str) -> list[Event]:
+    """All events of ``name`` in order."""
+    if not store.has_experiment(name):
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    return [r.event for r in store.read(name)]
+
+
+def experiment_status(store: EventStore, name: str) -> dict[str, Any]:
+    """The JSON printed by ``rungflow status --json``.
+
+    Keys: ``experiment``, ``state`` (running|finished|failed), ``scheduler``,
+    ``metric``, ``mode``, ``trials`` (id, config, status, segments as
+    ``{"start", "stop", "metrics"}`` in order, ``error`` if failed), ``best``,
+    ``resource_used`` and the scheduler's own ``extras`` (brackets, schedule
+    records...).
+    """
+    events = load_events(store, name)
+    created = events[0]
+    assert isinstance(created, ExperimentCreated)
+    spec = ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
+    scheduler = spec.build_scheduler()
+    segments: dict[str, list[dict[str, Any]]] = {}
+    errors: dict[str, str] = {}
+    finished: ExperimentFinished | None = None
+    for event in events:
+        scheduler.tell(event)
+        if isinstance(event, TrialCreated):
+            segments[event.trial_id] = []
+        elif isinstance(event, SegmentFinished):
+            segments[event.trial_id].append(
+                {"start": event.start, "stop": event.stop, "metrics": dict(event.metrics)}
+            )
+        elif isinstance(event, SegmentFailed):
+            errors[event.trial_id] = event.error
+        elif isinstance(event, ExperimentFinished):
+            finished = event
+    state = next((e.state for e in store.list_experiments() if e.name == name), "running")
+    trials = []
+    for t in scheduler.trials.values():
+        row: dict[str, Any] = {
+            "trial_id": t.trial_id,
+            "config": t.config,
+            "status": t.status,
+            "resource": t.resource,
+            "segments": segments.get(t.trial_id, []),
+        }
+        if t.trial_id in errors:
+            row["error"] = errors[t.trial_id]
+        trials.append(row)
+    best = scheduler.best_trial()
+    best_json = None
+    if best is not None and best.last_score is not None:
+        value = best.last_score if spec.mode == "min" else -best.last_score
+        best_json = {
+            "trial_id": best.trial_id,
+            "config": best.config,
+            "resource": best.resource,
+            spec.metric: value,
+            "checkpoint": None if best.checkpoint is None else best.checkpoint.key,
+        }
+    return {
+        "experiment": name,
+        "state": "finished" if finished is not None else state,
+        "scheduler": spec.scheduler,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "resource_used": scheduler.resource_used,
+        "n_trials": len(trials),
+        "trials": trials,
+        "best": best_json,
+        "extras": scheduler.status_extras(),
+    }

@@ -1,0 +1,138 @@
+"""The Prefect shell: the ``tune`` flow and the ``train-segment`` task.
+
+Each segment is one Prefect task run, submitted to a bounded task runner chosen
+from the spec at run time. The parent flow keeps up to ``max_concurrency``
+segments in flight and reacts to whichever finishes first (``as_completed``
+over the pending set), never in waves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from flows.runner import ExperimentRunner, RunSummary
+from flows.segment import SegmentJob, run_segment
+from flows.settings import get_settings
+from flows.spec import ExperimentSpec
+from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
+from storage import CheckpointError, EventStore
+
+__all__ = ["PrefectExecutor", "make_task_runner", "train_segment", "tune"]
+
+#: Errors a retry cannot fix: retrying them only burns time.
+_PERMANENT = (MetricNotReportedError, CheckpointError, TrainableNotFoundError)
+
+
+def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except _PERMANENT:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="train-segment",
+    task_run_name="{job.trial_id} {job.start}->{job.stop}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retry_condition_fn=_retry_condition,
+)
+def train_segment(job: SegmentJob) -> SegmentOutcome:
+    """Train one segment (see :func:`flows.segment.run_segment`)."""
+    return run_segment(job)
+
+
+def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
+    """A bounded task runner for the spec (unbounded thread pools are a trap)."""
+    if spec.task_runner == "process":
+        return ProcessPoolTaskRunner(max_workers=spec.max_concurrency)
+    return ThreadPoolTaskRunner(max_workers=spec.max_concurrency)
+
+
+class PrefectExecutor:
+    """:class:`flows.runner.SegmentExecutor` on a Prefect task runner."""
+
+    def __init__(self, runner: TaskRunner[Any], retries: int) -> None:
+        self.runner = runner
+        self.task = train_segment.with_options(retries=retries, retry_delay_seconds=0)
+
+    def submit(self, job: SegmentJob) -> Hashable:
+        return self.runner.submit(self.task, {"job": job})
+
+    def wait_first(self, handles: Sequence[Hashable]) -> Hashable:
+        futures: list[PrefectFuture[Any]] = list(handles)  # type: ignore[arg-type]
+        return next(iter(as_completed(futures)))
+
+    def result(self, handle: Hashable) -> SegmentOutcome:
+        future: PrefectFuture[SegmentOutcome] = handle  # type: ignore[assignment]
+        return future.result()
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    database_url: str | None = None,
+    checkpoints: str | None = None,
+    on_progress: Callable[[ExperimentRunner], None] | None = None,
+) -> RunSummary:
+    """Run or resume ``spec`` inside the current flow run."""
+    settings = get_settings()
+    store = EventStore(database_url or settings.resolved_database_url)
+    try:
+        runner = ExperimentRunner(
+            store,
+            spec,
+            checkpoints or settings.resolved_checkpoints,
+            on_progress=on_progress,
+        )
+        with make_task_runner(spec) as task_runner:
+            try:
+                return runner.run(PrefectExecutor(task_runner, spec.segment_retries))
+            except BaseException:
+                if store.has_experiment(spec.name):
+                    store.set_state(spec.name, "failed")
+                raise
+    finally:
+        store.close()
+
+
+@flow(name="tune", persist_result=False, validate_parameters=True)
+def tune(spec: ExperimentSpec) -> dict[str, Any]:
+    """Run or resume a hyperparameter search.
+
+    Running a flow with the name of an existing experiment resumes it from its
+    event log: finished segments are not run again. Storage locations come from
+    ``RUNGFLOW_*`` settings, never from parameters.
+
+    Args:
+        spec: The experiment (scheduler, search space, budget, concurrency).
+    """
+    from flows.progress import PROGRESS_HOOKS
+
+    logger = get_run_logger()
+    hooks = list(PROGRESS_HOOKS)
+
+    def on_progress(runner: ExperimentRunner) -> None:
+        for hook in hooks:
+            hook(runner)
+
+    summary = run_experiment(spec, on_progress=on_progress if hooks else None)
+    logger.info(
+        "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
+        summary.experiment,
+        summary.state,
+        summary.segments_run,
+        summary.best_trial_id,
+        spec.metric,
+        summary.best_metric,
+    )
+    return summary.to_json()

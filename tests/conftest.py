@@ -1,0 +1,36 @@
+"""Session-wide fixtures: one Prefect test harness per session (it costs ~10 s)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Register the bundled trainables for in-process flows.
+import examples.digits
+import examples.noop  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API (its own SQLite) shared by every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def rungflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point RUNGFLOW_* settings at a fresh directory for this test."""
+    home = tmp_path / "rungflow-home"
+    monkeypatch.setenv("RUNGFLOW_HOME", str(home))
+    monkeypatch.delenv("RUNGFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("RUNGFLOW_CHECKPOINTS", raising=False)
+    return home
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"

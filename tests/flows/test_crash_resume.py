@@ -1,0 +1,122 @@
+"""Crash safety for real: SIGKILL a running `rungflow run`, rerun it, check the log.
+
+Each kill lands after the log has grown by a random number of events, so it
+hits the flow at arbitrary points: between a decision and its task, mid
+segment, between a result and the next decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from storage import EventStore
+from tests.log_checks import assert_log_integrity
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "flows.cli"]
+
+
+def write_spec(path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any],
+               concurrency: int, name: str) -> Path:
+    spec = {
+        "name": name,
+        "trainable": "digits",
+        "metric": "error",
+        "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 0.2, "log": True},
+            "hidden": {"type": "int", "low": 8, "high": 24, "step": 8},
+        },
+        "scheduler": scheduler,
+        "scheduler_args": args,
+        "budget": budget,
+        "max_concurrency": concurrency,
+        "seed": 11,
+    }
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(tmp / "prefect"),
+        RUNGFLOW_HOME=str(tmp / "home"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_API_URL="",
+    )
+    env.pop("PREFECT_API_URL")
+    return env
+
+
+def event_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("select count(*) from events").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def run_until_done(tmp: Path, spec: Path, kills: int, seed: int, timeout: float = 420) -> int:
+    """Start the run, SIGKILL it ``kills`` times mid-run, then let it finish."""
+    rng = np.random.default_rng(seed)
+    db = tmp / "home" / "rungflow.db"
+    killed = 0
+    for _ in range(kills):
+        target = event_count(db) + int(rng.integers(2, 9))
+        proc = subprocess.Popen(
+            [*CLI, "run", str(spec), "--json"], env=env_for(tmp), start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and event_count(db) < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0, 0.3)))
+        if proc.poll() is None:
+            # Kill the whole session: the CLI and the ephemeral Prefect API it started.
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    final = subprocess.run(
+        [*CLI, "run", str(spec), "--json"], env=env_for(tmp), capture_output=True, text=True,
+        timeout=timeout, start_new_session=True,
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    return killed
+
+
+def read_events(tmp: Path, name: str) -> list[Any]:
+    store = EventStore(f"sqlite:///{tmp / 'home' / 'rungflow.db'}")
+    try:
+        return [r.event for r in store.read(name)]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "args", "budget"),
+    [
+        ("random", {"max_t": 3}, {"max_trials": 8}),
+    ],
+)
+def test_sigkill_then_resume_loses_and_duplicates_nothing(
+    tmp_path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any]
+) -> None:
+    spec = write_spec(tmp_path / "spec.json", scheduler, args, budget, 3, "crash")
+    killed = run_until_done(tmp_path, spec, kills=3, seed=1)
+    assert killed >= 1
+    events = read_events(tmp_path, "crash")
+    assert_log_integrity(events)

@@ -1,0 +1,139 @@
+"""Spec validation: every bad input is refused with a message naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import examples.digits  # noqa: F401  (registers the trainable)
+from flows.spec import ExperimentSpec, SpecError, load_spec, spec_differences
+
+GOOD: dict[str, Any] = {
+    "name": "digits-test",
+    "trainable": "digits",
+    "metric": "error",
+    "mode": "min",
+    "space": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "hidden": {"type": "int", "low": 16, "high": 128, "step": 16},
+        "act": {"type": "categorical", "choices": ["relu", "tanh"]},
+    },
+    "scheduler": "random",
+    "scheduler_args": {"max_t": 3},
+    "budget": {"max_trials": 4},
+    "max_concurrency": 2,
+    "seed": 0,
+}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    spec = {**GOOD, **changes}
+    return {k: v for k, v in spec.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def space_with(name: str, dist: Any) -> dict[str, Any]:
+    return with_(space={**GOOD["space"], name: dist})
+
+
+# (payload, text that must appear in the error: the field and/or the rule)
+BAD: list[tuple[dict[str, Any], str]] = [
+    (with_(name=_DROP), "name"),
+    (with_(name=""), "name"),
+    (with_(name="../etc"), "name"),
+    (with_(name="a/b"), "name"),
+    (with_(name="/abs/path"), "name"),
+    (with_(name="x" * 101), "name"),
+    (with_(name=12), "name"),
+    (with_(trainable="nope"), "trainable"),
+    (with_(trainable="os.system"), "trainable"),
+    (with_(trainable="../../evil"), "trainable"),
+    (with_(metric=""), "metric"),
+    (with_(mode="maximize"), "mode"),
+    (with_(space={}), "space"),
+    (with_(space="lr"), "space"),
+    (space_with("x", {"type": "float", "low": 1, "high": 0}), "space.x.low"),
+    (space_with("x", {"type": "float", "low": 0, "high": 1, "log": True}), "space.x.low"),
+    (space_with("x", {"type": "float", "low": "a", "high": 1}), "space.x.low"),
+    (space_with("x", {"type": "float", "low": 0, "high": float("inf")}), "space.x.high"),
+    (space_with("x", {"type": "int", "low": 0.5, "high": 3}), "space.x.low"),
+    (space_with("x", {"type": "int", "low": 1, "high": 9, "step": 0}), "space.x.step"),
+    (space_with("x", {"type": "categorical", "choices": []}), "space.x.choices"),
+    (space_with("x", {"type": "categorical", "choices": [{"a": 1}]}), "space.x.choices"),
+    (space_with("x", {"type": "uniform", "low": 0, "high": 1}), "space.x.type"),
+    (space_with("x", {"type": "float", "low": 0, "high": 1, "extra": 3}), "space.x"),
+    (space_with("x", 3), "space.x"),
+    (space_with("bad name!", {"type": "float", "low": 0, "high": 1}), "space parameter name"),
+    (with_(scheduler="bohb"), "scheduler"),
+    (with_(scheduler_args={"max_t": 0}), "max_t"),
+    (with_(scheduler_args={"max_t": "ten"}), "max_t"),
+    (with_(scheduler_args={"max_t": 3, "nope": 1}), "scheduler_args.nope"),
+    (with_(scheduler_args={"max_t": 3, "seed": 1}), "scheduler_args.seed"),
+    (with_(scheduler_args={"max_t": 3, "custom_explore_fn": "os.system"}), "custom_explore_fn"),
+    (with_(budget={"max_trials": 0}), "budget.max_trials"),
+    (with_(budget={"max_resource": -1}), "budget.max_resource"),
+    (with_(budget={"max_trials": 2, "max_time": 3}), "budget.max_time"),
+    (with_(budget={}), "budget"),
+    (with_(max_concurrency=0), "max_concurrency"),
+    (with_(max_concurrency=10_000), "max_concurrency"),
+    (with_(max_concurrency="many"), "max_concurrency"),
+    (with_(seed=-1), "seed"),
+    (with_(seed=2**40), "seed"),
+    (with_(segment_retries=11), "segment_retries"),
+    (with_(task_runner="ray-cluster"), "task_runner"),
+    (with_(database_url="sqlite:////tmp/x.db"), "database_url"),
+    (with_(checkpoints="/etc"), "checkpoints"),
+    (with_(unknown_key=1), "unknown_key"),
+    (with_(trainable_args={"x": float("nan")}), "trainable_args"),
+]
+
+
+@pytest.mark.parametrize(("payload", "needle"), BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_spec_is_refused_with_the_field_named(payload: dict[str, Any], needle: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(payload)
+    assert needle in str(info.value), str(info.value)
+
+
+def test_at_least_thirty_malformed_inputs() -> None:
+    assert len(BAD) >= 30
+
+
+def test_range_errors_say_the_rule() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(with_(max_concurrency=0))
+    assert "greater than or equal to 1" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        load_spec(space_with("x", {"type": "float", "low": 2, "high": 1}))
+    assert "must be <= high" in str(info.value)
+
+
+def test_good_spec_round_trips_through_json() -> None:
+    spec = load_spec(GOOD)
+    again = ExperimentSpec.model_validate(spec.to_json())
+    assert again == spec
+    assert spec_differences(spec.to_json(), again) == []
+
+
+def test_yaml_file(tmp_path: Any) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: y\ntrainable: digits\nmetric: error\nspace: {lr: {type: float, low: 0.1, high: 1}}\n"
+                    "scheduler_args: {max_t: 2}\nbudget: {max_trials: 2}\n")
+    assert load_spec(path).name == "y"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+def test_differences_name_what_changed() -> None:
+    stored = load_spec(GOOD).to_json()
+    changed = load_spec(space_with("lr", {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}))
+    diffs = spec_differences(stored, changed)
+    assert any("lr" in d and "changed" in d for d in diffs)
+    other = load_spec(with_(scheduler_args={"max_t": 5}))
+    assert any(d.startswith("scheduler_args") for d in spec_differences(stored, other))
+    faster = load_spec(with_(max_concurrency=4))
+    assert spec_differences(stored, faster) == []
