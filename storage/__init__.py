@@ -1,0 +1,44 @@
+"""Storage: the SQL event log, its projections, checkpoints and migrations.
+
+The event log (:class:`EventStore`) is the single source of truth of every
+experiment; ``trials`` and ``results`` are projections folded from it and can be
+rebuilt at any time. Checkpoint blobs live outside SQL in a
+:class:`CheckpointStore`. This package imports no Prefect.
+"""
+
+from storage.checkpoints import CheckpointStore, validate_name
+from storage.engine import display_url
+from storage.errors import (
+    CheckpointError,
+    ConcurrencyError,
+    ExperimentExistsError,
+    ExperimentNotFoundError,
+    SchemaVersionError,
+    StoreError,
+)
+from storage.event_store import (
+    STATES,
+    EventStore,
+    ExperimentSummary,
+    ResultRow,
+    StoredEvent,
+    TrialRow,
+)
+
+__all__ = [
+    "STATES",
+    "CheckpointError",
+    "CheckpointStore",
+    "ConcurrencyError",
+    "EventStore",
+    "ExperimentExistsError",
+    "ExperimentNotFoundError",
+    "ExperimentSummary",
+    "ResultRow",
+    "SchemaVersionError",
+    "StoreError",
+    "StoredEvent",
+    "TrialRow",
+    "display_url",
+    "validate_name",
+]

@@ -1,0 +1,114 @@
+"""Schema versioning: run Alembic programmatically and refuse newer databases.
+
+:class:`storage.EventStore` calls :func:`upgrade_schema` on open, so users never
+run migrations by hand. Two guarantees matter:
+
+* A database written by a *newer* rungflow (its revision is unknown here) is
+  never touched; :class:`SchemaVersionError` tells the user to upgrade.
+* Several processes opening the same fresh database at once do not race to
+  create tables: SQLite serialises them with ``BEGIN IMMEDIATE`` and PostgreSQL
+  with a transaction-scoped advisory lock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+
+from storage.errors import SchemaVersionError
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "VERSION_TABLE",
+    "alembic_config",
+    "current_revisions",
+    "head_revisions",
+    "upgrade_schema",
+]
+
+#: Alembic script location shipped inside the package.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Version table name; not ``alembic_version`` so a shared database can host
+#: another Alembic-managed application too.
+VERSION_TABLE = "rungflow_alembic_version"
+# Arbitrary constant key for pg_advisory_xact_lock ("rungflow" in ASCII, truncated).
+_PG_LOCK_KEY = 0x72756E67666C6F
+
+
+def alembic_config(extra_version_locations: Sequence[str | Path] = ()) -> Config:
+    """Alembic config pointing at the packaged migrations.
+
+    Args:
+        extra_version_locations: More directories of revision files. Only tests
+            use this, to simulate a later release's migration.
+    """
+    cfg = Config()
+    # configparser interpolates "%", so escape it in filesystem paths.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    locations = [MIGRATIONS_DIR / "versions", *map(Path, extra_version_locations)]
+    cfg.set_main_option(
+        "version_locations", os.pathsep.join(str(p).replace("%", "%%") for p in locations)
+    )
+    return cfg
+
+
+def head_revisions(extra_version_locations: Sequence[str | Path] = ()) -> tuple[str, ...]:
+    """Head revision(s) this code knows about."""
+    return tuple(ScriptDirectory.from_config(alembic_config(extra_version_locations)).get_heads())
+
+
+def current_revisions(connection: sa.Connection) -> tuple[str, ...]:
+    """Revision(s) the database is stamped with; empty for a fresh database."""
+    ctx = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return tuple(ctx.get_current_heads())
+
+
+def upgrade_schema(
+    engine: sa.Engine,
+    *,
+    revision: str = "head",
+    extra_version_locations: Sequence[str | Path] = (),
+) -> None:
+    """Bring the database up to ``revision`` in one transaction.
+
+    Args:
+        engine: Engine from :func:`storage.engine.create_store_engine`.
+        revision: Target revision; ``"head"`` in normal use.
+        extra_version_locations: See :func:`alembic_config`.
+
+    Raises:
+        SchemaVersionError: the database is at a revision this code does not know,
+            i.e. it was migrated by a newer rungflow.
+    """
+    cfg = alembic_config(extra_version_locations)
+    script = ScriptDirectory.from_config(cfg)
+    heads = set(script.get_heads())
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        current = current_revisions(conn)
+        for rev in current:
+            try:
+                known = script.get_revision(rev)
+            except (CommandError, RevisionError):
+                known = None
+            if known is None:
+                raise SchemaVersionError(
+                    f"database {engine.url.render_as_string(hide_password=True)} has schema "
+                    f"revision {rev!r}, which is newer than this rungflow knows (its latest is "
+                    f"{', '.join(sorted(heads))}); upgrade rungflow to open it"
+                )
+        if revision == "head" and set(current) == heads:
+            return  # fast path: nothing to do, skip loading env.py
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
