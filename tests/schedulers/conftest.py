@@ -28,7 +28,15 @@ CASES: dict[str, dict[str, Any]] = {
     "hyperband": {"max_t": 9, "reduction_factor": 3, "budget": Budget(max_trials=30)},
     "asha": {"max_t": 9, "grace_period": 1, "reduction_factor": 3, "budget": Budget(max_trials=20)},
     "pbt": {"perturbation_interval": 2, "population_size": 6, "max_generations": 3},
-    "dyhpo": {"max_t": 9, "grace_period": 1, "reduction_factor": 3, "budget": Budget(max_resource=80)},
+    "dyhpo": {
+        "max_t": 9,
+        "grace_period": 1,
+        "reduction_factor": 3,
+        "budget": Budget(max_resource=80),
+        "num_init_random": 4,
+        "num_candidates": 16,
+        "max_gp_points": 32,
+    },
 }
 
 
