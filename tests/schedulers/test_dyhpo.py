@@ -1,0 +1,404 @@
+"""DyHPO: arguments, rung system, decisions on hand-built histories, robustness."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+import schedulers.dyhpo as dyhpo_module
+from schedulers import (
+    Budget,
+    Done,
+    RunSegment,
+    SchedulerArgumentError,
+    SearchSpace,
+    SegmentFinished,
+    SegmentStarted,
+    Stop,
+    TrialCreated,
+    TrialStopped,
+    action_events,
+)
+from schedulers.base import TrialState
+from schedulers.dyhpo import DyHPOScheduler, rung_levels_for
+from schedulers.gp import GPError
+from schedulers.simulate import simulate
+from tests.schedulers.conftest import make, objective
+
+LR = SearchSpace.parse({"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}})
+
+
+def scheduler(**kwargs: Any) -> DyHPOScheduler:
+    args: dict[str, Any] = {
+        "space": LR,
+        "metric": "loss",
+        "max_t": 9,
+        "num_init_random": 3,
+        "num_candidates": 32,
+    }
+    args.update(kwargs)
+    return DyHPOScheduler(**args)
+
+
+def dy(seed: int = 0, **overrides: Any) -> DyHPOScheduler:
+    """The contract-suite DyHPO case, typed."""
+    s = make("dyhpo", seed=seed, **overrides)
+    assert isinstance(s, DyHPOScheduler)
+    return s
+
+
+def add_trial(
+    s: DyHPOScheduler,
+    tid: str,
+    lr: float,
+    curve: Mapping[float, float],
+    *,
+    stopped: bool = False,
+) -> None:
+    """Tell ``s`` that trial ``tid`` ran through the rungs in ``curve``."""
+    config = {"lr": lr}
+    s.tell(TrialCreated(tid, config))
+    start = 0.0
+    for level, loss in sorted(curve.items()):
+        s.tell(SegmentStarted(tid, start, level, config))
+        report = {"resource": level, "loss": loss}
+        s.tell(SegmentFinished(tid, start, level, (report,), report))
+        start = level
+    if stopped:
+        s.tell(TrialStopped(tid, "reached max_t"))
+
+
+# ------------------------------------------------------------------ arguments
+@pytest.mark.parametrize(
+    "kwargs, argument, message",
+    [
+        ({"probability_sh": 1.5}, "probability_sh", "probability_sh is 1.5, but must be in [0, 1]"),
+        ({"reduction_factor": 1}, "reduction_factor", "reduction_factor is 1, but must be >= 2"),
+        ({"grace_period": 0}, "grace_period", "grace_period is 0, but must be > 0"),
+        ({"grace_period": 10}, "grace_period", "grace_period is 10, but must be <= max_t (9)"),
+        ({"max_t": -1}, "max_t", "max_t is -1, but must be > 0"),
+        ({"rung_levels": [1, 1, 3]}, "rung_levels", "must be strictly increasing"),
+        ({"rung_levels": [1, 30]}, "rung_levels", "must not exceed max_t"),
+        ({"rung_spacing": "log"}, "rung_spacing", "must be 'geometric' or 'linear'"),
+        ({"num_candidates": 0}, "num_candidates", "num_candidates is 0, but must be an integer"),
+        ({"max_gp_points": 2.5}, "max_gp_points", "max_gp_points is 2.5"),
+        ({"resource_attr": ""}, "resource_attr", "resource_attr is ''"),
+    ],
+)
+def test_bad_arguments_name_value_and_rule(
+    kwargs: dict[str, Any], argument: str, message: str
+) -> None:
+    with pytest.raises(SchedulerArgumentError, match=None) as info:
+        scheduler(**kwargs)
+    assert info.value.argument == argument
+    assert message in str(info.value)
+
+
+def test_rung_levels() -> None:
+    assert rung_levels_for(81, 1, 3) == [1, 3, 9, 27, 81]
+    assert rung_levels_for(100, 1, 3) == [1, 3, 9, 27, 81, 100]
+    assert rung_levels_for(10, 2, rung_spacing="linear") == [2, 4, 6, 8, 10]
+    assert rung_levels_for(1.5, 0.5, 2) == [0.5, 1.0, 1.5]
+    assert scheduler(rung_levels=[2, 5]).rung_levels == [2, 5, 9]
+    assert scheduler(max_t=1).rung_levels == [1]
+    assert scheduler(rung_spacing="linear", grace_period=3).rung_levels == [3, 6, 9]
+
+
+# ------------------------------------------------------------ obvious choices
+def _teachers(s: DyHPOScheduler) -> None:
+    """Completed trials that show what the levels mean: improving curves end best."""
+    add_trial(s, "a", 1e-4, {1: 1.00, 3: 0.99, 9: 0.98}, stopped=True)
+    add_trial(s, "b", 1.0, {1: 0.98, 3: 0.97, 9: 0.97}, stopped=True)
+    add_trial(s, "c", 1e-1, {1: 0.60, 3: 0.35, 9: 0.15}, stopped=True)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clearly_improving_paused_trial_is_promoted(seed: int) -> None:
+    s = scheduler(seed=seed)
+    _teachers(s)
+    add_trial(s, "star", 0.03, {1: 0.50, 3: 0.20})  # steeper than the best finisher
+    # Flat bad curves cover the rest of the space, so no region is unexplored.
+    for k, lr in enumerate([3e-4, 1e-3, 3e-3, 0.4]):
+        add_trial(s, f"flat{k}", lr, {1: 0.99, 3: 0.99})
+    for k, lr in enumerate([2e-4, 6e-4, 2e-3, 6e-3, 0.7]):
+        add_trial(s, f"one{k}", lr, {1: 0.99})
+    (action,) = s.ask(1)
+    assert isinstance(action, RunSegment)
+    assert (action.trial_id, action.start, action.stop) == ("star", 3, 9)
+    assert action.restore_from == s.trials["star"].checkpoint
+    assert action.info["decision"] == "dyhpo" and action.info["winner"] == "star"
+    assert action.info["best_paused_ei"] > 2 * action.info["best_new_ei"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_with_flat_bad_curves_a_new_configuration_wins(seed: int) -> None:
+    s = scheduler(seed=seed)
+    add_trial(s, "good", 3e-2, {1: 0.50, 3: 0.30, 9: 0.10}, stopped=True)
+    for k, lr in enumerate([1e-4, 1.5e-4, 2e-4, 3e-4, 4e-4]):
+        add_trial(s, f"flat{k}", lr, {1: 1.0 + 0.001 * k, 3: 1.0 + 0.001 * k})
+    (action,) = s.ask(1)
+    assert isinstance(action, RunSegment)
+    assert action.new_trial and (action.start, action.stop) == (0, 1)
+    assert action.info["winner"] == "new"
+    assert action.info["best_new_ei"] > action.info["best_paused_ei"]
+
+
+# -------------------------------------------------- probability_sh = 1 is SH
+def reference_sh(
+    trials: Mapping[str, TrialState],
+    levels: Sequence[float],
+    eta: float,
+    affordable: Any = lambda cost: True,
+) -> Any:
+    """Promotion-based SH (ASHA get_job), written independently of the scheduler.
+
+    Trials whose next step does not fit the resource budget are skipped.
+    """
+    for k in range(len(levels) - 2, -1, -1):
+        level = levels[k]
+        rung = [(t.results[level], tid) for tid, t in trials.items() if level in t.results]
+        rung = [m for m in rung if trials[m[1]].status != "failed"]
+        rung.sort()
+        for _, tid in rung[: math.floor(len(rung) / eta)]:
+            t = trials[tid]
+            idle = t.resource == level and t.status == "paused" and t.running is None
+            if idle and affordable(levels[k + 1] - level):
+                return tid
+    return None
+
+
+def test_probability_sh_one_on_hand_built_history() -> None:
+    s = scheduler(probability_sh=1.0, max_t=27)  # rungs 1, 3, 9, 27
+    losses = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    for k, loss in enumerate(losses):
+        add_trial(s, f"t{k}", 1e-3 * (k + 1), {1: loss})
+    # 6 at rung 1: top floor(6/3) = 2 -> t5 (0.4) then t4 (0.5).
+    (action,) = s.ask(1)
+    assert isinstance(action, RunSegment)
+    assert (action.trial_id, action.start, action.stop) == ("t5", 1, 3)
+    assert action.info["decision"] == "sh"
+    assert [getattr(a, "trial_id", None) for a in s.ask(3)][:2] == ["t5", "t4"]
+    s.tell(SegmentStarted("t5", 1, 3, {"lr": 6e-3}))
+    s.tell(SegmentFinished("t5", 1, 3, (), {"loss": 0.3}))
+    s.tell(SegmentStarted("t4", 1, 3, {"lr": 5e-3}))
+    s.tell(SegmentFinished("t4", 1, 3, (), {"loss": 0.35}))
+    # Rung 3 has 2 members: floor(2/3) = 0, so nothing there; rung 1 is used up.
+    (action,) = s.ask(1)
+    assert reference_sh(s.trials, s.rung_levels, 3) is None
+    assert isinstance(action, RunSegment) and action.new_trial
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_probability_sh_one_matches_reference_at_every_decision(workers: int) -> None:
+    result = simulate(
+        dy(seed=4, probability_sh=1.0, budget=Budget(max_resource=120)),
+        objective,
+        max_concurrency=workers,
+    )
+    promotions = 0
+    for point in result.decision_points:
+        s = dy(seed=4, probability_sh=1.0, budget=Budget(max_resource=120))
+        for event in result.events[:point]:
+            s.tell(event)
+        (action,) = s.ask(1)
+        if not isinstance(action, RunSegment):
+            continue
+        expected = reference_sh(s.trials, s.rung_levels, 3, s.can_spend)
+        if expected is None:
+            assert action.new_trial, f"at event {point}"
+        else:
+            promotions += 1
+            assert action.trial_id == expected and not action.new_trial, f"at event {point}"
+    assert promotions > 3
+
+
+def test_probability_sh_between_zero_and_one_mixes() -> None:
+    s = dy(seed=0, probability_sh=0.5, budget=Budget(max_resource=150))
+    simulate(s, objective, max_concurrency=2)
+    summary = s.status_extras()["schedule_summary"]
+    assert summary.get("promoted_by_sh", 0) > 0
+    assert summary.get("promoted_by_dyhpo", 0) + summary.get("started_by_dyhpo", 0) > 0
+
+
+# ------------------------------------------------------- rung system, budget
+def test_max_t_reached_exactly_and_completed_trials_stopped() -> None:
+    s = dy(seed=5, budget=Budget(max_resource=200))
+    result = simulate(s, objective, max_concurrency=2)
+    levels = set(s.rung_levels) | {0}
+    for e in result.events:
+        if isinstance(e, SegmentStarted):
+            assert e.start in levels and e.stop in levels and e.stop <= 9
+    completed = {r[0] for r in s.schedule_records if r[2] == 9}
+    assert completed
+    stopped = {e.trial_id for e in result.events if isinstance(e, TrialStopped)}
+    assert completed <= stopped
+    for tid in completed:
+        assert s.trials[tid].status == "stopped" and s.trials[tid].resource == 9
+
+
+def test_trial_budget_runs_to_done_without_creating_more() -> None:
+    s = dy(seed=1, budget=Budget(max_trials=6))
+    result = simulate(s, objective, max_concurrency=3)
+    assert isinstance(result.done, Done)
+    assert len(s.trials) == 6
+    # With only a trial cap, DyHPO keeps promoting until everyone reached max_t.
+    assert all(t.resource == 9 for t in s.trials.values())
+
+
+def test_failed_trials_are_never_scored() -> None:
+    s = scheduler(seed=0)
+    _teachers(s)
+    add_trial(s, "star", 0.12, {1: 0.50, 3: 0.20})
+    from schedulers import SegmentFailed
+
+    s.tell(SegmentStarted("star", 3, 9, {"lr": 0.12}))
+    s.tell(SegmentFailed("star", 3, 9, "boom"))
+    for action in s.ask(4):
+        assert getattr(action, "trial_id", None) != "star"
+
+
+def test_ask_many_gives_distinct_work() -> None:
+    s = scheduler(seed=0)
+    _teachers(s)
+    for k in range(4):
+        add_trial(s, f"p{k}", 10 ** (-3 + k * 0.5), {1: 0.8 - 0.1 * k})
+    actions = s.ask(8)
+    runs = [a for a in actions if isinstance(a, RunSegment)]
+    assert len(runs) == len(actions) == 8
+    keys = [a.trial_id for a in runs]
+    assert len(set(keys)) == len(keys)
+    assert s.ask(8) == actions
+
+
+# ------------------------------------------------------------- replay, state
+def test_tell_never_fits_and_replay_rebuilds_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = dy(seed=2)
+    result = simulate(original, objective, max_concurrency=3)
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("tell() must not fit a GP")
+
+    monkeypatch.setattr(dyhpo_module, "fit_gp", boom)
+    replayed = dy(seed=2)
+    for event in result.events:
+        replayed.tell(event)
+    assert replayed.schedule_records == original.schedule_records
+    assert replayed._gp_params == original._gp_params
+    assert replayed.status_extras() == original.status_extras()
+
+
+def test_recorded_fit_is_reused_until_refit_every(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = dyhpo_module.fit_gp
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dyhpo_module, "fit_gp", counting)
+    s = dy(seed=0, refit_every=3)
+    result = simulate(s, objective, max_concurrency=1)
+    model = [
+        e for e in result.events if isinstance(e, SegmentStarted) and e.info["decision"] == "dyhpo"
+    ]
+    fits = [e for e in model if "gp_fit" in e.info]
+    assert len(calls) == len(fits)
+    assert fits[0] is model[0]
+    assert len(model) / 3 - 1 <= len(fits) <= len(model) / 3 + 1
+
+
+def test_decision_info_is_small_json_and_records_are_exposed() -> None:
+    s = dy(seed=0)
+    result = simulate(s, objective, max_concurrency=2)
+    for e in result.events:
+        if isinstance(e, SegmentStarted):
+            assert len(json.dumps(dict(e.info))) < 400
+    records = s.schedule_records
+    assert records and {r[3] for r in records} == {"new", "promoted"}
+    assert all(r[3] == "new" for r in records if r[1] == 0)
+    extras = json.loads(json.dumps(s.status_extras()))
+    assert extras["schedule_records"] == [list(r) for r in records]
+    assert extras["rung_levels"] == [1, 3, 9]
+
+
+def test_different_seeds_differ() -> None:
+    a = simulate(dy(seed=1), objective, max_concurrency=2)
+    b = simulate(dy(seed=2), objective, max_concurrency=2)
+    assert a.events != b.events
+
+
+# --------------------------------------------------------------- robustness
+def test_nan_metrics_do_not_crash_and_are_stopped() -> None:
+    def nan_objective(config: Any, start: float, stop: float, state: Any) -> Any:
+        reports, state = objective(config, start, stop, state)
+        if config["act"] == "sigmoid":
+            reports = [{**r, "loss": math.nan} for r in reports]
+        return reports, state
+
+    s = dy(seed=3)
+    result = simulate(s, nan_objective, max_concurrency=2)
+    assert isinstance(result.done, Done)
+    nan_trials = {t.trial_id for t in s.trials.values() if t.config["act"] == "sigmoid"}
+    assert nan_trials
+    for e in result.events:
+        if isinstance(e, SegmentStarted) and e.trial_id in nan_trials:
+            assert e.start == 0  # never promoted past a NaN
+    assert all(s.trials[t].status == "stopped" for t in nan_trials if s.trials[t].resource > 0)
+
+
+@pytest.mark.parametrize("case", ["constant", "single", "duplicates"])
+def test_degenerate_histories_give_a_decision(case: str) -> None:
+    s = scheduler(seed=0, num_init_random=1)
+    if case == "constant":
+        for k in range(6):
+            add_trial(s, f"t{k}", 10 ** (-4 + k * 0.7), {1: 0.5, 3: 0.5})
+    elif case == "single":
+        add_trial(s, "t0", 1e-2, {1: 0.5})
+    else:
+        for k in range(6):
+            add_trial(s, f"t{k}", 1e-2, {1: 0.5 + 0.01 * k})
+    (action,) = s.ask(1)
+    assert isinstance(action, RunSegment)
+    assert action.info["decision"] == "dyhpo"
+
+
+def test_numerical_failure_falls_back_to_sh_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise GPError("kernel matrix is not positive definite even with jitter")
+
+    monkeypatch.setattr(dyhpo_module, "fit_gp", broken)
+    s = scheduler(seed=0)
+    for k, loss in enumerate([0.9, 0.8, 0.7, 0.6]):
+        add_trial(s, f"t{k}", 1e-3 * (k + 1), {1: loss})
+    (action,) = s.ask(1)
+    assert isinstance(action, RunSegment)
+    assert (action.trial_id, action.stop) == ("t3", 3)  # SH: top 1/3 of rung 1
+    assert "not positive definite" in action.info["fallback"]
+    result = simulate(dy(seed=0), objective, max_concurrency=2)
+    assert isinstance(result.done, Done)
+    assert any("fallback" in e.info for e in result.events if isinstance(e, SegmentStarted))
+
+
+def test_max_t_trial_is_stopped_before_anything_else() -> None:
+    s = scheduler(seed=0)
+    add_trial(s, "done", 1e-2, {1: 0.5, 3: 0.4, 9: 0.3})
+    (action,) = s.ask(1)
+    assert action == Stop("done", "reached max_t", {"resource": 9})
+    for e in action_events(action):
+        s.tell(e)
+    assert s.trials["done"].status == "stopped"
+    assert s.ask(1)[0] != action
+
+
+def test_docstring_examples() -> None:
+    failures, tests = doctest.testmod(dyhpo_module)
+    assert tests > 0 and failures == 0
+    import schedulers.gp as gp_module
+
+    failures, tests = doctest.testmod(gp_module)
+    assert tests > 0 and failures == 0
