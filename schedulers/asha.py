@@ -63,7 +63,8 @@ class _Overlay:
     spent: Number = 0
     new_trials: int = 0
     segments: int = 0
-    decided: set[str] = field(default_factory=set)
+    decided: set[str] = field(default_factory=set)  # pending trials already handled
+    promoted: set[str] = field(default_factory=set)
 
 
 def _remove(rows: list[tuple[float, str]], row: tuple[float, str]) -> bool:
@@ -273,6 +274,8 @@ class ASHAScheduler(Scheduler):
                 overlay.spent += action.stop - action.start
                 overlay.segments += 1
                 overlay.new_trials += int(action.new_trial)
+                if action.info.get("promoted"):
+                    overlay.promoted.add(action.trial_id)
             if isinstance(action, (RunSegment, Pause, Stop)):
                 overlay.decided.add(action.trial_id)
         return actions or [Wait()]
@@ -343,7 +346,7 @@ class ASHAScheduler(Scheduler):
     def _promotion(self, ov: _Overlay) -> RunSegment | None:
         for b, k in self._order:
             rung = self._rungs[b][k]
-            row = self._promotable(rung, ov.decided)
+            row = self._promotable(rung, ov.promoted)
             if row is None:
                 continue
             r_next = self._rungs[b][k + 1].resource

@@ -369,8 +369,7 @@ class HyperBandScheduler(Scheduler):
                 )
             return Stop(tid, "budget exhausted", self._info(b, i))
         if not b.complete[i]:
-            waiting = len(b.members[i]) - len(b.done[i])
-            return Pause(tid, t.resource, self._info(b, i, waiting=waiting))
+            return Pause(tid, t.resource, self._info(b, i))
         if tid not in b.top[i]:
             return Stop(tid, f"culled at rung {i}", self._info(b, i))
         r_next = b.plan.rungs[i + 1][1]

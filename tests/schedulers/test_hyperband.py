@@ -1,0 +1,222 @@
+"""HyperBand: bracket arithmetic, synchronous rungs, concurrency, failures, budget."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schedulers import (
+    Budget,
+    CheckpointRef,
+    Done,
+    Pause,
+    RunSegment,
+    SchedulerArgumentError,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    Stop,
+    TrialCreated,
+    action_events,
+)
+from schedulers._rungs import hyperband_brackets
+from schedulers.hyperband import HyperBandScheduler
+from schedulers.simulate import simulate
+from tests.schedulers.conftest import SPACE, objective
+from tests.schedulers.replay_util import check_ask_n, check_replay
+
+
+def hb(**kwargs: Any) -> HyperBandScheduler:
+    args: dict[str, Any] = {"max_t": 9, "reduction_factor": 3, "budget": Budget(max_trials=30)}
+    args.update(kwargs)
+    return HyperBandScheduler(space=SPACE, metric="loss", mode="min", **args)
+
+
+def apply(s: HyperBandScheduler, action: Any) -> None:
+    for event in action_events(action):
+        s.tell(event)
+
+
+def finish(s: HyperBandScheduler, tid: str, start: float, stop: float, loss: float) -> None:
+    report = {"resource": stop, "loss": loss}
+    ref = CheckpointRef(f"e/{tid}/{stop}", 1, "x", tid, float(stop))
+    s.tell(SegmentFinished(tid, start, stop, (report,), report, checkpoint=ref))
+
+
+# ------------------------------------------------------------ bracket arithmetic
+def rungs(max_t: float, eta: float) -> list[tuple[int, list[list[float]]]]:
+    return [(b.s, [list(r) for r in b.rungs]) for b in hyperband_brackets(max_t, eta)]
+
+
+def test_table_1_of_the_paper() -> None:
+    assert rungs(81, 3) == [
+        (4, [[81, 1], [27, 3], [9, 9], [3, 27], [1, 81]]),
+        (3, [[34, 3], [11, 9], [3, 27], [1, 81]]),
+        (2, [[15, 9], [5, 27], [1, 81]]),
+        (1, [[8, 27], [2, 81]]),
+        (0, [[5, 81]]),
+    ]
+    assert [b.resource_restart for b in hyperband_brackets(81, 3)] == [405, 363, 351, 378, 405]
+
+
+def test_exact_powers_do_not_lose_a_bracket() -> None:
+    # math.log(243, 3) == 4.999..., which floors to the wrong s_max.
+    assert hyperband_brackets(243, 3)[0].s == 5
+    assert hyperband_brackets(1000, 10)[0].s == 3
+    assert hyperband_brackets(8.0, 2.0)[0].rungs[0] == (8, 1.0)
+
+
+def test_non_power_and_float_resources() -> None:
+    brackets = hyperband_brackets(100, 3)
+    assert brackets[0].s == 4
+    assert brackets[0].rungs[0] == (81, 100 / 81)
+    assert all(b.rungs[-1][1] == 100 for b in brackets)
+    assert rungs(1.0, 2.0) == [(0, [[1, 1.0]])]
+    assert rungs(4.0, 2.0) == [
+        (2, [[4, 1.0], [2, 2.0], [1, 4.0]]),
+        (1, [[3, 2.0], [1, 4.0]]),
+        (0, [[3, 4.0]]),
+    ]
+    assert isinstance(hyperband_brackets(4.0, 2)[0].rungs[0][1], float)
+
+
+@given(st.integers(1, 3000), st.sampled_from([2, 3, 4, 2.5, 3.0]))
+def test_bracket_invariants(max_t: int, eta: float) -> None:
+    brackets = hyperband_brackets(max_t, eta)
+    s_max = brackets[0].s
+    assert eta**s_max <= max_t * (1 + 1e-12) < eta ** (s_max + 1)
+    assert [b.s for b in brackets] == list(range(s_max, -1, -1))
+    for b in brackets:
+        assert len(b.rungs) == b.s + 1
+        assert b.rungs[-1][1] == max_t
+        ns = [n for n, _ in b.rungs]
+        assert ns == sorted(ns, reverse=True) and ns[-1] >= 1
+        for (_, r0), (_, r1) in zip(b.rungs, b.rungs[1:], strict=False):
+            assert r1 == pytest.approx(r0 * eta)
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    ("kwargs", "argument", "text"),
+    [
+        ({"reduction_factor": 1}, "reduction_factor", "reduction_factor is 1, but must be >= 2"),
+        ({"max_t": 0}, "max_t", "max_t is 0, but must be > 0"),
+        ({"searcher": "grid"}, "searcher", "searcher is 'grid'"),
+        ({"stop_last_trials": False}, "stop_last_trials", "budget.max_resource"),
+        ({"searcher": "tpe", "searcher_args": {"bogus": 1}}, "searcher_args", "bogus"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], argument: str, text: str) -> None:
+    with pytest.raises(SchedulerArgumentError) as info:
+        hb(**kwargs)
+    assert info.value.argument == argument
+    assert text in str(info.value)
+
+
+# -------------------------------------------------------- hand-built sequences
+def test_rung_waits_then_promotes_the_best_with_their_checkpoints() -> None:
+    s = hb()
+    first = s.ask(9)
+    assert [(a.trial_id, a.start, a.stop, a.info["s"]) for a in first] == [
+        (f"t{i:04d}", 0, 1, 2) for i in range(9)
+    ]
+    for a in first:
+        apply(s, a)
+    losses = [0.9, 0.1, 0.8, 0.3, 0.7, 0.6, 0.2, 0.5, 0.4]
+    for i, loss in enumerate(losses[:-1]):
+        finish(s, f"t{i:04d}", 0, 1, loss)
+        (pause,) = s.ask(1)
+        assert isinstance(pause, Pause) and pause.trial_id == f"t{i:04d}"
+        apply(s, pause)
+    finish(s, "t0008", 0, 1, losses[-1])
+    decisions = s.ask(9)
+    promoted = {a.trial_id: a for a in decisions if isinstance(a, RunSegment)}
+    assert set(promoted) == {"t0001", "t0006", "t0003"}
+    for tid, a in promoted.items():
+        assert (a.start, a.stop, a.info["promoted"], a.info["rung"]) == (1, 3, True, 1)
+        assert a.restore_from is not None and a.restore_from.trial_id == tid
+    culled = {a.trial_id for a in decisions if isinstance(a, Stop)}
+    assert culled == {f"t{i:04d}" for i in range(9)} - set(promoted)
+
+
+def test_waiting_bracket_does_not_idle_workers() -> None:
+    s = hb()
+    for a in s.ask(9):
+        apply(s, a)
+    for i in range(8):  # t0008 is the straggler
+        finish(s, f"t{i:04d}", 0, 1, 0.5 + i)
+        apply(s, s.ask(1)[0])
+    (nxt,) = s.ask(1)
+    assert isinstance(nxt, RunSegment) and nxt.new_trial
+    assert (nxt.info["bracket"], nxt.info["s"], nxt.start, nxt.stop) == (1, 1, 0, 3)
+
+
+def test_failed_trial_leaves_its_rung_without_stalling() -> None:
+    s = hb()
+    for a in s.ask(9):
+        apply(s, a)
+    for i in range(8):
+        finish(s, f"t{i:04d}", 0, 1, float(i))
+        apply(s, s.ask(1)[0])
+    s.tell(SegmentFailed("t0008", 0, 1, "boom"))
+    decisions = s.ask(9)
+    promoted = [a.trial_id for a in decisions if isinstance(a, RunSegment) and not a.new_trial]
+    assert promoted == ["t0000", "t0001", "t0002"]
+
+
+@pytest.mark.parametrize(
+    "budget", [Budget(max_trials=30), Budget(max_resource=100)], ids=["trials", "resource"]
+)
+def test_ask_n_is_successive_ask_one(budget: Budget) -> None:
+    make = lambda: hb(seed=5, budget=budget, stop_last_trials=budget.max_trials is not None)  # noqa: E731
+    result = simulate(make(), objective, max_concurrency=4, seed=1)
+    for point in result.decision_points[::2]:
+        check_ask_n(make, result.events[:point])
+
+
+# ------------------------------------------------------------------ whole runs
+@pytest.mark.parametrize("searcher", ["random", "tpe"])
+def test_replay_of_random_prefixes(searcher: str) -> None:
+    check_replay(lambda: hb(seed=11, searcher=searcher), seed=4)
+
+
+@pytest.mark.parametrize(("max_t", "eta"), [(9, 3), (2.7, 3), (8.0, 2.0), (10, 3)])
+def test_survivors_reach_max_t_exactly(max_t: float, eta: float) -> None:
+    s = hb(max_t=max_t, reduction_factor=eta, budget=Budget(max_trials=40))
+    result = simulate(s, objective, max_concurrency=3)
+    stops = [e.stop for e in result.events if isinstance(e, SegmentStarted)]
+    assert max(stops) == max_t
+    assert isinstance(result.done, Done)
+
+
+def test_resource_budget_opens_only_whole_brackets() -> None:
+    budget = Budget(max_resource=130)  # iteration 1 costs 21 + 21 + 27 = 69
+    s = hb(budget=budget)
+    result = simulate(s, objective, max_concurrency=4)
+    assert result.resource_used <= 130
+    created = [e for e in result.events if isinstance(e, TrialCreated)]
+    opened = {(e.info["bracket"], e.info["s"]) for e in created}
+    plans = {b.s: b for b in hyperband_brackets(9, 3)}
+    assert sum(plans[s].resource for _, s in opened) == result.resource_used
+    assert [s for _, s in sorted(opened)] == [2, 1, 0, 2, 1]  # s=0 (27) no longer fits
+
+
+def test_stop_last_trials_false_extends_survivors_within_budget() -> None:
+    s = hb(stop_last_trials=False, budget=Budget(max_resource=120))
+    result = simulate(s, objective, max_concurrency=2)
+    extended = [e for e in result.events if isinstance(e, SegmentStarted) and e.start >= 9]
+    assert extended and all(e.stop - e.start == 9 for e in extended)
+    assert result.resource_used <= 120
+
+
+def test_status_extras_is_json() -> None:
+    s = hb()
+    for a in s.ask(5):
+        apply(s, a)
+    extras = json.loads(json.dumps(s.status_extras()))
+    (bracket,) = extras["brackets"]
+    assert bracket["s"] == 2 and len(bracket["rungs"][0]["members"]) == 5
