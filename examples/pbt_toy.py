@@ -37,7 +37,10 @@ THETA0: tuple[float, float] = (0.9, 0.9)
 #: Gradient-ascent step size on the surrogate.
 STEP_SIZE = 0.05
 #: The two members' initial hyperparameters.
-INITIAL_H: tuple[dict[str, float], dict[str, float]] = ({"h0": 1.0, "h1": 0.0}, {"h0": 0.0, "h1": 1.0})
+INITIAL_H: tuple[dict[str, float], dict[str, float]] = (
+    {"h0": 1.0, "h1": 0.0},
+    {"h0": 0.0, "h1": 1.0},
+)
 
 TOY_SPACE = SearchSpace.parse(
     {

@@ -48,6 +48,8 @@ _EPS = 1e-9
 
 # (score, tie-break, trial_id): lower score is better; ties fall to a seed-derived key.
 _Key = tuple[float, int, str]
+# (checkpoint, config, score) of a member's own segment ending at a boundary.
+_Snapshot = tuple[CheckpointRef | None, dict[str, Any], float | None]
 
 
 def _number(name: str, value: Any, *, low: float, high: float | None = None,
@@ -242,11 +244,14 @@ class PopulationBasedTraining(Scheduler):
         self.max_generations = max_generations
         self.max_t = None if max_t is None else _number("max_t", max_t, low=0, low_open=True)
         if not isinstance(time_attr, str) or not time_attr:
-            raise SchedulerArgumentError("time_attr", f"time_attr is {time_attr!r}, but must be a name")
+            raise SchedulerArgumentError(
+                "time_attr", f"time_attr is {time_attr!r}, but must be a name"
+            )
         self.time_attr = time_attr
         if exploit not in ("truncation", "binary_tournament"):
             raise SchedulerArgumentError(
-                "exploit", f"exploit is {exploit!r}, but must be 'truncation' or 'binary_tournament'"
+                "exploit",
+                f"exploit is {exploit!r}, but must be 'truncation' or 'binary_tournament'",
             )
         self.exploit: Exploit = exploit
         if boundary not in ("clip", "reflect"):
@@ -256,7 +261,8 @@ class PopulationBasedTraining(Scheduler):
         self.boundary: Boundary = boundary
         if custom_explore_fn is not None and not callable(custom_explore_fn):
             raise SchedulerArgumentError(
-                "custom_explore_fn", f"custom_explore_fn is {custom_explore_fn!r}, but must be callable"
+                "custom_explore_fn",
+                f"custom_explore_fn is {custom_explore_fn!r}, but must be callable",
             )
         self.custom_explore_fn = custom_explore_fn
         self.log_config = _bool("log_config", log_config)
@@ -308,7 +314,7 @@ class PopulationBasedTraining(Scheduler):
         self._positions: list[tuple[float, str]] = []
         self._position: dict[str, tuple[float, str]] = {}
         # Per member and boundary: (checkpoint, config, score) of its own segment.
-        self._snap: dict[str, dict[float, tuple[CheckpointRef | None, dict[str, Any], float | None]]] = {}
+        self._snap: dict[str, dict[float, _Snapshot]] = {}
         # Sync rounds: boundary -> sorted keys of live members scored at it.
         self._rounds: dict[float, list[_Key]] = {}
         self._started: dict[str, SegmentStarted] = {}
@@ -316,6 +322,10 @@ class PopulationBasedTraining(Scheduler):
         self._failures: dict[str, int] = {}
         self._missing_metric: set[str] = set()
         self._awaiting: set[str] = set()
+        # (writer trial, resource) -> segments in flight (or awaiting a retry)
+        # that restore that checkpoint; see _overwrites.
+        self._reads: dict[tuple[str, float], int] = {}
+        self._reading: dict[str, tuple[str, float]] = {}
         self.n_perturbations = 0
 
     # ------------------------------------------------------------------ fold
@@ -331,7 +341,13 @@ class PopulationBasedTraining(Scheduler):
         elif isinstance(event, SegmentStarted):
             self._started[tid] = event
             self._retry.pop(tid, None)
+            self._end_read(tid)
+            if event.restore_from is not None:
+                read = (event.restore_from.trial_id, float(event.restore_from.resource))
+                self._reading[tid] = read
+                self._reads[read] = self._reads.get(read, 0) + 1
         elif isinstance(event, SegmentFinished):
+            self._end_read(tid)
             self._generation[tid] = self._generation.get(tid, 0) + 1
             self._failures.pop(tid, None)
             t = self.trials[tid]
@@ -363,8 +379,16 @@ class PopulationBasedTraining(Scheduler):
                 self._latest[tid] = donor_score
         self._refresh(tid)
 
+    def _end_read(self, tid: str) -> None:
+        read = self._reading.pop(tid, None)
+        if read is not None:
+            self._reads[read] -= 1
+            if not self._reads[read]:
+                del self._reads[read]
+
     def _leave(self, tid: str) -> None:
         """Drop a failed or stopped member from every sync round it was scored in."""
+        self._end_read(tid)
         self._retry.pop(tid, None)
         for b, (_, _, score) in self._snap.get(tid, {}).items():
             if score is None:
@@ -451,6 +475,7 @@ class PopulationBasedTraining(Scheduler):
         if own is None or n < 2:
             return None
         rng = self.rng(salt)
+        floor = self.trials[tid].resource
         i = bisect.bisect_left(ranking, own)
         if self.exploit == "truncation":
             k = self.quantile_size(n)
@@ -459,8 +484,8 @@ class PopulationBasedTraining(Scheduler):
             # Draw from the top k; only if the draw is not a valid donor, draw
             # again among the valid ones (keeps a decision O(log N) in general).
             key = ranking[int(rng.integers(k))]
-            if key[2] == tid or not self._donor_ok(key[2]):
-                pool = [c for c in ranking[:k] if c[2] != tid and self._donor_ok(c[2])]
+            if key[2] == tid or not self._donor_ok(key[2], floor):
+                pool = [c for c in ranking[:k] if c[2] != tid and self._donor_ok(c[2], floor)]
                 if not pool:
                     return None
                 key = pool[int(rng.integers(len(pool)))]
@@ -468,17 +493,20 @@ class PopulationBasedTraining(Scheduler):
         j = int(rng.integers(n - 1))
         j = j + 1 if j >= i else j  # uniform over the others
         key = ranking[j]
-        if not key[0] < own[0] or not self._donor_ok(key[2]):
+        if not key[0] < own[0] or not self._donor_ok(key[2], floor):
             return None
         return key[2], {"rank": i, "ranked": n, "opponent_rank": j, "donor_score": key[0]}
 
-    def _donor_ok(self, donor: str) -> bool:
+    def _donor_ok(self, donor: str, floor: float) -> bool:
+        """Whether ``donor`` can be copied by a member at resource ``floor``."""
         t = self.trials[donor]
         if not self._live(t) or self._is_done(t):
             return False
         if self.synch:
             return True  # the caller checks the checkpoint of the round snapshot
-        # The latest checkpoint must hold the weights the latest score belongs to.
+        # The latest checkpoint must hold the weights the latest score belongs
+        # to. ``floor`` is unused in async mode: like Ray, a member may copy a
+        # donor that has trained less than itself (see _overwrites).
         return t.checkpoint is not None and abs(t.checkpoint.resource - t.resource) < _EPS
 
     def _decide(
@@ -546,7 +574,9 @@ class PopulationBasedTraining(Scheduler):
         while len(actions) < n and len(self.trials) + len(actions) < self.population_size:
             index = len(self.trials) + len(actions)
             stop = self.next_boundary(0.0)
-            if not self.can_create_trial(len(actions)) or not self.can_spend(stop, pending_resource):
+            if not self.can_create_trial(len(actions)):
+                break
+            if not self.can_spend(stop, pending_resource):
                 break
             if index < len(self.initial_configs):
                 config = dict(self.initial_configs[index])
@@ -562,6 +592,7 @@ class PopulationBasedTraining(Scheduler):
         # 2. Members waiting for a decision, lowest resource first (sync rounds in order).
         barrier = self._positions[0][0] if self._positions else math.inf
         waiting = sorted(self._awaiting, key=lambda tid: (self.trials[tid].resource, tid))
+        batch_reads: set[tuple[str, float]] = set()
         for tid in waiting:
             if len(actions) >= n:
                 break
@@ -596,16 +627,32 @@ class PopulationBasedTraining(Scheduler):
             if stop <= start + _EPS or not self.can_spend(stop - start, pending_resource):
                 actions.append(Stop(tid, "budget exhausted" if stop > start else "max_t reached"))
                 continue
+            if self._overwrites(tid, stop, batch_reads):
+                continue  # wait until the segment reading the old checkpoint is done
             actions.append(
                 RunSegment(tid, config, start, stop, restore_from=restore,
                            perturbation=perturbation, info={"pbt": info})
             )
+            if restore is not None:
+                batch_reads.add((restore.trial_id, float(restore.resource)))
             pending_resource += stop - start
         if actions:
             return actions
         if self.running:
             return [Wait()]
         return [self._done("population finished")]
+
+    def _overwrites(self, tid: str, stop: float, batch_reads: set[tuple[str, float]]) -> bool:
+        """Whether a segment of ``tid`` ending at ``stop`` would replace a checkpoint
+        that a segment in flight (or earlier in this batch) still restores.
+
+        Checkpoints are keyed by trial and segment range, and a member that
+        copied a donor behind it re-trains ranges it trained before; writing
+        the same key again replaces the old bytes. Such a segment waits until
+        the readers of the old checkpoint have finished.
+        """
+        read = (tid, float(stop))
+        return self._reads.get(read, 0) > 0 or read in batch_reads
 
     def _done(self, reason: str) -> Done:
         best = self.best_trial()

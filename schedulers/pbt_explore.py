@@ -197,8 +197,8 @@ def fit_value(
         n = (dist.high - dist.low) // dist.step
         return int(dist.low + dist.step * min(n, max(0, k)))
     if dist.step is not None:
-        n = int(round((dist.high - dist.low) / dist.step))
-        k = min(n, max(0, int(round((x - dist.low) / dist.step))))
+        n = round((dist.high - dist.low) / dist.step)
+        k = min(n, max(0, round((x - dist.low) / dist.step)))
         # min() guards against low + n*step landing a rounding error above high.
         return float(min(dist.high, dist.low + k * dist.step))
     return float(x)
@@ -247,7 +247,9 @@ def perturb_value(
         return choices[j], f"index{j - i:+d}"
     if isinstance(mutation, (FloatDistribution, IntDistribution)):
         if resample or not _is_number(value):
-            return sample_one(mutation, rng), "resample"
+            # sample_one draws exp(uniform(log low, log high)) for log scales,
+            # which can land one ulp outside; fit_value puts it back.
+            return fit_value(mutation, sample_one(mutation, rng), boundary), "resample"
         factor = float(perturbation_factors[int(rng.integers(len(perturbation_factors)))])
         new = fit_value(mutation, float(value) * factor, boundary)
         if isinstance(mutation, IntDistribution) and new == value and factor != 1.0 and value:
@@ -261,7 +263,7 @@ def perturb_value(
         factor = float(perturbation_factors[int(rng.integers(len(perturbation_factors)))])
         new_value: Any = float(value) * factor
         if isinstance(value, (int, np.integer)):
-            new_value = int(round(new_value))
+            new_value = round(new_value)
         return new_value, f"x{factor:g}"
     raise ExploreError("hyperparam_mutations", f"unsupported mutation {mutation!r}")
 
@@ -287,7 +289,8 @@ def conform(
         fitted = fit_value(dist, float(value), boundary)
         return fitted, True
     raise ExploreError(
-        key, f"explored value {key}={value!r} is not in space.{key} ({dist!r}) and cannot be clipped"
+        key,
+        f"explored value {key}={value!r} is not in space.{key} ({dist!r}) and cannot be clipped",
     )
 
 

@@ -407,3 +407,23 @@ def test_population_fills_before_any_decision() -> None:
     nxt = s.ask(1)[0]
     assert isinstance(nxt, RunSegment) and nxt.new_trial
     assert math.isclose(nxt.stop, 2)
+
+
+def test_a_member_going_back_waits_instead_of_overwriting_a_checkpoint_being_read() -> None:
+    s = pbt(population_size=4, quantile_fraction=0.5)
+    m, w, c, d = start_population(s)
+    finish(s, m, 0.10)
+    apply(s, s.ask(1))  # m alone is ranked: it continues 2 -> 4
+    finish(s, m, 0.05)
+    finish(s, w, 0.90)
+    exploit = next(a for a in s.ask(4) if a.trial_id == w)
+    assert isinstance(exploit, RunSegment) and exploit.perturbation is not None
+    assert exploit.perturbation.donor_id == m and exploit.start == 4
+    apply(s, [exploit])  # w restores m's checkpoint at 4, in flight
+    finish(s, c, 0.02)
+    finish(s, d, 0.01)
+    # m is now in the bottom half and would copy c or d at 2, re-training 2 -> 4
+    # and replacing the checkpoint w is reading: it must wait.
+    assert m not in {a.trial_id for a in s.ask(4)}
+    finish(s, w, 0.5)
+    assert m in {a.trial_id for a in s.ask(4)}
