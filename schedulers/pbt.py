@@ -82,7 +82,11 @@ class PopulationBasedTraining(Scheduler):
     still in the population. Members out of sync are compared by that latest
     score, whatever resource it was reached at (Ray does the same); a member
     that just exploited carries its donor's latest score until its own next
-    result, because it now holds the donor's weights.
+    result, because it now holds the donor's weights. As in Ray, a member may
+    copy a donor that has trained *less* than itself and re-train that range;
+    because checkpoints are keyed by trial and segment range, such a segment
+    waits while another segment in flight still restores the checkpoint it
+    would replace.
 
     **Synchronous** (``synch=True``; paper appendix A.1): a member that reaches
     boundary ``b`` waits until every live member has reached ``b``; then the
@@ -321,7 +325,11 @@ class PopulationBasedTraining(Scheduler):
         self._retry: dict[str, SegmentStarted] = {}
         self._failures: dict[str, int] = {}
         self._missing_metric: set[str] = set()
-        self._awaiting: set[str] = set()
+        # Members waiting for a decision, sorted by (resource, trial_id): lowest
+        # resource first, so sync rounds are settled in order and ask() reads
+        # only the head of the queue instead of sorting the population.
+        self._queue: list[tuple[float, str]] = []
+        self._queued: dict[str, tuple[float, str]] = {}
         # (writer trial, resource) -> segments in flight (or awaiting a retry)
         # that restore that checkpoint; see _overwrites.
         self._reads: dict[tuple[str, float], int] = {}
@@ -438,10 +446,13 @@ class PopulationBasedTraining(Scheduler):
             bisect.insort(self._positions, pos)
             self._position[tid] = pos
         # Members that need a decision: stopped-out, retried or paused at a boundary.
+        queued = self._queued.pop(tid, None)
+        if queued is not None:
+            del self._queue[bisect.bisect_left(self._queue, queued)]
         if t is not None and t.status in ("running", "paused") and t.running is None:
-            self._awaiting.add(tid)
-        else:
-            self._awaiting.discard(tid)
+            queued = (t.resource, tid)
+            bisect.insort(self._queue, queued)
+            self._queued[tid] = queued
 
     # ---------------------------------------------------------------- decide
     def next_boundary(self, resource: float) -> float:
@@ -591,9 +602,8 @@ class PopulationBasedTraining(Scheduler):
             pending_resource += stop
         # 2. Members waiting for a decision, lowest resource first (sync rounds in order).
         barrier = self._positions[0][0] if self._positions else math.inf
-        waiting = sorted(self._awaiting, key=lambda tid: (self.trials[tid].resource, tid))
         batch_reads: set[tuple[str, float]] = set()
-        for tid in waiting:
+        for _, tid in self._queue:
             if len(actions) >= n:
                 break
             t = self.trials[tid]
@@ -621,7 +631,7 @@ class PopulationBasedTraining(Scheduler):
                 actions.append(Stop(tid, reason))
                 continue
             if self.synch and barrier < t.resource - _EPS:
-                continue  # some live member has not reached this boundary yet
+                break  # some live member has not reached this boundary (nor any later one)
             config, start, restore, perturbation, info = self._decide(t, salt)
             stop = self.next_boundary(start)
             if stop <= start + _EPS or not self.can_spend(stop - start, pending_resource):
@@ -669,7 +679,7 @@ class PopulationBasedTraining(Scheduler):
             if started.restore_from is not None and (t.running is not None or tid in self._retry):
                 keys.add(started.restore_from.key)
         if self.synch:
-            open_rounds = {self.trials[tid].resource for tid in self._awaiting}
+            open_rounds = {resource for resource, _ in self._queue}
             for b in open_rounds:
                 for _, _, donor in self._rounds.get(b, []):
                     ckpt = self._snap[donor][b][0]
