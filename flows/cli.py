@@ -15,12 +15,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-from rich.console import Console
-from rich.table import Table
+# Prefect's ephemeral server records a telemetry row on first start and, on a
+# fresh SQLite file, races its own migrations ("database is locked" noise).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The ephemeral API migrates a fresh database on first start; 20 s (Prefect's
+# default) is not enough on a loaded two-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# One log line per task run drowns the progress bar; --verbose brings them back.
+if "--verbose" not in sys.argv:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from flows.settings import get_settings
-from flows.spec import SpecError, load_spec
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from flows.settings import get_settings  # noqa: E402
+from flows.spec import SpecError, load_spec  # noqa: E402
 
 app = typer.Typer(
     name="rungflow",
@@ -94,6 +104,9 @@ def run(
         str | None, typer.Option("--checkpoints", help="Checkpoint dir or fsspec URL.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show Prefect's per-task logs.")
+    ] = False,
 ) -> None:
     """Run an experiment; running an existing one again resumes it."""
     if (spec is None) == (example is None):

@@ -13,7 +13,7 @@ from typing import Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from schedulers.actions import Action, Done, RunSegment, Wait
+from schedulers.actions import Action, Done, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.searchers import RandomSearcher
 
@@ -40,7 +40,15 @@ class _FullBudget(Scheduler):
         raise NotImplementedError
 
     def ask(self, n: int = 1) -> list[Action]:
-        actions: list[Action] = []
+        # A trial that reached max_t is completed: record it, so status shows
+        # "stopped" rather than a pause that will never be resumed.
+        actions: list[Action] = [
+            Stop(t.trial_id, "completed")
+            for t in self.trials.values()
+            if t.status == "paused" and t.resource >= self.max_t
+        ][:n]
+        if actions:
+            return actions
         for i in range(n):
             index = len(self.trials) + i
             if (

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 # Register the bundled trainables for in-process flows.
 import examples.digits
 import examples.noop  # noqa: F401
@@ -34,3 +36,12 @@ def rungflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 for CLI subprocesses."""
+    from tests.prefect_server import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url

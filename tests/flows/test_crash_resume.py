@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from storage import EventStore
-from tests.log_checks import assert_log_integrity
+from tests.log_checks import assert_log_integrity, decision_view
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +48,23 @@ def write_spec(path: Path, scheduler: str, args: dict[str, Any], budget: dict[st
     return path
 
 
+API_URL: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _shared_server(prefect_api_url: str) -> None:
+    API_URL[:] = [prefect_api_url]
+
+
 def env_for(tmp: Path) -> dict[str, str]:
+    (tmp / "prefect").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(
         PREFECT_HOME=str(tmp / "prefect"),
         RUNGFLOW_HOME=str(tmp / "home"),
         PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_API_URL="",
+        PREFECT_API_URL=API_URL[0],
     )
-    env.pop("PREFECT_API_URL")
     return env
 
 
@@ -86,7 +94,7 @@ def run_until_done(tmp: Path, spec: Path, kills: int, seed: int, timeout: float 
             time.sleep(0.05)
         time.sleep(float(rng.uniform(0, 0.3)))
         if proc.poll() is None:
-            # Kill the whole session: the CLI and the ephemeral Prefect API it started.
+            # Kill the whole session: the CLI and every worker process it started.
             os.killpg(proc.pid, signal.SIGKILL)
             killed += 1
         proc.wait()
@@ -120,3 +128,23 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(
     assert killed >= 1
     events = read_events(tmp_path, "crash")
     assert_log_integrity(events)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "args", "budget"),
+    [
+        ("random", {"max_t": 3}, {"max_trials": 5}),
+    ],
+)
+def test_killed_run_makes_the_same_decisions_as_an_uninterrupted_one(
+    tmp_path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any]
+) -> None:
+    """With one worker the order of results is fixed, so the logs must match exactly."""
+    straight = write_spec(tmp_path / "a.json", scheduler, args, budget, 1, "same")
+    run_until_done(tmp_path / "a", straight, kills=0, seed=0)
+    crashed = write_spec(tmp_path / "b.json", scheduler, args, budget, 1, "same")
+    run_until_done(tmp_path / "b", crashed, kills=2, seed=5)
+    a = read_events(tmp_path / "a", "same")
+    b = read_events(tmp_path / "b", "same")
+    assert_log_integrity(b)
+    assert decision_view(a) == decision_view(b)
