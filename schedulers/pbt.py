@@ -486,7 +486,6 @@ class PopulationBasedTraining(Scheduler):
         if own is None or n < 2:
             return None
         rng = self.rng(salt)
-        floor = self.trials[tid].resource
         i = bisect.bisect_left(ranking, own)
         if self.exploit == "truncation":
             k = self.quantile_size(n)
@@ -495,8 +494,8 @@ class PopulationBasedTraining(Scheduler):
             # Draw from the top k; only if the draw is not a valid donor, draw
             # again among the valid ones (keeps a decision O(log N) in general).
             key = ranking[int(rng.integers(k))]
-            if key[2] == tid or not self._donor_ok(key[2], floor):
-                pool = [c for c in ranking[:k] if c[2] != tid and self._donor_ok(c[2], floor)]
+            if key[2] == tid or not self._donor_ok(key[2]):
+                pool = [c for c in ranking[:k] if c[2] != tid and self._donor_ok(c[2])]
                 if not pool:
                     return None
                 key = pool[int(rng.integers(len(pool)))]
@@ -504,20 +503,20 @@ class PopulationBasedTraining(Scheduler):
         j = int(rng.integers(n - 1))
         j = j + 1 if j >= i else j  # uniform over the others
         key = ranking[j]
-        if not key[0] < own[0] or not self._donor_ok(key[2], floor):
+        if not key[0] < own[0] or not self._donor_ok(key[2]):
             return None
         return key[2], {"rank": i, "ranked": n, "opponent_rank": j, "donor_score": key[0]}
 
-    def _donor_ok(self, donor: str, floor: float) -> bool:
-        """Whether ``donor`` can be copied by a member at resource ``floor``."""
+    def _donor_ok(self, donor: str) -> bool:
+        """Whether ``donor`` is live, not finished and has a usable checkpoint."""
         t = self.trials[donor]
         if not self._live(t) or self._is_done(t):
             return False
         if self.synch:
             return True  # the caller checks the checkpoint of the round snapshot
         # The latest checkpoint must hold the weights the latest score belongs
-        # to. ``floor`` is unused in async mode: like Ray, a member may copy a
-        # donor that has trained less than itself (see _overwrites).
+        # to. Like Ray, a member may copy a donor that has trained less than
+        # itself (see _overwrites).
         return t.checkpoint is not None and abs(t.checkpoint.resource - t.resource) < _EPS
 
     def _decide(
