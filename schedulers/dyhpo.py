@@ -68,11 +68,11 @@ from schedulers.gp import (
 __all__ = ["FIT_POINTS", "DyHPOScheduler", "ScheduleRecord", "rung_levels_for", "sh_promotable"]
 
 #: Most points used to fit GP hyperparameters (the posterior uses up to
-#: ``max_gp_points``). The likelihood costs O(n^3) per L-BFGS-B step; 64 points
-#: keep a cold fit with restarts around 50 ms on one core.
-FIT_POINTS = 64
+#: ``max_gp_points``). The likelihood costs O(n^3) per L-BFGS-B step; 48 points
+#: keep a fit with one restart around 20-30 ms on one core.
+FIT_POINTS = 48
 #: Random restarts of the likelihood optimiser: cold fit / warm refit.
-_COLD_RESTARTS = 2
+_COLD_RESTARTS = 1
 _WARM_RESTARTS = 1
 _FIT_MAXITER = 30
 
