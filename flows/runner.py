@@ -125,6 +125,7 @@ class ExperimentRunner:
         self.seq = 0
         self.summary = RunSummary(spec.name)
         self._metric_seen = False
+        self._started_seq: dict[str, int] = {}
 
     # ------------------------------------------------------------ open/replay
     def open(self) -> list[SegmentStarted]:
@@ -146,7 +147,7 @@ class ExperimentRunner:
                 "use a new name or the stored spec. Differences:\n  " + "\n  ".join(diffs)
             )
         for record in stored:
-            self._fold(record.event)
+            self._fold(record.event, record.seq)
         self.seq = stored[-1].seq
         if self.scheduler.finished:
             self.summary.state = "finished"
@@ -159,15 +160,17 @@ class ExperimentRunner:
             log.info("resuming %s: %d unfinished segment(s) run again", self.name, len(orphans))
         return orphans
 
-    def _fold(self, event: Event) -> None:
+    def _fold(self, event: Event, seq: int) -> None:
         self.events.append(event)
         self.scheduler.tell(event)
+        if isinstance(event, SegmentStarted):
+            self._started_seq[event.trial_id] = seq
         if isinstance(event, SegmentFinished) and self.spec.metric in event.metrics:
             self._metric_seen = True
 
     def _catch_up(self) -> None:
         for record in self.store.read(self.name, after_seq=self.seq):
-            self._fold(record.event)
+            self._fold(record.event, record.seq)
             self.seq = record.seq
 
     def commit(self, events: Sequence[Event]) -> bool:
@@ -176,13 +179,14 @@ class ExperimentRunner:
         On a conflict the runner catches up with the other writer's events; the
         caller then decides again from the new state.
         """
+        first = self.seq + 1
         try:
             self.seq = self.store.append(self.name, events, expected_seq=self.seq)
         except ConcurrencyError:
             self._catch_up()
             return False
-        for event in events:
-            self._fold(event)
+        for offset, event in enumerate(events):
+            self._fold(event, first + offset)
         return True
 
     def _record_result(self, event: Event) -> None:
@@ -203,6 +207,7 @@ class ExperimentRunner:
             restore_from=restore,
             checkpoint_root=self.checkpoint_root,
             trainable_args=dict(self.spec.trainable_args),
+            started_seq=self._started_seq[trial_id],
         )
 
     def run(self, executor: SegmentExecutor) -> RunSummary:

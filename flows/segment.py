@@ -37,10 +37,14 @@ class SegmentJob:
     restore_from: CheckpointRef | None
     checkpoint_root: str
     trainable_args: Mapping[str, Any] = field(default_factory=dict)
+    #: Seq of the SegmentStarted event: a retry of this segment writes the same
+    #: checkpoint key, while a later segment over the same range (a PBT member
+    #: that jumped back to a donor's resource) writes a different one.
+    started_seq: int = 0
 
     @property
     def segment(self) -> str:
-        return segment_key(self.start, self.stop)
+        return f"{segment_key(self.start, self.stop)}.s{self.started_seq}"
 
 
 def run_segment(job: SegmentJob) -> SegmentOutcome:

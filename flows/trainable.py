@@ -91,7 +91,7 @@ def get_trainable(name: str) -> Trainable:
         )
     fn = ep.load()
     _REGISTRY[name] = fn
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 class MetricNotReportedError(RuntimeError):

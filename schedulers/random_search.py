@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from schedulers.actions import Action, Done, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError
+from schedulers.events import Event, SegmentFailed, SegmentFinished, TrialStopped
 from schedulers.searchers import RandomSearcher
 
 __all__ = ["FIFOScheduler", "RandomScheduler"]
@@ -32,6 +33,14 @@ class _FullBudget(Scheduler):
     def __init__(self, *, max_t: float = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_t = _check_max_t(max_t)
+        # Trials that reached max_t but whose completion is not yet recorded.
+        self._to_stop: dict[str, None] = {}
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, SegmentFinished) and event.stop >= self.max_t:
+            self._to_stop[event.trial_id] = None
+        elif isinstance(event, (TrialStopped, SegmentFailed)):
+            self._to_stop.pop(event.trial_id, None)
 
     def _has_config(self, index: int) -> bool:
         return True
@@ -42,11 +51,9 @@ class _FullBudget(Scheduler):
     def ask(self, n: int = 1) -> list[Action]:
         # A trial that reached max_t is completed: record it, so status shows
         # "stopped" rather than a pause that will never be resumed.
-        actions: list[Action] = [
-            Stop(t.trial_id, "completed")
-            for t in self.trials.values()
-            if t.status == "paused" and t.resource >= self.max_t
-        ][:n]
+        actions: list[Action] = []
+        for trial_id in list(self._to_stop)[:n]:
+            actions.append(Stop(trial_id, "completed"))
         if actions:
             return actions
         for i in range(n):
@@ -112,7 +119,8 @@ def _grid_values(name: str, dist: Any, points: int) -> list[Any]:
             import math
 
             lo, hi = math.log(dist.low), math.log(dist.high)
-            return [float(math.exp(lo + (hi - lo) * i / (points - 1))) for i in range(points)]
+            grid = (math.exp(lo + (hi - lo) * i / (points - 1)) for i in range(points))
+            return [float(min(dist.high, max(dist.low, x))) for x in grid]
         return [dist.low + (dist.high - dist.low) * i / (points - 1) for i in range(points)]
     raise SchedulerArgumentError("space", f"space.{name} cannot be put on a grid")
 

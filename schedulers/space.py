@@ -213,7 +213,9 @@ def sample_one(dist: BaseDistribution, rng: np.random.Generator) -> Any:
         return dist.choices[int(rng.integers(len(dist.choices)))]
     if isinstance(dist, FloatDistribution):
         if dist.log:
-            return float(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high))))
+            # exp(log(x)) can land one ulp outside [low, high]: clip.
+            x = math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
+            return float(min(dist.high, max(dist.low, x)))
         if dist.step is not None:
             n = int(round((dist.high - dist.low) / dist.step))
             return float(min(dist.high, dist.low + dist.step * int(rng.integers(n + 1))))
