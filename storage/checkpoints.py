@@ -30,9 +30,11 @@ __all__ = ["NAME_PATTERN", "SUFFIX", "CheckpointStore", "split_key", "validate_n
 #: because segment names embed ``repr(float)``, e.g. ``"0-1e+16"``.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}$")
 SUFFIX = ".ckpt"
-# A segment name is "start-stop" with each number as written by segment_key().
+# A segment name is "start-stop" with each number as written by segment_key(),
+# optionally followed by ".s<seq>" (the SegmentStarted seq the flow appends so a
+# re-run of the same range never overwrites a checkpoint still in use).
 _NUM = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|inf)"
-_SEGMENT = re.compile(rf"^{_NUM}-{_NUM}$")
+_SEGMENT = re.compile(rf"^{_NUM}-{_NUM}(?:\.s(\d+))?$")
 
 
 def validate_name(component: str, value: Any) -> str:
@@ -77,12 +79,12 @@ def make_key(experiment: str, trial_id: str, segment: str) -> str:
     return f"{experiment}/{trial_id}/{segment}{SUFFIX}"
 
 
-def _segment_order(key: str) -> tuple[float, float] | None:
+def _segment_order(key: str) -> tuple[float, float, int] | None:
     match = _SEGMENT.fullmatch(split_key(key)[2])
     if match is None:
         return None
-    start, stop = (float(g) for g in match.groups())
-    return (stop, start)
+    start, stop, seq = match.groups()
+    return (float(stop), float(start), int(seq or 0))
 
 
 class CheckpointStore:
@@ -221,9 +223,9 @@ class CheckpointStore:
         ``keep_last`` of its trial. "Newest" follows ``per_trial[trial_id]``
         (keys or segment names, oldest first) when given; stored keys missing
         from that list count as older than all listed ones. Otherwise it
-        follows the segment's ``stop`` then ``start`` parsed from its
-        ``"start-stop"`` name; a checkpoint whose name does not parse is kept,
-        since its age is unknown.
+        follows the segment's ``stop``, ``start`` and ``seq`` parsed from its
+        ``"start-stop"`` or ``"start-stop.s<seq>"`` name; a checkpoint whose
+        name does not parse is kept, since its age is unknown.
 
         Args:
             experiment: Experiment whose checkpoints to prune.

@@ -171,3 +171,12 @@ def test_retain_keep_last_zero_and_validation(ckpt: CheckpointStore) -> None:
     assert ckpt.retain("exp", keep={"exp/p/1-2.ckpt"}, keep_last=0) == ["exp/p/0-1.ckpt"]
     with pytest.raises(ValueError, match="keep_last is -1"):
         ckpt.retain("exp", keep=set(), keep_last=-1)
+
+
+def test_retain_orders_seq_suffixed_segments(ckpt: CheckpointStore) -> None:
+    # The flow names segments "start-stop.s<seq>"; a later seq is newer for the same range.
+    for seg in ["0-1.s3", "1-2.s9", "1-2.s15", "0-1.s20", "2-4.s30"]:
+        ckpt.put("exp", "p", seg, b"x", 0.0)
+    deleted = ckpt.retain("exp", keep={"exp/p/0-1.s3.ckpt"}, keep_last=2)
+    assert deleted == ["exp/p/0-1.s20.ckpt", "exp/p/1-2.s9.ckpt"]
+    assert ckpt.keys("exp") == ["exp/p/0-1.s3.ckpt", "exp/p/1-2.s15.ckpt", "exp/p/2-4.s30.ckpt"]
