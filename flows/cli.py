@@ -85,7 +85,7 @@ def _example_path(name: str) -> Path:
 
 def _import_trainables() -> None:
     # Examples register their trainables on import; entry points cover installs.
-    for module in ("examples.digits", "examples.noop"):
+    for module in ("examples.digits", "examples.noop", "examples.objectives"):
         importlib.import_module(module)
 
 

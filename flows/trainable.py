@@ -156,3 +156,32 @@ class SegmentOutcome:
 
 def final_metrics(reports: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
     return dict(reports[-1]) if reports else {}
+
+
+#: A pure simulator objective (see :data:`schedulers.simulate.Objective`).
+Objective = Callable[[Mapping[str, Any], float, float, Any], tuple[Any, Any]]
+
+
+def objective_trainable(objective: Objective) -> Trainable:
+    """Wrap a pure simulator objective as a trainable.
+
+    The same function then drives both :func:`schedulers.simulate.simulate`
+    (benchmarks, unit tests) and real flow runs, with its state carried in
+    checkpoints. ``trainable_args.seconds_per_unit`` adds a sleep per resource
+    unit, to stand in for real training time.
+    """
+
+    def train(ctx: SegmentContext) -> None:
+        import time
+
+        reports, state = objective(ctx.config, ctx.start, ctx.stop, ctx.restore())
+        delay = float(ctx.args.get("seconds_per_unit", 0.0))
+        for report in reports:
+            if delay > 0:
+                time.sleep(delay)
+            metrics = {k: v for k, v in report.items() if k != "resource"}
+            ctx.report(report["resource"], **metrics)
+        ctx.save(state)
+
+    train.__doc__ = f"Trainable wrapping {getattr(objective, '__qualname__', objective)!s}."
+    return train

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from schedulers import (
+    CheckpointRef,
     Event,
     ExperimentFinished,
     SegmentFailed,
@@ -57,11 +59,20 @@ def assert_log_integrity(events: Sequence[Event], *, finished: bool = True) -> N
 
 
 def decision_view(events: Sequence[Event]) -> list[tuple[object, ...]]:
-    """Events without values that may legitimately differ between runs."""
+    """Events without values that may legitimately differ between runs.
+
+    A checkpoint's bytes may differ between processes (pickles of sets and
+    dicts follow the per-process string hash seed), so checkpoints are
+    compared by key only.
+    """
     out: list[tuple[object, ...]] = []
     for e in events:
         if isinstance(e, SegmentFinished):
             out.append((e.kind, e.trial_id, e.start, e.stop))
-        else:
-            out.append((e.kind, getattr(e, "trial_id", None), repr(e)))
+            continue
+        fields = {}
+        for f in dataclasses.fields(e):
+            value = getattr(e, f.name)
+            fields[f.name] = value.key if isinstance(value, CheckpointRef) else value
+        out.append((e.kind, repr(fields)))
     return out

@@ -114,17 +114,22 @@ def read_events(tmp: Path, name: str) -> list[Any]:
         store.close()
 
 
-@pytest.mark.parametrize(
-    ("scheduler", "args", "budget"),
-    [
-        ("random", {"max_t": 3}, {"max_trials": 8}),
-    ],
-)
+CASES = {
+    "random": ({"max_t": 3}, {"max_trials": 8}),
+    "hyperband": ({"max_t": 9, "reduction_factor": 3}, {"max_trials": 17}),
+    "asha": ({"max_t": 9, "grace_period": 1, "reduction_factor": 3}, {"max_resource": 40}),
+    "pbt": ({"perturbation_interval": 2, "population_size": 4, "max_generations": 4}, {}),
+    "dyhpo": ({"max_t": 9, "grace_period": 1, "num_init_random": 4, "num_candidates": 32},
+              {"max_resource": 30}),
+}
+
+
+@pytest.mark.parametrize(("scheduler", "args", "budget"), [(k, *v) for k, v in CASES.items()])
 def test_sigkill_then_resume_loses_and_duplicates_nothing(
     tmp_path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any]
 ) -> None:
     spec = write_spec(tmp_path / "spec.json", scheduler, args, budget, 3, "crash")
-    killed = run_until_done(tmp_path, spec, kills=3, seed=1)
+    killed = run_until_done(tmp_path, spec, kills=2, seed=1)
     assert killed >= 1
     events = read_events(tmp_path, "crash")
     assert_log_integrity(events)
@@ -132,9 +137,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(
 
 @pytest.mark.parametrize(
     ("scheduler", "args", "budget"),
-    [
-        ("random", {"max_t": 3}, {"max_trials": 5}),
-    ],
+    [(k, *CASES[k]) for k in ("hyperband", "pbt", "dyhpo")],
 )
 def test_killed_run_makes_the_same_decisions_as_an_uninterrupted_one(
     tmp_path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any]
