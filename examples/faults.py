@@ -32,7 +32,7 @@ from flows.trainable import SegmentContext, trainable
 __all__ = ["WorkerLost", "train_faults"]
 
 
-class WorkerLost(BaseException):  # noqa: N818 - named after what it simulates
+class WorkerLost(BaseException):
     """Simulated loss of the process running a segment (see module docs)."""
 
 

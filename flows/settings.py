@@ -7,11 +7,16 @@ parameters or its logs:
 * ``RUNGFLOW_HOME`` (default ``./.rungflow``)
 * ``RUNGFLOW_DATABASE_URL`` (default ``sqlite:///$RUNGFLOW_HOME/rungflow.db``)
 * ``RUNGFLOW_CHECKPOINTS`` (default ``$RUNGFLOW_HOME/checkpoints``; any fsspec URL)
+* ``RUNGFLOW_DATABASE_BLOCK``: name of a Prefect ``Secret`` block holding the
+  database URL, for workers that should not carry credentials in their
+  environment; used when ``RUNGFLOW_DATABASE_URL`` is not set
+* ``RUNGFLOW_ARTIFACTS`` (default on): progress/leaderboard/summary artifacts
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,11 +31,19 @@ class RungflowSettings(BaseSettings):
     home: Path = Path(".rungflow")
     database_url: str | None = None
     checkpoints: str | None = None
+    database_block: str | None = None
+    artifacts: bool = True
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
+        if self.database_block:
+            # Loaded on use, not at import: the Prefect API may not be up yet.
+            from prefect.blocks.system import Secret
+
+            secret: Any = Secret.load(self.database_block, _sync=True)  # type: ignore[call-arg]
+            return str(secret.get())
         return f"sqlite:///{(self.home / 'rungflow.db').resolve()}"
 
     @property

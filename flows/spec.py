@@ -86,6 +86,23 @@ class BudgetSpec(BaseModel):
         return Budget(self.max_trials, self.max_resource)
 
 
+def _ui_schema(schema: dict[str, Any]) -> None:
+    """Shape the JSON schema for the Prefect UI's run form.
+
+    The form shows a model's description above its fields: use the docstring's
+    first line, not the doctest. List each scheduler's arguments under
+    ``scheduler_args``, which is free-form because it depends on ``scheduler``.
+    """
+    schema["description"] = "Everything that defines an experiment."
+    lines = []
+    for name in SchedulerName.__args__:  # type: ignore[attr-defined]
+        accepted = _keyword_arguments(scheduler_class(name)) or set()
+        lines.append(f"{name}: {', '.join(sorted(accepted - _RESERVED - _CODE_ARGUMENTS))}")
+    args = schema["properties"]["scheduler_args"]
+    args["description"] = "Arguments of the chosen scheduler. " + "; ".join(lines)
+    args["examples"] = [{"max_t": 9, "reduction_factor": 3}]
+
+
 class ExperimentSpec(BaseModel):
     """Everything that defines an experiment.
 
@@ -98,7 +115,7 @@ class ExperimentSpec(BaseModel):
         2
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ui_schema)
 
     name: Annotated[
         str,
@@ -110,15 +127,34 @@ class ExperimentSpec(BaseModel):
     metric: Annotated[
         str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", description="Metric to optimise.")
     ]
-    mode: Literal["min", "max"] = "min"
-    space: dict[str, Any] = Field(description="Search space: name -> distribution.")
-    scheduler: SchedulerName = "random"
-    scheduler_args: dict[str, Any] = Field(default_factory=dict)
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    mode: Annotated[
+        Literal["min", "max"], Field(description="Minimise or maximise the metric.")
+    ] = "min"
+    space: dict[str, Any] = Field(
+        description="Search space: name -> distribution ({type: float|int|categorical, "
+        "low, high, log, step, choices}).",
+        examples=[{"lr": {"type": "float", "low": 0.0001, "high": 0.1, "log": True}}],
+    )
+    scheduler: Annotated[
+        SchedulerName, Field(description="Which scheduler decides what runs next.")
+    ] = "random"
+    scheduler_args: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the chosen scheduler."
+    )
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec, description="Limits on trials and total resource."
+    )
     max_concurrency: Annotated[int, Field(ge=1, le=256, description="Segments in flight.")] = 2
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
-    segment_retries: Annotated[int, Field(ge=0, le=10)] = 0
-    task_runner: Literal["thread", "process"] = "thread"
+    seed: Annotated[
+        int, Field(ge=0, le=2**32 - 1, description="Root seed; same seed, same decisions.")
+    ] = 0
+    segment_retries: Annotated[
+        int, Field(ge=0, le=10, description="Task retries of a failing segment.")
+    ] = 0
+    task_runner: Annotated[
+        Literal["thread", "process"],
+        Field(description="Run segments in threads or in worker processes."),
+    ] = "thread"
     trainable_args: dict[str, Any] = Field(
         default_factory=dict, description="Fixed keyword arguments passed to the trainable."
     )

@@ -9,6 +9,7 @@ over the pending set), never in waves.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.runner import ExperimentRunner, RunSummary
 from flows.segment import SegmentJob, run_segment
 from flows.settings import get_settings
@@ -106,7 +108,7 @@ def run_experiment(
 
 
 @flow(name="tune", persist_result=False, validate_parameters=True)
-def tune(spec: ExperimentSpec) -> dict[str, Any]:
+def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> dict[str, Any]:
     """Run or resume a hyperparameter search.
 
     Running a flow with the name of an existing experiment resumes it from its
@@ -115,17 +117,30 @@ def tune(spec: ExperimentSpec) -> dict[str, Any]:
 
     Args:
         spec: The experiment (scheduler, search space, budget, concurrency).
+        experiment_suffix: "none" works on the experiment spec.name (a run with
+            the name of an unfinished experiment resumes it); "date", "datetime"
+            or "flow_run" start a new experiment per run, named spec.name plus
+            the run's scheduled date (UTC) or the flow-run name. Retries of a
+            run keep its name and so resume it.
     """
+    from flows.artifacts import ExperimentArtifacts
     from flows.progress import PROGRESS_HOOKS
 
     logger = get_run_logger()
-    hooks = list(PROGRESS_HOOKS)
+    spec = spec_for_run(spec, experiment_suffix)
+    artifacts = ExperimentArtifacts(spec) if get_settings().artifacts else None
+    hooks: list[Callable[[ExperimentRunner], None]] = [*PROGRESS_HOOKS]
+    if artifacts is not None:
+        hooks.append(artifacts)
 
     def on_progress(runner: ExperimentRunner) -> None:
         for hook in hooks:
             hook(runner)
 
-    summary = run_experiment(spec, on_progress=on_progress if hooks else None)
+    with artifacts if artifacts is not None else nullcontext():
+        summary = run_experiment(spec, on_progress=on_progress if hooks else None)
+        if artifacts:
+            artifacts.summary = summary
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,

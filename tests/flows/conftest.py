@@ -10,7 +10,18 @@ from tests.flows.served import Served, serve_deployment
 
 
 @pytest.fixture(scope="session")
-def served(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """``deployments/serve.py --only manual`` in a subprocess, shared by the session."""
-    with serve_deployment(prefect_api_url, tmp_path_factory.mktemp("served")) as handle:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``deployments/serve.py --only manual`` in a subprocess, on its own real server.
+
+    The server runs with its services: Prefect 3 clients report task runs as
+    events, and only the task-run recorder service turns them into the task
+    runs the tests count.
+    """
+    from tests.prefect_server import prefect_server
+
+    root = tmp_path_factory.mktemp("served")
+    with (
+        prefect_server(root / "server", services=True) as api_url,
+        serve_deployment(api_url, root / "runner") as handle,
+    ):
         yield handle

@@ -142,9 +142,9 @@ def start(api_url: str, parameters: dict[str, Any]) -> UUID:
         flow_run = await client.create_flow_run_from_deployment(
             deployment.id, parameters=parameters
         )
-        return flow_run.id  # type: ignore[no-any-return]
+        return flow_run.id
 
-    return run(create, api_url)  # type: ignore[no-any-return]
+    return run(create, api_url)
 
 
 def wait_final(api_url: str, flow_run_id: UUID, timeout: float = 120) -> Any:
@@ -191,11 +191,11 @@ def task_runs(api_url: str, flow_run_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     async def read(client: Any) -> list[Any]:
-        return await client.read_task_runs(  # type: ignore[no-any-return]
+        return await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
         )
 
-    return run(read, api_url)  # type: ignore[no-any-return]
+    return run(read, api_url)
 
 
 def logs_and_artifacts(api_url: str, flow_run_ids: list[UUID]) -> str:
@@ -208,9 +208,13 @@ def logs_and_artifacts(api_url: str, flow_run_ids: list[UUID]) -> str:
     )
 
     async def read(client: Any) -> str:
-        logs = await client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)), limit=5000
-        )
+        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids))
+        logs: list[Any] = []
+        while True:  # the API serves at most 200 per page
+            page = await client.read_logs(log_filter=log_filter, limit=200, offset=len(logs))
+            logs += page
+            if len(page) < 200:
+                break
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids))
         )
@@ -218,4 +222,4 @@ def logs_and_artifacts(api_url: str, flow_run_ids: list[UUID]) -> str:
         parts += [f"{a.key} {a.description} {a.data}" for a in artifacts]
         return "\n".join(parts)
 
-    return run(read, api_url)  # type: ignore[no-any-return]
+    return run(read, api_url)

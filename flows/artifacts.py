@@ -1,0 +1,271 @@
+"""Prefect artifacts for an experiment: live progress, leaderboard, summary.
+
+Three artifacts per flow run, keyed by experiment so the Prefect UI's
+Artifacts page keeps one history per experiment across runs and resumes:
+
+* ``rungflow-<experiment>-progress``: a progress artifact, updated as segments
+  finish. Updates are throttled (at most one API call per ``min_interval``
+  seconds) because :meth:`ExperimentArtifacts.__call__` runs on the flow's hot
+  path after every recorded result; the final update is never skipped.
+* ``rungflow-<experiment>-leaderboard``: a table of the top trials by metric at
+  their highest resource (the ranking of ``rungflow status``), written once at
+  the end of the run.
+* ``rungflow-<experiment>-summary``: markdown with scheduler, budget used and
+  the best trial with its checkpoint *key* (relative to the checkpoint store;
+  never a path or URL, which may carry credentials).
+
+Storage locations never appear in any of them. Artifact failures are logged
+and swallowed: a flaky API must not fail an experiment whose state is safe in
+the event log anyway. ``RUNGFLOW_ARTIFACTS=off`` turns them off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from flows.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from flows.runner import ExperimentRunner, RunSummary
+    from schedulers.base import Scheduler
+
+__all__ = [
+    "ExperimentArtifacts",
+    "artifact_key",
+    "leaderboard_rows",
+    "progress_fraction",
+    "summary_markdown",
+]
+
+log = logging.getLogger("rungflow")
+
+_KEY_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def artifact_key(experiment: str, kind: str) -> str:
+    """``rungflow-<experiment>-<kind>`` in Prefect's key alphabet (``[a-z0-9-]``)."""
+    slug = _KEY_UNSAFE.sub("-", experiment.lower()).strip("-") or "experiment"
+    return f"rungflow-{slug}-{kind}"
+
+
+def progress_fraction(spec: ExperimentSpec, scheduler: Scheduler) -> float | None:
+    """Estimated share of the budget spent, in [0, 1]; None if unknowable.
+
+    Exact for ``budget.max_resource`` and for random/fifo search with
+    ``max_trials`` (every trial runs to ``max_t``). For early-stopping schedulers
+    with only ``max_trials`` it counts trials that can no longer run.
+    """
+    budget = spec.budget
+    if budget.max_resource is not None:
+        return min(1.0, scheduler.resource_used / budget.max_resource)
+    if budget.max_trials is None:
+        return None
+    max_t = spec.scheduler_args.get("max_t")
+    if spec.scheduler in ("random", "fifo") and isinstance(max_t, (int, float)) and max_t > 0:
+        return min(1.0, scheduler.resource_used / (budget.max_trials * float(max_t)))
+    ended = sum(1 for t in scheduler.trials.values() if t.status in ("stopped", "failed"))
+    return min(1.0, ended / budget.max_trials)
+
+
+def _fmt(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def leaderboard_rows(status: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
+    """Top trials of an ``experiment_status`` payload, one flat dict per trial.
+
+    Columns: ``rank``, ``trial_id``, ``status``, ``resource``, the metric (at
+    the trial's highest resource), then one column per hyperparameter.
+    """
+    metric, sign = status["metric"], (1 if status["mode"] == "min" else -1)
+    ranked = []
+    for t in status["trials"]:
+        if t["segments"] and t["segments"][-1]["metrics"].get(metric) is not None:
+            value = t["segments"][-1]["metrics"][metric]
+            ranked.append(((-t["resource"], sign * value, t["trial_id"]), t, value))
+    ranked.sort(key=lambda r: r[0])
+    rows = []
+    for rank, (_, t, value) in enumerate(ranked[:limit], start=1):
+        row: dict[str, Any] = {
+            "rank": rank,
+            "trial_id": t["trial_id"],
+            "status": t["status"],
+            "resource": _fmt(float(t["resource"])),
+            metric: _fmt(float(value)),
+        }
+        row.update({k: _fmt(v) for k, v in t["config"].items()})
+        rows.append(row)
+    return rows
+
+
+def summary_markdown(
+    spec: ExperimentSpec, status: dict[str, Any], summary: RunSummary | None
+) -> str:
+    """The end-of-run markdown: what ran, what it cost, what won."""
+    budget = spec.budget
+    n_segments = sum(len(t["segments"]) for t in status["trials"])
+    used = [f"{status['n_trials']} trial(s)"]
+    if budget.max_trials is not None:
+        used[0] += f" of {budget.max_trials}"
+    resource = f"resource {status['resource_used']:g}"
+    if budget.max_resource is not None:
+        resource += f" of {budget.max_resource:g}"
+    used += [resource, f"{n_segments} finished segment(s)"]
+    args = json.dumps(spec.scheduler_args, sort_keys=True)
+    lines = [
+        f"# Experiment `{status['experiment']}`: {status['state']}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| scheduler | `{spec.scheduler}` {args} |",
+        f"| metric | `{spec.metric}` ({spec.mode}) |",
+        f"| budget used | {', '.join(used)} |",
+    ]
+    if summary is not None:
+        lines.append(
+            f"| this flow run | {summary.segments_run} segment(s) run, "
+            f"{summary.segments_failed} failed, {summary.resumed_segments} resumed |"
+        )
+    best = status["best"]
+    if best is None:
+        lines += ["", "No trial has reported the metric yet."]
+        return "\n".join(lines) + "\n"
+    config = ", ".join(f"`{k}={_fmt(v)}`" for k, v in best["config"].items())
+    lines += [
+        f"| best trial | `{best['trial_id']}` |",
+        f"| best {spec.metric} | {_fmt(float(best[spec.metric]))} at resource "
+        f"{best['resource']:g} |",
+        f"| best config | {config} |",
+    ]
+    if best.get("checkpoint"):
+        lines.append(
+            f"| checkpoint | `{best['checkpoint']}` (key in the `RUNGFLOW_CHECKPOINTS` store) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class ExperimentArtifacts:
+    """Creates and updates one flow run's artifacts; an ``on_progress`` hook.
+
+    Use as a context manager around the run: the final progress update, the
+    leaderboard and the summary are written on exit, also when the run fails.
+
+    Args:
+        spec: The experiment (after any per-run renaming).
+        min_interval: Seconds between progress updates (throttle).
+        leaderboard_size: Trials in the leaderboard table.
+        clock: Monotonic clock (injected by tests).
+    """
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        *,
+        min_interval: float = 2.0,
+        leaderboard_size: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.min_interval = min_interval
+        self.leaderboard_size = leaderboard_size
+        self.clock = clock
+        self.summary: RunSummary | None = None
+        self.updates = 0  # API calls made for progress, for tests and benchmarks
+        self._progress_id: UUID | None = None
+        self._last = float("-inf")
+        self._last_fraction = 0.0
+
+    # ------------------------------------------------------------- progress
+    def __call__(self, runner: ExperimentRunner) -> None:
+        """Progress hook: cheap unless ``min_interval`` has passed."""
+        now = self.clock()
+        if now - self._last < self.min_interval:
+            return
+        self._last = now
+        fraction = progress_fraction(self.spec, runner.scheduler)
+        s = runner.summary
+        self._set_progress(
+            fraction,
+            f"{self.spec.name}: {s.segments_run} segment(s) run, {s.segments_failed} failed",
+        )
+
+    def _set_progress(self, fraction: float | None, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        if fraction is not None:
+            self._last_fraction = fraction
+        percent = round(100.0 * self._last_fraction, 2)
+        try:
+            if self._progress_id is None:
+                created: Any = create_progress_artifact(
+                    progress=percent,
+                    key=artifact_key(self.spec.name, "progress"),
+                    description=description,
+                    _sync=True,  # type: ignore[call-arg]
+                )
+                self._progress_id = created
+            else:
+                update_progress_artifact(
+                    self._progress_id, percent, description=description, _sync=True  # type: ignore[call-arg]
+                )
+            self.updates += 1
+        except Exception as exc:  # the event log is the truth; artifacts are a view
+            log.warning("could not update the progress artifact: %s", type(exc).__name__)
+
+    # ---------------------------------------------------------------- end
+    def __enter__(self) -> ExperimentArtifacts:
+        self._set_progress(0.0, f"{self.spec.name}: starting")
+        self._last = self.clock()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.publish(failed=exc_type is not None)
+
+    def publish(self, failed: bool = False) -> None:
+        """Write the final progress, the leaderboard table and the summary."""
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        from flows.settings import get_settings
+        from flows.status import experiment_status
+        from storage import EventStore
+
+        try:
+            store = EventStore(get_settings().resolved_database_url)
+            try:
+                if not store.has_experiment(self.spec.name):
+                    return  # failed before anything was written: nothing to show
+                status = experiment_status(store, self.spec.name)
+            finally:
+                store.close()
+            if failed and status["state"] != "finished":
+                status["state"] = "failed"
+            finished = status["state"] == "finished"
+            self._set_progress(
+                1.0 if finished else None,
+                f"{self.spec.name}: {status['state']}, resource {status['resource_used']:g}",
+            )
+            create_table_artifact(
+                table=leaderboard_rows(status, self.leaderboard_size),
+                key=artifact_key(self.spec.name, "leaderboard"),
+                description=f"Top trials of {self.spec.name} by {self.spec.metric} "
+                "at their highest resource",
+            )
+            create_markdown_artifact(
+                markdown=summary_markdown(self.spec, status, self.summary),
+                key=artifact_key(self.spec.name, "summary"),
+                description=f"Summary of {self.spec.name}",
+            )
+        except Exception as exc:
+            log.warning("could not write the experiment artifacts: %s", type(exc).__name__)
