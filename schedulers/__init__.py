@@ -3,7 +3,16 @@
 See :class:`schedulers.base.Scheduler` for the contract.
 """
 
-from schedulers.actions import Action, Done, Pause, Perturbation, RunSegment, Stop, Wait, action_events
+from schedulers.actions import (
+    Action,
+    Done,
+    Pause,
+    Perturbation,
+    RunSegment,
+    Stop,
+    Wait,
+    action_events,
+)
 from schedulers.base import Budget, Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import (
     CheckpointRef,

@@ -87,7 +87,8 @@ class RandomScheduler(_FullBudget):
 
     Example:
         >>> from schedulers import Budget, SearchSpace, RandomScheduler
-        >>> space = SearchSpace.parse({"lr": {"type": "float", "low": 1e-3, "high": 1, "log": True}})
+        >>> lr = {"type": "float", "low": 1e-3, "high": 1, "log": True}
+        >>> space = SearchSpace.parse({"lr": lr})
         >>> s = RandomScheduler(space=space, metric="loss", max_t=5, budget=Budget(max_trials=2))
         >>> [a.stop for a in s.ask(3)]
         [5, 5]

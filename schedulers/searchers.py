@@ -37,12 +37,12 @@ class Searcher(ABC):
     def suggest(self, trial_id: str, rng: np.random.Generator) -> dict[str, Any]:
         """A configuration for the new trial ``trial_id``. Must not change state."""
 
-    def observe(
+    def observe(  # noqa: B027 - optional: searchers that don't learn ignore results
         self, trial_id: str, config: Mapping[str, Any], resource: float, score: float
     ) -> None:
         """Fold one result: ``trial_id`` scored ``score`` (lower is better) at ``resource``."""
 
-    def observe_failure(self, trial_id: str) -> None:
+    def observe_failure(self, trial_id: str) -> None:  # noqa: B027 - optional, as above
         """Fold the failure of ``trial_id``."""
 
 

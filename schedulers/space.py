@@ -217,7 +217,7 @@ def sample_one(dist: BaseDistribution, rng: np.random.Generator) -> Any:
             x = math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
             return float(min(dist.high, max(dist.low, x)))
         if dist.step is not None:
-            n = int(round((dist.high - dist.low) / dist.step))
+            n = round((dist.high - dist.low) / dist.step)
             return float(min(dist.high, dist.low + dist.step * int(rng.integers(n + 1))))
         return float(rng.uniform(dist.low, dist.high))
     if isinstance(dist, IntDistribution):
@@ -225,5 +225,5 @@ def sample_one(dist: BaseDistribution, rng: np.random.Generator) -> Any:
             x = math.exp(rng.uniform(math.log(dist.low - 0.5), math.log(dist.high + 0.5)))
             return int(min(dist.high, max(dist.low, round(x))))
         n = (dist.high - dist.low) // dist.step
-        return int(dist.low + dist.step * int(rng.integers(n + 1)))
+        return dist.low + dist.step * int(rng.integers(n + 1))
     raise SpaceError(f"unsupported distribution {dist!r}")

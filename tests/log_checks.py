@@ -54,7 +54,7 @@ def assert_log_integrity(events: Sequence[Event], *, finished: bool = True) -> N
         elif isinstance(event, SegmentFailed):
             assert started.pop(event.trial_id, None) is not None
     if finished:
-        assert isinstance(events[-1], ExperimentFinished), "log does not end with ExperimentFinished"
+        assert isinstance(events[-1], ExperimentFinished), "log must end with ExperimentFinished"
         assert not started, f"segments left open: {sorted(started)}"
 
 

@@ -48,7 +48,8 @@ def prefect_server(home: Path, timeout: float = 180, services: bool = False) -> 
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+                tail = (home / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"prefect server exited: {tail}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     if r.status == 200:

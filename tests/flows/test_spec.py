@@ -120,8 +120,11 @@ def test_good_spec_round_trips_through_json() -> None:
 
 def test_yaml_file(tmp_path: Any) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text("name: y\ntrainable: digits\nmetric: error\nspace: {lr: {type: float, low: 0.1, high: 1}}\n"
-                    "scheduler_args: {max_t: 2}\nbudget: {max_trials: 2}\n")
+    path.write_text(
+        "name: y\ntrainable: digits\nmetric: error\n"
+        "space: {lr: {type: float, low: 0.1, high: 1}}\n"
+        "scheduler_args: {max_t: 2}\nbudget: {max_trials: 2}\n"
+    )
     assert load_spec(path).name == "y"
     path.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):

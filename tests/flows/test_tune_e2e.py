@@ -106,7 +106,9 @@ def test_task_retries_recover_a_transient_failure(rungflow_home: Path) -> None:
 
 def test_failing_trials_fail_alone(rungflow_home: Path) -> None:
     summary = tune(
-        spec(name="broken", trainable="test-broken", metric="loss", budget={"max_trials": 6}, seed=3)
+        spec(
+            name="broken", trainable="test-broken", metric="loss", budget={"max_trials": 6}, seed=3
+        )
     )
     assert summary["state"] == "finished"
     store = store_for(rungflow_home)
