@@ -146,7 +146,15 @@ class Scheduler(ABC):
 
     # ----------------------------------------------------------------- fold
     def tell(self, event: Event) -> None:
-        """Fold one event into state. Never decides, never draws randomness."""
+        """Fold one event into state. Never decides, never draws randomness.
+
+        Coordination events (segment claims, job progress notes) are skipped
+        without being counted: they say who runs a segment, not what was
+        decided, and counting them would make the seed of every later decision
+        depend on when a worker happened to die.
+        """
+        if event.coordination:
+            return
         self.n_events += 1
         self._fold_common(event)
         self.on_event(event)

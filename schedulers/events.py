@@ -23,8 +23,10 @@ __all__ = [
     "Event",
     "ExperimentCreated",
     "ExperimentFinished",
+    "JobUpdated",
     "SegmentFailed",
     "SegmentFinished",
+    "SegmentReclaimed",
     "SegmentStarted",
     "TrialCreated",
     "TrialPaused",
@@ -90,6 +92,11 @@ class Event:
     """Base class of all events. ``trial_id`` is ``None`` for experiment events."""
 
     kind: ClassVar[str] = "Event"
+    #: True for facts about *who* does the work (claims, progress notes), not
+    #: about the search. Schedulers skip them entirely (see
+    #: :meth:`schedulers.Scheduler.tell`), so a crash that leaves a reclaim in
+    #: the log cannot change any later decision.
+    coordination: ClassVar[bool] = False
 
     @property
     def trial(self) -> str | None:
@@ -220,6 +227,46 @@ class ExperimentFinished(Event):
     best_trial_id: str | None = None
 
 
+@dataclass(frozen=True)
+class SegmentReclaimed(Event):
+    """The open segment ``start -> stop`` of ``trial_id`` changed owner.
+
+    Written by a runner (or job-API worker) that found the segment's owner dead:
+    its lease expired, it released its lease without finishing, or it was a
+    process on the same host that no longer exists. The new owner runs the
+    segment again; a late result from the previous owner is discarded.
+
+    Attributes:
+        owner: Identity of the new owner (``host/pid/token``).
+        previous_owner: Owner it was taken from; None for a segment started
+            before owners were recorded.
+        reason: Why it was reclaimed (``lease expired``, ``process gone``...).
+    """
+
+    kind: ClassVar[str] = "SegmentReclaimed"
+    coordination: ClassVar[bool] = True
+    trial_id: str
+    start: float
+    stop: float
+    owner: str
+    previous_owner: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobUpdated(Event):
+    """Intermediate results a job-API worker pushed for its running job.
+
+    Progress notes only: the segment's outcome is its ``SegmentFinished``.
+    """
+
+    kind: ClassVar[str] = "JobUpdated"
+    coordination: ClassVar[bool] = True
+    trial_id: str
+    results: Mapping[str, Any]
+    owner: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -232,6 +279,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TrialStopped,
         TrialPerturbed,
         ExperimentFinished,
+        SegmentReclaimed,
+        JobUpdated,
     )
 }
 

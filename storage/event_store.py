@@ -40,11 +40,20 @@ from storage.engine import READ_ONLY, create_store_engine, display_url
 from storage.errors import ConcurrencyError, ExperimentExistsError, ExperimentNotFoundError
 from storage.models import EVENTS as _EVENTS
 from storage.models import EXPERIMENTS as _EXPERIMENTS
+from storage.models import LEASES as _LEASES
 from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 from storage.schema import upgrade_schema
 
-__all__ = ["STATES", "EventStore", "ExperimentSummary", "ResultRow", "StoredEvent", "TrialRow"]
+__all__ = [
+    "STATES",
+    "EventStore",
+    "ExperimentSummary",
+    "LeaseRow",
+    "ResultRow",
+    "StoredEvent",
+    "TrialRow",
+]
 
 #: Allowed values of ``experiments.state``.
 STATES = ("running", "finished", "failed")
@@ -105,8 +114,42 @@ class ResultRow:
     metrics: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class LeaseRow:
+    """One worker's lease on an experiment (see :meth:`EventStore.leases`).
+
+    Attributes:
+        owner: The worker's identity, as recorded in the claims it appends.
+        host: Machine identity (hostname plus boot id) the worker runs on.
+        pid: The worker's process id on that host.
+        age: Seconds since its last heartbeat, measured on the database's
+            clock (so workers on machines with skewed clocks agree).
+    """
+
+    experiment: str
+    owner: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    age: float
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _db_now(conn: sa.Connection) -> datetime:
+    """The database server's clock; every lease time is written and compared on it.
+
+    PostgreSQL may serve workers on many machines whose clocks disagree, so its
+    ``now()`` is the one clock they share. SQLite only ever serves one machine,
+    whose clock every worker already shares.
+    """
+    if conn.dialect.name == "postgresql":
+        value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _now()
 
 
 class EventStore:
@@ -409,3 +452,72 @@ class EventStore:
                 for seq, kind, trial_id, payload in conn.execute(stmt)
             ]
             projections.rebuild(conn, name, items)
+
+    # --------------------------------------------------------------- leases
+    def register_lease(self, name: str, owner: str, host: str, pid: int) -> None:
+        """Create (or refresh) ``owner``'s lease on ``name``, heartbeat now.
+
+        A worker registers before it appends its first claim, so any claim
+        another worker reads has a lease row behind it (or had one: a missing
+        row means the owner released it).
+        """
+        with self._engine.begin() as conn:
+            now = _db_now(conn)
+            updated = conn.execute(
+                sa.update(_LEASES)
+                .where(_LEASES.c.experiment_id == name, _LEASES.c.owner == owner)
+                .values(host=host, pid=pid, heartbeat_at=now)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    sa.insert(_LEASES).values(
+                        experiment_id=name,
+                        owner=owner,
+                        host=host,
+                        pid=pid,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+
+    def heartbeat(self, name: str, owner: str) -> bool:
+        """Renew ``owner``'s lease; False if the row is gone (released or deleted)."""
+        with self._engine.begin() as conn:
+            now = _db_now(conn)
+            result = conn.execute(
+                sa.update(_LEASES)
+                .where(_LEASES.c.experiment_id == name, _LEASES.c.owner == owner)
+                .values(heartbeat_at=now)
+            )
+            return bool(result.rowcount)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Drop ``owner``'s lease: segments it still holds may be reclaimed at once."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.delete(_LEASES).where(
+                    _LEASES.c.experiment_id == name, _LEASES.c.owner == owner
+                )
+            )
+
+    def leases(self, name: str) -> dict[str, LeaseRow]:
+        """Every lease on ``name`` by owner, with its age on the database clock."""
+        le = _LEASES.c
+        stmt = sa.select(le.owner, le.host, le.pid, le.started_at, le.heartbeat_at).where(
+            le.experiment_id == name
+        )
+        with self._reader.connect() as conn:
+            now = _db_now(conn)
+            return {
+                owner: LeaseRow(
+                    name, owner, host, int(pid), started, beat,
+                    max(0.0, (now - beat).total_seconds()),
+                )
+                for owner, host, pid, started, beat in conn.execute(stmt)
+            }
+
+    def delete_leases(self, name: str) -> int:
+        """Remove every lease on ``name`` (when the experiment is deleted); returns the count."""
+        with self._engine.begin() as conn:
+            result = conn.execute(sa.delete(_LEASES).where(_LEASES.c.experiment_id == name))
+            return int(result.rowcount)

@@ -24,11 +24,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "EVENTS",
     "EXPERIMENTS",
+    "LEASES",
     "RESULTS",
     "TRIALS",
     "Base",
     "EventModel",
     "ExperimentModel",
+    "LeaseModel",
     "ResultModel",
     "TrialModel",
     "UTCDateTime",
@@ -137,9 +139,32 @@ class ResultModel(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
 
 
+class LeaseModel(Base):
+    """Liveness of each runner or job-API worker working on an experiment.
+
+    A row per owner, updated every few seconds by a heartbeat thread. Kept out
+    of the event log on purpose: heartbeats from N workers every few seconds
+    would bloat the append-only log that every resume replays, and each
+    heartbeat append would bump ``seq`` and make other workers' decisions lose
+    their optimistic-concurrency race for nothing. Not a foreign key to
+    ``experiments`` so that deleting an experiment (and SQLite's enforced
+    foreign keys) never trips over a row a dead worker left behind.
+    """
+
+    __tablename__ = "leases"
+
+    experiment_id: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 # Core ``Table`` handles for the store's SQL; ``__table__`` is typed as a bare
 # FromClause, which insert()/update() do not accept under mypy.
 EXPERIMENTS = cast(sa.Table, ExperimentModel.__table__)
 EVENTS = cast(sa.Table, EventModel.__table__)
 TRIALS = cast(sa.Table, TrialModel.__table__)
 RESULTS = cast(sa.Table, ResultModel.__table__)
+LEASES = cast(sa.Table, LeaseModel.__table__)
