@@ -175,6 +175,16 @@ def leaderboard_table(status: dict[str, Any], limit: int = 10) -> Table:
     return table
 
 
+def _bytes(n: int) -> str:
+    """``n`` bytes for people: 0 B, 12.3 KiB, 4.5 MiB..."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -209,6 +219,11 @@ def status(
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         + f"; resource used {data['resource_used']:g}"
     )
+    disk = data.get("checkpoints") or {}
+    if disk.get("bytes") is not None:
+        console.print(f"checkpoints: {disk['files']} file(s), {_bytes(disk['bytes'])}")
+    elif disk.get("error"):
+        console.print(f"checkpoints: unavailable ({disk['error']})")
 
 
 @app.command("list")

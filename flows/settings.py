@@ -11,6 +11,16 @@ parameters or its logs:
   database URL, for workers that should not carry credentials in their
   environment; used when ``RUNGFLOW_DATABASE_URL`` is not set
 * ``RUNGFLOW_ARTIFACTS`` (default on): progress/leaderboard/summary artifacts
+* ``RUNGFLOW_DASK_ADDRESS``: scheduler of an existing ``distributed`` cluster
+  (``tcp://host:8786``) for ``task_runner: dask``; unset, a LocalCluster with
+  ``max_concurrency`` single-threaded worker processes is started per run
+* ``RUNGFLOW_WORKER_MODULES``: comma-separated modules every worker process
+  (process pool, Dask) imports before it trains, so that trainables registered
+  with ``@trainable`` there are found. The module of the experiment's
+  trainable is added automatically when it is importable.
+* ``RUNGFLOW_RETENTION`` (default on), ``RUNGFLOW_KEEP_LAST`` (default 2) and
+  ``RUNGFLOW_RETAIN_EVERY`` (default 10): checkpoint retention, see
+  :mod:`flows.retention`
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["RungflowSettings", "get_settings"]
@@ -33,6 +44,13 @@ class RungflowSettings(BaseSettings):
     checkpoints: str | None = None
     database_block: str | None = None
     artifacts: bool = True
+    # Infrastructure addresses live here, never in the spec: a Prefect UI form
+    # must not be able to choose where a flow run connects to.
+    dask_address: str | None = None
+    worker_modules: str = ""
+    retention: bool = True
+    keep_last: int = Field(default=2, ge=1, le=1_000_000)
+    retain_every: int = Field(default=10, ge=1, le=1_000_000)
 
     @property
     def resolved_database_url(self) -> str:
@@ -48,9 +66,15 @@ class RungflowSettings(BaseSettings):
 
     @property
     def resolved_checkpoints(self) -> str:
-        if self.checkpoints:
-            return self.checkpoints
-        return str((self.home / "checkpoints").resolve())
+        """Checkpoint root as an absolute path or URL (workers may run elsewhere)."""
+        from storage.checkpoints import resolve_root
+
+        return resolve_root(self.checkpoints or str(self.home / "checkpoints"))
+
+    @property
+    def worker_module_list(self) -> list[str]:
+        """``RUNGFLOW_WORKER_MODULES`` split on commas, blanks dropped."""
+        return [m.strip() for m in self.worker_modules.split(",") if m.strip()]
 
 
 def get_settings() -> RungflowSettings:

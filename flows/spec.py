@@ -152,8 +152,11 @@ class ExperimentSpec(BaseModel):
         int, Field(ge=0, le=10, description="Task retries of a failing segment.")
     ] = 0
     task_runner: Annotated[
-        Literal["thread", "process"],
-        Field(description="Run segments in threads or in worker processes."),
+        Literal["thread", "process", "dask"],
+        Field(
+            description="Run segments in threads, in a local process pool, or on Dask "
+            "(the cluster address comes from RUNGFLOW_DASK_ADDRESS, never from the spec)."
+        ),
     ] = "thread"
     trainable_args: dict[str, Any] = Field(
         default_factory=dict, description="Fixed keyword arguments passed to the trainable."

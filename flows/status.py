@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from schedulers import (
     Event,
@@ -15,7 +16,7 @@ from schedulers import (
 )
 from storage import EventStore, ExperimentNotFoundError
 
-__all__ = ["experiment_status", "load_events"]
+__all__ = ["checkpoint_usage", "experiment_status", "load_events"]
 
 
 def load_events(store: EventStore, name: str) -> list[Event]:
@@ -25,14 +26,39 @@ def load_events(store: EventStore, name: str) -> list[Event]:
     return [r.event for r in store.read(name)]
 
 
-def experiment_status(store: EventStore, name: str) -> dict[str, Any]:
+def checkpoint_usage(root: str, name: str) -> dict[str, Any]:
+    """``{"bytes", "files"}`` of ``name``'s checkpoints under ``root``.
+
+    A store that cannot be listed (unmounted share, missing credentials) gives
+    ``None`` counts and an ``error`` naming the exception type: status is a
+    read-side view and must not fail because the blob store is away. The root
+    itself is not echoed, since a URL may carry credentials.
+    """
+    from storage import CheckpointStore
+
+    try:
+        size, files = CheckpointStore(root).usage(name)
+    except Exception as exc:
+        return {"bytes": None, "files": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"bytes": size, "files": files}
+
+
+def experiment_status(
+    store: EventStore, name: str, *, checkpoints: str | None = None
+) -> dict[str, Any]:
     """The JSON printed by ``rungflow status --json``.
 
     Keys: ``experiment``, ``state`` (running|finished|failed), ``scheduler``,
     ``metric``, ``mode``, ``trials`` (id, config, status, segments as
     ``{"start", "stop", "metrics"}`` in order, ``error`` if failed), ``best``,
-    ``resource_used`` and the scheduler's own ``extras`` (brackets, schedule
+    ``resource_used``, ``checkpoints`` (``{"bytes", "files"}`` on disk now,
+    after retention) and the scheduler's own ``extras`` (brackets, schedule
     records...).
+
+    Args:
+        store: The event store.
+        name: Experiment name.
+        checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
     """
     events = load_events(store, name)
     created = events[0]
@@ -88,5 +114,8 @@ def experiment_status(store: EventStore, name: str) -> dict[str, Any]:
         "n_trials": len(trials),
         "trials": trials,
         "best": best_json,
+        "checkpoints": checkpoint_usage(
+            checkpoints or get_settings().resolved_checkpoints, name
+        ),
         "extras": scheduler.status_extras(),
     }

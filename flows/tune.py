@@ -15,15 +15,17 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
+from flows.retention import Retention
 from flows.runner import ExperimentRunner, RunSummary
 from flows.segment import SegmentJob, run_segment
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
 from storage import CheckpointError, EventStore
+from storage.checkpoints import is_process_local, resolve_root
 
 __all__ = ["PrefectExecutor", "make_task_runner", "train_segment", "tune"]
 
@@ -54,10 +56,23 @@ def train_segment(job: SegmentJob) -> SegmentOutcome:
 
 
 def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
-    """A bounded task runner for the spec (unbounded thread pools are a trap)."""
+    """A bounded task runner for the spec (unbounded thread pools are a trap).
+
+    ``process`` and ``dask`` run segments in other processes, which import the
+    trainable's module and ``RUNGFLOW_WORKER_MODULES`` first (see
+    :mod:`flows.dask_runner`); ``dask`` connects to ``RUNGFLOW_DASK_ADDRESS``
+    or starts a LocalCluster of ``max_concurrency`` worker processes.
+    """
+    if spec.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=spec.max_concurrency)
+    from flows.dask_runner import make_dask_runner, make_process_runner, worker_modules
+
+    settings = get_settings()
+    modules = worker_modules(spec, settings.worker_module_list)
     if spec.task_runner == "process":
-        return ProcessPoolTaskRunner(max_workers=spec.max_concurrency)
-    return ThreadPoolTaskRunner(max_workers=spec.max_concurrency)
+        return make_process_runner(spec, modules)
+    runner: TaskRunner[Any] = make_dask_runner(spec, modules, settings.dask_address)
+    return runner
 
 
 class PrefectExecutor:
@@ -88,23 +103,53 @@ def run_experiment(
 ) -> RunSummary:
     """Run or resume ``spec`` inside the current flow run."""
     settings = get_settings()
+    # Workers get the root as a string and may run in another directory.
+    root = resolve_root(checkpoints or settings.resolved_checkpoints)
+    if spec.task_runner != "thread" and is_process_local(root):
+        raise ValueError(
+            f"checkpoints are at {root!r}, in this process's memory, but task_runner "
+            f"{spec.task_runner!r} trains in other processes; use a directory or a shared URL"
+        )
+    retention = (
+        Retention(root, keep_last=settings.keep_last, every=settings.retain_every)
+        if settings.retention
+        else None
+    )
     store = EventStore(database_url or settings.resolved_database_url)
     try:
         runner = ExperimentRunner(
-            store,
-            spec,
-            checkpoints or settings.resolved_checkpoints,
-            on_progress=on_progress,
+            store, spec, root, on_progress=_chain(retention, on_progress)
         )
         with make_task_runner(spec) as task_runner:
             try:
-                return runner.run(PrefectExecutor(task_runner, spec.segment_retries))
+                summary = runner.run(PrefectExecutor(task_runner, spec.segment_retries))
             except BaseException:
                 if store.has_experiment(spec.name):
                     store.set_state(spec.name, "failed")
                 raise
+        if retention is not None:
+            retention.sweep(runner)  # finished: only each trial's newest remain
+            summary.extras = {**summary.extras, "retention": retention.summary()}
+        return summary
     finally:
         store.close()
+
+
+def _chain(
+    *hooks: Callable[[ExperimentRunner], None] | None,
+) -> Callable[[ExperimentRunner], None] | None:
+    """One ``on_progress`` hook calling ``hooks`` in order (None if there are none)."""
+    present = [h for h in hooks if h is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def chained(runner: ExperimentRunner) -> None:
+        for hook in present:
+            hook(runner)
+
+    return chained
 
 
 @flow(name="tune", persist_result=False, validate_parameters=True)

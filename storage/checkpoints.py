@@ -16,15 +16,24 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 
 from schedulers.events import CheckpointRef
 from storage.errors import CheckpointError
 
-__all__ = ["NAME_PATTERN", "SUFFIX", "CheckpointStore", "split_key", "validate_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "SUFFIX",
+    "CheckpointStore",
+    "is_process_local",
+    "resolve_root",
+    "split_key",
+    "validate_name",
+]
 
 #: Allowed experiment names, trial ids and segment names. ``+`` is allowed
 #: because segment names embed ``repr(float)``, e.g. ``"0-1e+16"``.
@@ -69,6 +78,31 @@ def split_key(key: Any) -> tuple[str, str, str]:
         validate_name("trial_id", trial_id),
         validate_name("segment", segment),
     )
+
+
+def resolve_root(root: str) -> str:
+    """``root`` made independent of the current directory.
+
+    Workers (processes, Dask workers) receive the root as a string and may run
+    in another working directory, so a relative local path (``ckpt``,
+    ``./ckpt``, ``file://ckpt``, ``~/ckpt``) becomes an absolute path. URLs of
+    other filesystems (``s3://``, ``gcs://``, ``memory://``...) are returned
+    unchanged.
+    """
+    root = str(root)
+    protocol, path = split_protocol(root)
+    if protocol not in (None, "file", "local"):
+        return root
+    return str(Path(path).expanduser().resolve())
+
+
+def is_process_local(root: str) -> bool:
+    """Whether ``root`` lives in this process's memory (``memory://``).
+
+    Such a store is invisible to workers in other processes, so checkpoints
+    written there by one worker could never be restored by another.
+    """
+    return split_protocol(str(root))[0] == "memory"
 
 
 def make_key(experiment: str, trial_id: str, segment: str) -> str:
@@ -208,6 +242,11 @@ class CheckpointStore:
     def disk_usage(self, experiment: str) -> int:
         """Total bytes of ``experiment``'s checkpoints."""
         return sum(self._files(experiment).values())
+
+    def usage(self, experiment: str) -> tuple[int, int]:
+        """``(bytes, files)`` of ``experiment``'s checkpoints, from one listing."""
+        files = self._files(experiment)
+        return sum(files.values()), len(files)
 
     def retain(
         self,

@@ -1,0 +1,166 @@
+"""Task runners that train segments in other processes: a process pool and Dask.
+
+A worker process receives a :class:`~flows.segment.SegmentJob` (names, numbers,
+the checkpoint root) and looks the trainable up by *name*. That works without
+setup for trainables installed through the ``rungflow.trainables`` entry-point
+group. A trainable registered with ``@trainable`` exists only in processes that
+imported its module, so workers import:
+
+* the module that registered the experiment's trainable in the flow process,
+  when it is importable (not ``__main__``): keep trainables in a module, not in
+  the script that starts the flow;
+* every module in ``RUNGFLOW_WORKER_MODULES`` (comma-separated).
+
+The process pool imports them in its initializer; on Dask a worker plugin
+imports them on every worker, including ones that join later. The modules must
+be importable on the workers (installed, or on their ``PYTHONPATH``); with an
+external cluster, ``dask worker --preload my.module`` does the same.
+
+Module names come from the trainable registry and from settings, never from a
+spec or a UI form (see :mod:`flows.settings`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from flows.spec import ExperimentSpec
+from flows.trainable import get_trainable
+
+__all__ = [
+    "ImportModules",
+    "WorkerTrainableError",
+    "import_modules",
+    "make_dask_runner",
+    "make_process_runner",
+    "worker_modules",
+]
+
+log = logging.getLogger("rungflow")
+
+
+class WorkerTrainableError(ValueError):
+    """The trainable cannot be found by worker processes."""
+
+
+def worker_modules(spec: ExperimentSpec, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Modules a worker process must import to find ``spec.trainable``.
+
+    Args:
+        spec: The experiment.
+        extra: Modules from ``RUNGFLOW_WORKER_MODULES``.
+
+    Raises:
+        WorkerTrainableError: the trainable was registered in ``__main__``,
+            which a worker process cannot import.
+    """
+    modules = list(dict.fromkeys(m for m in extra if m))
+    fn = get_trainable(spec.trainable)
+    module = getattr(fn, "__module__", None)
+    if module == "__main__" and spec.trainable not in _installed():
+        raise WorkerTrainableError(
+            f"trainable {spec.trainable!r} is registered in __main__, which worker processes "
+            f"cannot import (task_runner is {spec.task_runner!r}); move it into a module and "
+            "import that module, install it in the 'rungflow.trainables' entry-point group, "
+            "or use task_runner: thread"
+        )
+    if module and module != "__main__" and module not in modules:
+        modules.append(module)
+    return tuple(modules)
+
+
+def _installed() -> set[str]:
+    from importlib.metadata import entry_points
+
+    from flows.trainable import ENTRY_POINT_GROUP
+
+    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import ``modules`` (a worker initializer: registers their trainables)."""
+    for name in modules:
+        importlib.import_module(name)
+
+
+def make_process_runner(spec: ExperimentSpec, modules: Sequence[str]) -> ProcessPoolTaskRunner:
+    """A process pool of ``max_concurrency`` workers that import ``modules`` first."""
+    return ProcessPoolTaskRunner(
+        max_workers=spec.max_concurrency,
+        initializer=import_modules,
+        initargs=(tuple(modules),),
+    )
+
+
+try:  # the `dask` extra is optional
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - exercised only without the extra
+    WorkerPlugin = object  # type: ignore[misc,assignment]
+
+
+class ImportModules(WorkerPlugin):
+    """Dask worker plugin: import modules on every worker (present and future).
+
+    Args:
+        modules: Importable module names.
+    """
+
+    name = "rungflow-import-modules"
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self.modules = tuple(modules)
+
+    def setup(self, worker: Any) -> None:
+        import_modules(self.modules)
+
+
+def make_dask_runner(
+    spec: ExperimentSpec, modules: Sequence[str], address: str | None
+) -> Any:
+    """A ``prefect_dask.DaskTaskRunner`` for ``spec``.
+
+    Args:
+        spec: The experiment; ``max_concurrency`` sizes a local cluster.
+        modules: Modules every worker imports (see :func:`worker_modules`).
+        address: Scheduler of an existing cluster (``RUNGFLOW_DASK_ADDRESS``);
+            None starts a LocalCluster of ``max_concurrency`` worker processes
+            with one thread each, so one segment runs per process and a
+            trainable that holds the GIL does not slow its neighbours.
+
+    Raises:
+        ImportError: ``prefect-dask`` is not installed (``pip install 'rungflow[dask]'``).
+    """
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ImportError(
+            "task_runner 'dask' needs prefect-dask: pip install 'rungflow[dask]'"
+        ) from exc
+
+    class _Runner(DaskTaskRunner):
+        """DaskTaskRunner that registers :class:`ImportModules` once connected."""
+
+        def __enter__(self) -> Any:
+            super().__enter__()
+            if modules:
+                # Accessing .client connects (or starts the LocalCluster).
+                self.client.register_plugin(ImportModules(modules))
+            return self
+
+    if address:
+        return _Runner(address=address)
+    return _Runner(
+        cluster_kwargs={
+            "n_workers": spec.max_concurrency,
+            "threads_per_worker": 1,
+            "processes": True,
+            # No dashboard: it needs bokeh and a free port, and nobody looks
+            # at a per-run throwaway cluster.
+            "dashboard_address": None,
+        }
+    )

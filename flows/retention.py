@@ -1,0 +1,215 @@
+"""Checkpoint retention: delete what no policy keeps, never what may be restored.
+
+Every finished segment writes a checkpoint, so a long PBT or HyperBand run
+fills the blob store with weights nobody will read again. Retention deletes a
+checkpoint only when all of these hold:
+
+* it was recorded by a ``SegmentFinished`` in the log (a file the log does not
+  know yet is a segment still being written, or a crashed attempt that its
+  retry overwrites: both are left alone);
+* it is not among the newest ``keep_last`` checkpoints of its trial, in *log*
+  order (after a PBT exploit a trial's newest checkpoint may cover a lower
+  resource than an older one, so names cannot be sorted);
+* it is not in ``scheduler.live_checkpoints()`` (latest of running and paused
+  trials, PBT donors, a pending retry's source);
+* no started-but-unfinished segment restores from it (``restore_from`` of an
+  open ``SegmentStarted``, including ones appended by other flow runs since
+  this runner last read the log).
+
+The sweep runs in the flow process between results. It is throttled (every
+``RUNGFLOW_RETAIN_EVERY`` finished segments, or when a trial stops) and costs
+one read of the log's tail plus one ``delete`` per doomed key: it never lists
+the store, except once per process to learn what an earlier run left behind.
+
+Why deleting between results is safe: the runner decides and starts new
+segments on this same thread, after ``on_progress`` returns, from the state
+that the sweep used. A decision can only restore from a checkpoint the
+scheduler considers live or a trial's latest, and both are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schedulers import Event, SegmentFailed, SegmentFinished, SegmentStarted, TrialStopped
+from storage import CheckpointStore
+
+__all__ = ["CheckpointLedger", "Retention", "RetentionTarget"]
+
+log = logging.getLogger("rungflow")
+
+
+class _Record(Protocol):
+    @property
+    def event(self) -> Event: ...
+
+
+class _Log(Protocol):
+    def read(self, name: str, after_seq: int = ...) -> Sequence[_Record]: ...
+
+
+class _LiveCheckpoints(Protocol):
+    def live_checkpoints(self) -> set[str]: ...
+
+
+class RetentionTarget(Protocol):
+    """What retention reads from a :class:`flows.runner.ExperimentRunner`."""
+
+    name: str
+    seq: int
+    events: list[Event]
+
+    @property
+    def store(self) -> _Log: ...
+
+    @property
+    def scheduler(self) -> _LiveCheckpoints: ...
+
+
+@dataclass
+class CheckpointLedger:
+    """Checkpoints of one experiment as the event log knows them.
+
+    Fold events with :meth:`tell` (in log order); :meth:`doomed` then says
+    which recorded checkpoints no policy keeps.
+
+    Attributes:
+        order: Per trial, the checkpoint keys its finished segments recorded,
+            oldest first (log order).
+        open_restores: Per trial, the key an open segment restores from.
+    """
+
+    order: dict[str, list[str]] = field(default_factory=dict)
+    open_restores: dict[str, str] = field(default_factory=dict)
+
+    def tell(self, event: Event) -> None:
+        """Fold one event."""
+        if isinstance(event, SegmentStarted):
+            if event.restore_from is not None:
+                self.open_restores[event.trial_id] = event.restore_from.key
+            else:
+                self.open_restores.pop(event.trial_id, None)
+        elif isinstance(event, SegmentFinished):
+            self.open_restores.pop(event.trial_id, None)
+            if event.checkpoint is not None:
+                keys = self.order.setdefault(event.trial_id, [])
+                # A key recorded twice (cannot happen with seq-suffixed names,
+                # but older logs may hold it) counts at its newest position.
+                with contextlib.suppress(ValueError):
+                    keys.remove(event.checkpoint.key)
+                keys.append(event.checkpoint.key)
+        elif isinstance(event, SegmentFailed):
+            self.open_restores.pop(event.trial_id, None)
+
+    def known(self) -> set[str]:
+        """Every checkpoint key the log recorded."""
+        return {key for keys in self.order.values() for key in keys}
+
+    def doomed(self, keep_last: int, keep: Iterable[str] = ()) -> set[str]:
+        """Recorded keys outside every trial's newest ``keep_last``, ``keep``
+        and the sources of open segments.
+
+        Args:
+            keep_last: Newest checkpoints kept per trial (>= 1: a trial's
+                latest checkpoint is what a promotion or an async PBT exploit
+                of a finished member restores).
+            keep: Keys that must survive, e.g. ``scheduler.live_checkpoints()``.
+        """
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last is {keep_last!r}, but must be an integer >= 1")
+        protected = set(keep) | set(self.open_restores.values())
+        out: set[str] = set()
+        for keys in self.order.values():
+            out.update(k for k in keys[: max(len(keys) - keep_last, 0)] if k not in protected)
+        return out
+
+
+class Retention:
+    """An ``on_progress`` hook that prunes the runner's checkpoints, throttled.
+
+    Args:
+        checkpoint_root: Blob-store root the workers write to.
+        keep_last: Newest checkpoints kept per trial (``RUNGFLOW_KEEP_LAST``).
+        every: Sweep after this many finished segments (``RUNGFLOW_RETAIN_EVERY``);
+            a stopped trial also triggers a sweep, since that is when most of
+            its checkpoints become garbage.
+
+    Example:
+        >>> from flows.retention import CheckpointLedger
+        >>> from schedulers import CheckpointRef, SegmentFinished
+        >>> ledger = CheckpointLedger()
+        >>> for i in range(3):
+        ...     ref = CheckpointRef(f"e/t0/{i}-{i + 1}.s{i}.ckpt", 1, "x", "t0", i + 1)
+        ...     ledger.tell(SegmentFinished("t0", i, i + 1, (), {}, checkpoint=ref))
+        >>> sorted(ledger.doomed(keep_last=2))
+        ['e/t0/0-1.s0.ckpt']
+    """
+
+    def __init__(self, checkpoint_root: str, *, keep_last: int = 2, every: int = 10) -> None:
+        if every < 1:
+            raise ValueError(f"every is {every!r}, but must be >= 1")
+        CheckpointLedger().doomed(keep_last)  # validate keep_last early
+        self.store = CheckpointStore(checkpoint_root)
+        self.keep_last = keep_last
+        self.every = every
+        self.ledger = CheckpointLedger()
+        self.deleted: list[str] = []
+        self.sweeps = 0
+        self._seen = 0  # runner.events already folded
+        self._since = 0  # finished segments since the last sweep
+        self._stopped = False  # a trial stopped since the last sweep
+        self._present: set[str] | None = None  # recorded keys believed on disk
+
+    def __call__(self, runner: RetentionTarget) -> None:
+        """Fold the runner's new events; sweep when the throttle allows."""
+        self._fold(runner.events[self._seen :])
+        self._seen = len(runner.events)
+        if self._since >= self.every or self._stopped:
+            self.sweep(runner)
+
+    def _fold(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.ledger.tell(event)
+            if isinstance(event, SegmentFinished):
+                self._since += 1
+                if self._present is not None and event.checkpoint is not None:
+                    self._present.add(event.checkpoint.key)
+            elif isinstance(event, TrialStopped):
+                self._stopped = True
+
+    def sweep(self, runner: RetentionTarget) -> list[str]:
+        """Delete every recorded checkpoint no policy keeps; return the keys.
+
+        Called by the throttle, and once more when the run ends.
+        """
+        self._fold(runner.events[self._seen :])
+        self._seen = len(runner.events)
+        # Other flow runs on this experiment may have started segments since
+        # this runner last read the log: their sources must survive too.
+        newer = CheckpointLedger(open_restores=dict(self.ledger.open_restores))
+        for record in runner.store.read(runner.name, after_seq=runner.seq):
+            newer.tell(record.event)
+        keep = set(runner.scheduler.live_checkpoints()) | set(newer.open_restores.values())
+        if self._present is None:
+            # Once per process: learn which recorded keys an earlier run
+            # already deleted, so a resumed run does not delete them again.
+            self._present = self.ledger.known() & set(self.store.keys(runner.name))
+        doomed = sorted(self.ledger.doomed(self.keep_last, keep) & self._present)
+        for key in doomed:
+            self.store.delete(key)  # validates the key: it came from the log
+            self._present.discard(key)
+        self.deleted.extend(doomed)
+        self.sweeps += 1
+        self._since = 0
+        self._stopped = False
+        if doomed:
+            log.debug("retention deleted %d checkpoint(s) of %s", len(doomed), runner.name)
+        return doomed
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for logs and run summaries."""
+        return {"sweeps": self.sweeps, "deleted": len(self.deleted), "keep_last": self.keep_last}

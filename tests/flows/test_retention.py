@@ -1,0 +1,236 @@
+"""Checkpoint retention: the ledger's rules, the throttled hook, and PBT end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.retention import CheckpointLedger, Retention
+from flows.spec import load_spec
+from flows.status import checkpoint_usage, experiment_status
+from schedulers import (
+    CheckpointRef,
+    Event,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    TrialPerturbed,
+    TrialStopped,
+)
+from storage import CheckpointStore, EventStore
+from storage.checkpoints import is_process_local, resolve_root
+from tests.log_checks import assert_log_integrity
+
+
+def ref(trial: str, start: float, stop: float, seq: int, exp: str = "e") -> CheckpointRef:
+    key = f"{exp}/{trial}/{start:g}-{stop:g}.s{seq}.ckpt"
+    return CheckpointRef(key, 1, "0" * 64, trial, stop)
+
+
+def finished(r: CheckpointRef, start: float) -> SegmentFinished:
+    return SegmentFinished(r.trial_id, start, r.resource, (), {}, checkpoint=r)
+
+
+def started(trial: str, start: float, stop: float, source: CheckpointRef | None) -> SegmentStarted:
+    return SegmentStarted(trial, start, stop, {}, restore_from=source)
+
+
+# ------------------------------------------------------------------ ledger
+def test_keeps_the_newest_per_trial_in_log_order() -> None:
+    ledger = CheckpointLedger()
+    a1, a2, a3 = ref("a", 0, 1, 1), ref("a", 1, 2, 3), ref("a", 2, 3, 5)
+    # PBT back-jump: after 2->3, trial a copies a donor at resource 1 and
+    # trains 1->2 again; that newest checkpoint has a *lower* stop than a3.
+    a4 = ref("a", 1, 2, 7)
+    for r, start in ((a1, 0), (a2, 1), (a3, 2), (a4, 1)):
+        ledger.tell(finished(r, start))
+    assert ledger.doomed(keep_last=1) == {a1.key, a2.key, a3.key}
+    assert ledger.doomed(keep_last=2) == {a1.key, a2.key}
+    assert ledger.doomed(keep_last=2, keep={a1.key}) == {a2.key}
+    assert ledger.doomed(keep_last=10) == set()
+
+
+def test_open_segments_protect_their_source_until_they_end() -> None:
+    ledger = CheckpointLedger()
+    donor_old, donor_new = ref("d", 0, 1, 1), ref("d", 1, 2, 3)
+    ledger.tell(finished(donor_old, 0))
+    ledger.tell(finished(donor_new, 1))
+    ledger.tell(started("x", 0, 1, donor_old))  # an exploit of the older one
+    assert ledger.doomed(keep_last=1) == set()
+    ledger.tell(SegmentFailed("x", 0, 1, error="boom"))
+    assert ledger.doomed(keep_last=1) == {donor_old.key}
+    ledger.tell(started("x", 0, 1, donor_old))
+    ledger.tell(SegmentFinished("x", 0, 1, (), {}, checkpoint=ref("x", 0, 1, 9)))
+    assert ledger.doomed(keep_last=1) == {donor_old.key}
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_keep_last_must_be_a_positive_integer(bad: Any) -> None:
+    with pytest.raises(ValueError, match="keep_last is"):
+        CheckpointLedger().doomed(bad)
+
+
+# -------------------------------------------------------------------- hook
+@dataclass
+class FakeScheduler:
+    live: set[str] = field(default_factory=set)
+
+    def live_checkpoints(self) -> set[str]:
+        return set(self.live)
+
+
+@dataclass
+class FakeRecord:
+    event: Event
+
+
+@dataclass
+class FakeStore:
+    newer: list[Event] = field(default_factory=list)
+
+    def read(self, name: str, after_seq: int = 0) -> list[FakeRecord]:
+        return [FakeRecord(e) for e in self.newer]
+
+
+@dataclass
+class FakeRunner:
+    """What :class:`Retention` reads from an ExperimentRunner."""
+
+    name: str = "e"
+    seq: int = 0
+    events: list[Event] = field(default_factory=list)
+    scheduler: FakeScheduler = field(default_factory=FakeScheduler)
+    store: FakeStore = field(default_factory=FakeStore)
+
+
+def write(store: CheckpointStore, r: CheckpointRef) -> None:
+    experiment, trial, name = r.key[: -len(".ckpt")].split("/")
+    store.put(experiment, trial, name, b"w", r.resource)
+
+
+def test_hook_is_throttled_and_deletes_only_recorded_unprotected_keys() -> None:
+    root = "memory://retention-hook"
+    store = CheckpointStore(root)
+    retention = Retention(root, keep_last=1, every=3)
+    runner = FakeRunner()
+    refs = [ref("a", i, i + 1, i + 1) for i in range(4)]
+    for r in refs:
+        write(store, r)
+    in_flight = ref("a", 4, 5, 9)
+    write(store, in_flight)  # written by a worker, not yet in the log
+
+    runner.events += [finished(refs[0], 0), finished(refs[1], 1)]
+    retention(runner)
+    assert retention.sweeps == 0 and store.exists(refs[0].key)  # 2 < every
+
+    runner.events += [finished(refs[2], 2)]
+    runner.scheduler.live = {refs[0].key}  # e.g. a PBT donor
+    retention(runner)
+    assert retention.sweeps == 1
+    assert retention.deleted == [refs[1].key]
+    assert store.exists(refs[0].key) and store.exists(refs[2].key)
+
+    # A segment started by another flow run (not yet read by this runner)
+    # restores refs[2]; a stopped trial triggers the sweep before `every`.
+    runner.events += [finished(refs[3], 3), TrialStopped("b", reason="culled")]
+    runner.store.newer = [started("b", 0, 3, refs[2])]
+    retention(runner)
+    assert retention.sweeps == 2
+    assert retention.deleted == [refs[1].key]
+    runner.store.newer = []
+    runner.scheduler.live = set()
+    retention.sweep(runner)
+    assert sorted(retention.deleted) == sorted([refs[0].key, refs[1].key, refs[2].key])
+    assert store.exists(refs[3].key) and store.exists(in_flight.key)
+    assert store.usage("e") == (2, 2)
+
+
+def test_a_resumed_run_does_not_delete_what_is_gone_again() -> None:
+    root = "memory://retention-resume"
+    store = CheckpointStore(root)
+    refs = [ref("a", i, i + 1, i + 1) for i in range(3)]
+    for r in refs[1:]:
+        write(store, r)  # refs[0] was deleted by an earlier run
+    runner = FakeRunner(events=[finished(r, r.resource - 1) for r in refs])
+    retention = Retention(root, keep_last=1, every=1)
+    assert retention.sweep(runner) == [refs[1].key]
+
+
+def test_checkpoint_roots_are_resolved_for_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_root("ckpt") == str(tmp_path / "ckpt")
+    assert resolve_root("file://ckpt") == str(tmp_path / "ckpt")
+    assert resolve_root(f"file://{tmp_path}/x") == str(tmp_path / "x")
+    assert resolve_root("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert is_process_local("memory://x") and not is_process_local(str(tmp_path))
+
+
+def test_usage_of_an_unreachable_store_is_reported_not_raised() -> None:
+    usage = checkpoint_usage("nosuchprotocol://x", "e")
+    assert usage["bytes"] is None and usage["files"] is None and "error" in usage
+    assert checkpoint_usage("memory://usage-empty", "e") == {"bytes": 0, "files": 0}
+
+
+# ---------------------------------------------------------------- PBT e2e
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("synch", [False, True], ids=["async", "sync"])
+def test_pbt_never_loses_a_checkpoint_it_restores(
+    rungflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synch: bool
+) -> None:
+    """PBT with the most aggressive retention: a sweep after every result, one kept.
+
+    Every segment restores its checkpoint (own or a donor's) and a missing
+    one raises CheckpointError, which would be logged as SegmentFailed. So no
+    SegmentFailed means every ``restore_from`` existed when its segment ran.
+    """
+    from flows.tune import tune
+
+    shared = tmp_path / "shared-mount"
+    monkeypatch.setenv("RUNGFLOW_CHECKPOINTS", f"file://{shared}")
+    monkeypatch.setenv("RUNGFLOW_KEEP_LAST", "1")
+    monkeypatch.setenv("RUNGFLOW_RETAIN_EVERY", "1")
+    spec = load_spec(
+        {"name": f"retain-pbt-{'sync' if synch else 'async'}", "trainable": "pbt-toy",
+         "metric": "Q", "mode": "max",
+         "space": {"h0": {"type": "float", "low": 0.0, "high": 1.0},
+                   "h1": {"type": "float", "low": 0.0, "high": 1.0}},
+         "scheduler": "pbt",
+         "scheduler_args": {"perturbation_interval": 2, "population_size": 4,
+                            "max_generations": 8, "synch": synch},
+         "max_concurrency": 3, "seed": 5}
+    )
+    summary = tune(spec)
+    assert summary["state"] == "finished"
+    assert summary["segments_failed"] == 0
+    store = EventStore(f"sqlite:///{rungflow_home / 'rungflow.db'}")
+    try:
+        events = [r.event for r in store.read(spec.name)]
+        status = experiment_status(store, spec.name)
+    finally:
+        store.close()
+    assert_log_integrity(events)
+    assert not [e for e in events if isinstance(e, SegmentFailed)]
+    exploits = [e for e in events if isinstance(e, TrialPerturbed)]
+    assert exploits, "no exploit happened: the test would prove nothing"
+    restores = [e for e in events if isinstance(e, SegmentStarted) and e.restore_from]
+    assert any(s.restore_from.trial_id != s.trial_id for s in restores)  # type: ignore[union-attr]
+
+    recorded = {e.checkpoint.key for e in events if isinstance(e, SegmentFinished) and e.checkpoint}
+    on_disk = {str(p.relative_to(shared)) for p in shared.rglob("*.ckpt")}
+    assert summary["extras"]["retention"]["deleted"] > 0
+    assert on_disk < recorded  # retention deleted, and only recorded keys
+    # Finished: one checkpoint per trial remains, the trial's last.
+    last: dict[str, str] = {}
+    for e in events:
+        if isinstance(e, SegmentFinished) and e.checkpoint:
+            last[e.trial_id] = e.checkpoint.key
+    assert on_disk == set(last.values())
+    assert status["checkpoints"] == {
+        "bytes": sum((shared / k).stat().st_size for k in on_disk),
+        "files": len(on_disk),
+    }
