@@ -6,8 +6,13 @@ PREFECT_API_URL is set), with the same bounded thread pool and the same
 makes the difference rungflow's own cost: the SQL event log (write-ahead of every
 decision and result), scheduler decisions and checkpoint-free bookkeeping.
 
+With ``--artifacts both`` (the default) the rungflow loop runs twice, with
+Prefect artifacts off and on (progress updates throttled to one per 2 s, plus
+leaderboard and summary at the end), so their cost per segment is printed too.
+
 Usage:
     python benchmarks/overhead.py [--segments 200] [--concurrency 4] [--db URL]
+        [--artifacts on|off|both] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: temp SQLite)")
+    parser.add_argument(
+        "--artifacts", choices=["on", "off", "both"], default="both",
+        help="Run the rungflow loop with Prefect artifacts on, off or both (default).",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="Repeat and keep the best.")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rungflow-overhead-"))
     os.environ.setdefault("RUNGFLOW_HOME", str(tmp))
@@ -91,16 +101,28 @@ def main() -> None:
 
     bare_loop(5, 2)
     n, c = args.segments, args.concurrency
-    t_bare, _ = timed(bare_loop, n, c)
-    t_rung, summary = timed(rungflow_loop, n, c, f"overhead-{int(time.time())}")
-    assert summary["segments_run"] == n, summary
-    per_bare = 1000 * t_bare / n
-    per_rung = 1000 * t_rung / n
-    print(f"segments={n} concurrency={c} db={'custom' if args.db else 'sqlite'}")
-    print(f"bare prefect task loop : {t_bare:7.2f} s  {per_bare:7.2f} ms/segment")
-    print(f"rungflow tune (noop)   : {t_rung:7.2f} s  {per_rung:7.2f} ms/segment")
-    print(f"overhead per segment   : {per_rung - per_bare:7.2f} ms  ratio {t_rung / t_bare:.2f}x")
-
+    modes = ["off", "on"] if args.artifacts == "both" else [args.artifacts]
+    times: dict[str, list[float]] = {"bare": []} | {m: [] for m in modes}
+    for r in range(args.repeat):
+        times["bare"].append(timed(bare_loop, n, c)[0])
+        for mode in modes:
+            # Settings are read at flow start, so the env switches artifacts per run.
+            os.environ["RUNGFLOW_ARTIFACTS"] = mode
+            t, summary = timed(rungflow_loop, n, c, f"overhead-{mode}-{r}-{int(time.time())}")
+            assert summary["segments_run"] == n, summary
+            times[mode].append(t)
+    best = {k: min(v) for k, v in times.items()}  # least disturbed of the repeats
+    per = {k: 1000 * v / n for k, v in best.items()}
+    db = "custom" if args.db else "sqlite"
+    print(f"segments={n} concurrency={c} db={db} repeat={args.repeat} (best of repeats)")
+    print(f"bare prefect task loop       : {best['bare']:7.2f} s  {per['bare']:7.2f} ms/segment")
+    for mode in modes:
+        print(
+            f"rungflow tune, artifacts {mode:3s} : {best[mode]:7.2f} s  {per[mode]:7.2f} ms/segment"
+            f"  overhead {per[mode] - per['bare']:6.2f} ms  ratio {best[mode] / best['bare']:.2f}x"
+        )
+    if len(modes) == 2:
+        print(f"artifacts cost per segment   : {per['on'] - per['off']:7.2f} ms")
 
 if __name__ == "__main__":
     main()

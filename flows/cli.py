@@ -255,7 +255,7 @@ def list_(
 
 def _register_plugins() -> None:
     """Attach command groups that live in their own modules."""
-    for module in ("flows.cli_plan", "flows.cli_pbt"):
+    for module in ("flows.cli_plan", "flows.cli_pbt", "flows.cli_export", "flows.cli_plot"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

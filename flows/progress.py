@@ -12,7 +12,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from flows.spec import ExperimentSpec
 
@@ -26,7 +32,14 @@ PROGRESS_HOOKS: list[Callable[[ExperimentRunner], None]] = []
 
 
 class CliProgress(AbstractContextManager["CliProgress"]):
-    """A rich progress bar fed by :data:`PROGRESS_HOOKS`."""
+    """A rich progress bar fed by :data:`PROGRESS_HOOKS`.
+
+    The bar is the share of the budget spent (see
+    :func:`flows.artifacts.progress_fraction`; it pulses when the budget gives
+    no end point); the text says segments done and failed, trials against
+    ``budget.max_trials``, resource against ``budget.max_resource`` and the best
+    metric so far.
+    """
 
     def __init__(self, spec: ExperimentSpec, console: Console, enabled: bool = True) -> None:
         self.spec = spec
@@ -34,37 +47,44 @@ class CliProgress(AbstractContextManager["CliProgress"]):
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TaskProgressColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=console,
             transient=False,
         )
         self.task_id = self.progress.add_task(
-            spec.name, total=self._total(), detail="starting", start=True
+            spec.name, total=None, detail="starting", start=True
         )
 
-    def _total(self) -> float | None:
-        budget = self.spec.budget
-        if budget.max_resource is not None:
-            return budget.max_resource
-        max_t = self.spec.scheduler_args.get("max_t")
-        if budget.max_trials is not None and self.spec.scheduler in ("random", "fifo") and max_t:
-            return float(budget.max_trials) * float(max_t)
-        return None
-
-    def __call__(self, runner: ExperimentRunner) -> None:
-        best = runner.scheduler.best_trial()
+    def detail(self, runner: ExperimentRunner) -> str:
+        """The text next to the bar."""
+        budget, scheduler, s = self.spec.budget, runner.scheduler, runner.summary
+        best = scheduler.best_trial()
         best_text = "-"
         if best is not None and best.last_score is not None:
             value = best.last_score if self.spec.mode == "min" else -best.last_score
             best_text = f"{value:.4g} ({best.trial_id})"
-        s = runner.summary
+        trials = f"trials {len(scheduler.trials)}"
+        if budget.max_trials is not None:
+            trials += f"/{budget.max_trials}"
+        resource = f"resource {scheduler.resource_used:g}"
+        if budget.max_resource is not None:
+            resource += f"/{budget.max_resource:g}"
+        return (
+            f"segments {s.segments_run} ({s.segments_failed} failed) | {trials} | "
+            f"{resource} | best {self.spec.metric}={best_text}"
+        )
+
+    def __call__(self, runner: ExperimentRunner) -> None:
+        from flows.artifacts import progress_fraction
+
+        fraction = progress_fraction(self.spec, runner.scheduler)
         self.progress.update(
             self.task_id,
-            completed=runner.scheduler.resource_used,
-            detail=f"segments {s.segments_run} failed {s.segments_failed} "
-            f"best {self.spec.metric}={best_text}",
+            total=None if fraction is None else 1.0,
+            completed=fraction or 0.0,
+            detail=self.detail(runner),
         )
 
     def __enter__(self) -> CliProgress:
