@@ -30,14 +30,16 @@ from schedulers._rungs import (
     rng_after,
 )
 from schedulers.actions import Action, Done, Pause, RunSegment, Stop, Wait, action_events
-from schedulers.base import Scheduler, SchedulerArgumentError
+from schedulers.base import ImportedObservation, Scheduler, SchedulerArgumentError
 from schedulers.events import (
     Event,
+    ObservationImported,
     SegmentFailed,
     SegmentFinished,
     SegmentStarted,
     TrialCreated,
     TrialPaused,
+    TrialRetried,
     TrialStopped,
 )
 
@@ -101,6 +103,17 @@ class ASHAScheduler(Scheduler):
     With ``brackets > 1`` (asynchronous HyperBand) new trials are assigned to
     brackets round robin, and a free worker looks for promotions from the
     highest rung resource down across all brackets.
+
+    Warm start: an imported observation (:class:`~schedulers.events.ObservationImported`)
+    with a result at a rung's resource is recorded in that rung of every
+    bracket, so it counts in the promotion quota ``floor(n_k / eta)`` and in
+    the stopping cutoff, but it is never promotable itself. Its results at
+    every rung resource also go to the searcher.
+
+    Retry: a failed trial that is retried (:class:`~schedulers.events.TrialRetried`)
+    becomes alive again; its result is recorded at the rung it was training
+    to and it is paused there (promotion) or continued/stopped by the cutoff
+    (stopping), like any other result.
 
     Args:
         max_t: R, resource of the top rung (> 0).
@@ -194,6 +207,9 @@ class ASHAScheduler(Scheduler):
     # ------------------------------------------------------------------ fold
     def on_event(self, event: Event) -> None:
         tid = event.trial
+        if isinstance(event, ObservationImported):
+            self._import(self.imported[event.observation_id])
+            return
         if isinstance(event, TrialCreated):
             if "bracket" in event.info:
                 self._where[event.trial_id] = (int(event.info["bracket"]), 0)
@@ -233,6 +249,28 @@ class ASHAScheduler(Scheduler):
             self._pending.pop(tid, None)
         elif isinstance(event, TrialStopped):
             self._leave(tid)
+        elif isinstance(event, TrialRetried) and self.trials[tid].status == "paused":
+            # The common fold turned a failed trial back into a paused one; a
+            # stopped trial stays stopped and is not revived.
+            self._alive.add(tid)
+
+    def _import(self, obs: ImportedObservation) -> None:
+        """Record a prior result at every rung with a matching resource (never promotable)."""
+        levels = sorted({rung.resource for rungs in self._rungs for rung in rungs})
+        for resource, score in obs.at(levels):
+            self.searcher.observe(obs.observation_id, obs.config, resource, score)
+            row = (score, obs.observation_id)
+            for rungs in self._rungs:
+                for rung in rungs:
+                    if rung.resource != resource:
+                        continue
+                    i = bisect.bisect_left(rung.recorded, row)
+                    if i < len(rung.recorded) and rung.recorded[i] == row:
+                        continue  # the same observation folded twice counts once
+                    if self.variant == "stopping":
+                        bisect.insort(rung.rewards, -score)
+                    # Not in ``unpromoted``: a prior raises the bar, it never runs.
+                    rung.recorded.insert(i, row)
 
     def _record(self, rung: _Rung, tid: str, score: float, top: bool) -> None:
         row = (score, tid)

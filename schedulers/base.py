@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,17 +31,27 @@ from schedulers.events import (
     Event,
     ExperimentCreated,
     ExperimentFinished,
+    ObservationImported,
     SegmentFailed,
     SegmentFinished,
     SegmentStarted,
     TrialCreated,
     TrialPaused,
     TrialPerturbed,
+    TrialRetried,
     TrialStopped,
 )
 from schedulers.space import SearchSpace
 
-__all__ = ["Budget", "Mode", "Scheduler", "SchedulerArgumentError", "TrialState", "TrialStatus"]
+__all__ = [
+    "Budget",
+    "ImportedObservation",
+    "Mode",
+    "Scheduler",
+    "SchedulerArgumentError",
+    "TrialState",
+    "TrialStatus",
+]
 
 Mode = Literal["min", "max"]
 TrialStatus = Literal["running", "paused", "stopped", "failed"]
@@ -100,6 +110,45 @@ class TrialState:
         return self.results.get(self.resource)
 
 
+@dataclass
+class ImportedObservation:
+    """A prior result folded from :class:`~schedulers.events.ObservationImported`.
+
+    Never a trial: it is not in :attr:`Scheduler.trials`, costs no budget and
+    is never run, promoted or stopped.
+
+    Attributes:
+        observation_id: Id within the experiment (``i0000``, ...).
+        config: The imported configuration.
+        source: Where it came from (``optuna:...``, ``experiment:...``).
+        results: ``resource -> score`` (lower is better) per reported point.
+    """
+
+    observation_id: str
+    config: dict[str, Any]
+    source: str
+    results: dict[float, float] = field(default_factory=dict)
+
+    def at(self, resources: Iterable[float]) -> list[tuple[float, float]]:
+        """``(resource, score)`` for each of ``resources`` this observation reported.
+
+        Resources match within a relative tolerance of 1e-9 (a study may store
+        ``3.0000000000000004`` for rung 3); the resource returned is the one
+        asked for, so callers can use it as a key of their own rungs.
+        """
+        out = []
+        for r in resources:
+            score = self.results.get(float(r))
+            if score is None:
+                for have, value in self.results.items():
+                    if math.isclose(have, float(r), rel_tol=1e-9, abs_tol=1e-12):
+                        score = value
+                        break
+            if score is not None:
+                out.append((r, score))
+        return out
+
+
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
@@ -140,6 +189,8 @@ class Scheduler(ABC):
         self.seed = _check_int("seed", seed, 0)
         self.budget = budget or Budget()
         self.trials: dict[str, TrialState] = {}
+        #: Prior results imported by a warm start, by observation id (in log order).
+        self.imported: dict[str, ImportedObservation] = {}
         self.n_events = 0
         self.resource_used = 0.0
         self.finished = False
@@ -211,6 +262,26 @@ class Scheduler(ABC):
             t.checkpoint = event.checkpoint
         elif isinstance(event, ExperimentFinished):
             self.finished = True
+        elif isinstance(event, ObservationImported):
+            results: dict[float, float] = {}
+            for report in event.reports:
+                score = self.score(report)
+                resource = report.get("resource")
+                if score is not None and isinstance(resource, (int, float)):
+                    results[float(resource)] = score
+            self.imported[event.observation_id] = ImportedObservation(
+                event.observation_id, dict(event.config), event.source, results
+            )
+        elif isinstance(event, TrialRetried):
+            retried = self.trials.get(event.trial_id)
+            # Only a failed trial can be retried; anything else is a no-op so
+            # that the fold stays total over hand-made logs.
+            if retried is not None and retried.status == "failed":
+                retried.status = "paused"
+                retried.running = None
+                # A finished experiment reopens: the scheduler must be able to
+                # decide about the retried result (pause, promote, stop).
+                self.finished = False
 
     # --------------------------------------------------------------- decide
     @abstractmethod

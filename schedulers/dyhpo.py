@@ -38,6 +38,14 @@ GP-size rule (keeps a decision well under 100 ms at 2,000 observations):
    by ``tell``, so the next decisions, and any replay, use exactly the same
    values; ``tell`` never fits anything.
 
+Warm start: an imported observation (:class:`~schedulers.events.ObservationImported`)
+joins the GP's training data with its results at the rung levels (points at
+other resources are left out, so its curve features mean what they mean for
+a trial), counts towards ``num_init_random`` and sets the EI incumbents. It
+is never scored as a paused trial nor promoted, and the SH fallback ranks
+trials only. A retried failed trial is simply paused again and competes
+like any other.
+
 Numerical trouble (non-PD kernel after jitter, optimiser failure, NaN data)
 never raises: the decision falls back to the successive-halving rule and
 records ``info["fallback"]``.
@@ -55,7 +63,7 @@ import numpy as np
 
 from schedulers.actions import Action, Done, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
-from schedulers.events import Event, SegmentStarted, TrialCreated
+from schedulers.events import Event, ObservationImported, SegmentStarted, TrialCreated
 from schedulers.gp import (
     GaussianProcess,
     GPError,
@@ -315,6 +323,7 @@ class DyHPOScheduler(Scheduler):
         self._next_level = dict(zip(self.rung_levels[:-1], self.rung_levels[1:], strict=True))
         # ---- folded state (changed only in on_event) ----
         self._encoded: dict[str, np.ndarray | None] = {}
+        self._imported_curves: dict[str, list[tuple[float, float]]] = {}
         self._records: list[ScheduleRecord] = []
         self._seen_segments: set[tuple[str, float, float]] = set()
         self._decision_counts: dict[str, int] = {}
@@ -343,7 +352,14 @@ class DyHPOScheduler(Scheduler):
 
     # ------------------------------------------------------------------ fold
     def on_event(self, event: Event) -> None:
-        if isinstance(event, TrialCreated):
+        if isinstance(event, ObservationImported):
+            obs = self.imported[event.observation_id]
+            curve = sorted(obs.at(self.rung_levels))
+            if curve:
+                self._encode(obs.observation_id, obs.config)
+                if self._encoded.get(obs.observation_id) is not None:
+                    self._imported_curves[obs.observation_id] = curve
+        elif isinstance(event, TrialCreated):
             self._encode(event.trial_id, event.config)
         elif isinstance(event, SegmentStarted):
             key = (event.trial_id, float(event.start), float(event.stop))
@@ -559,7 +575,8 @@ class DyHPOScheduler(Scheduler):
 
     # ------------------------------------------------------------- surrogate
     def _n_observations(self) -> int:
-        return sum(len(t.results) for t in self.trials.values())
+        own = sum(len(t.results) for t in self.trials.values())
+        return own + sum(len(c) for c in self._imported_curves.values())
 
     def _scores(self, memo: dict[str, _Scores | str]) -> _Scores | str:
         """Surrogate scores, or the reason they could not be computed."""
@@ -579,6 +596,10 @@ class DyHPOScheduler(Scheduler):
             out[t.trial_id] = sorted((r, s) for r, s in t.results.items() if r > 0)
         return out
 
+    def training_curves(self) -> dict[str, list[tuple[float, float]]]:
+        """:meth:`curves` plus imported observations' curves at the rung levels."""
+        return {**self._imported_curves, **self.curves()}
+
     def training_data(
         self, rng: np.random.Generator | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[float, float]]:
@@ -587,7 +608,7 @@ class DyHPOScheduler(Scheduler):
         Exposed so the surrogate can be fitted and inspected independently of
         a decision (``fit_gp(*s.training_data()[:2], rng)``).
         """
-        curves = self.curves()
+        curves = self.training_curves()
         quantile = self._quantile_fn(curves)
         rows: list[np.ndarray] = []
         ys: list[float] = []
@@ -660,7 +681,7 @@ class DyHPOScheduler(Scheduler):
             params = self._gp_params
         gp = GaussianProcess(x, y, params)
 
-        curves = self.curves()
+        curves = self.training_curves()
         quantile = self._quantile_fn(curves)
         paused_ids: list[str] = []
         rows: list[np.ndarray] = []

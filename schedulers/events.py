@@ -23,7 +23,9 @@ __all__ = [
     "Event",
     "ExperimentCreated",
     "ExperimentFinished",
+    "ImportCompleted",
     "JobUpdated",
+    "ObservationImported",
     "SegmentFailed",
     "SegmentFinished",
     "SegmentReclaimed",
@@ -31,6 +33,7 @@ __all__ = [
     "TrialCreated",
     "TrialPaused",
     "TrialPerturbed",
+    "TrialRetried",
     "TrialStopped",
     "event_from_record",
     "event_to_payload",
@@ -267,6 +270,82 @@ class JobUpdated(Event):
     owner: str | None = None
 
 
+@dataclass(frozen=True)
+class ObservationImported(Event):
+    """A result from outside this experiment, imported as prior knowledge (warm start).
+
+    It is *not* a trial: it has no ``trial_id`` (so the projections, the
+    budget and ``new_trial_id`` ignore it) and no scheduler ever runs,
+    promotes or stops it. Schedulers that learn from results fold it into
+    their searcher, their rung results or their surrogate (see
+    :meth:`schedulers.base.Scheduler.tell`).
+
+    Attributes:
+        observation_id: Id unique within the experiment (``i0000``, ...),
+            never of the ``t0000`` form trial ids take.
+        source: Where it came from, e.g. ``optuna:sqlite:///old.db:study`` or
+            ``experiment:digits-hb``; never contains a password.
+        config: The configuration, already checked against this experiment's space.
+        reports: ``{"resource": r, <metric>: value}`` per known point of the
+            learning curve, in increasing resource.
+        source_trial: The trial's id or number in the source.
+        checkpoint: A checkpoint copied into this experiment's keys
+            (``--with-checkpoints``); informational, imported observations are
+            never resumed.
+        info: Anything else worth keeping (source state, original params).
+    """
+
+    kind: ClassVar[str] = "ObservationImported"
+    observation_id: str
+    source: str
+    config: Mapping[str, Any]
+    reports: tuple[Mapping[str, Any], ...]
+    source_trial: str | None = None
+    checkpoint: CheckpointRef | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportCompleted(Event):
+    """A warm-start import from ``source`` is complete (written in the same append).
+
+    Its presence in a log is what makes an import happen once: running the
+    same command again finds it and imports nothing.
+
+    Attributes:
+        source: Same string as the observations' ``source``.
+        imported: Observations imported.
+        skipped: Source trials left out, per reason.
+        dropped_params: Source parameters not in this space, per name (the
+            trial is kept without them).
+    """
+
+    kind: ClassVar[str] = "ImportCompleted"
+    source: str
+    imported: int
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    dropped_params: Mapping[str, int] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialRetried(Event):
+    """A failed trial is given another attempt at its failed segment ``start -> stop``.
+
+    The common fold turns the trial from ``failed`` back into ``paused`` (the
+    ``SegmentStarted`` that follows makes it ``running``) and reopens a
+    finished experiment, so the scheduler decides about the trial's result
+    like any other.
+    """
+
+    kind: ClassVar[str] = "TrialRetried"
+    trial_id: str
+    start: float
+    stop: float
+    retries: int = 0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -281,6 +360,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ExperimentFinished,
         SegmentReclaimed,
         JobUpdated,
+        ObservationImported,
+        ImportCompleted,
+        TrialRetried,
     )
 }
 

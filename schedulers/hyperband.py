@@ -12,6 +12,7 @@ holds the cluster back.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,13 @@ from schedulers.actions import Action, Done, Pause, RunSegment, Stop, Wait, acti
 from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.events import (
     Event,
+    ObservationImported,
     SegmentFailed,
     SegmentFinished,
     SegmentStarted,
     TrialCreated,
     TrialPaused,
+    TrialRetried,
     TrialStopped,
 )
 
@@ -121,6 +124,21 @@ class HyperBandScheduler(Scheduler):
     ``Stop``. Errored or removed trials leave their rung at once; a rung
     promotes ``min(n_{i+1}, trials with a result)``, so it never waits for them.
 
+    Warm start: imported observations (:class:`~schedulers.events.ObservationImported`)
+    logged before the first trial count as results of every rung at their
+    resource. Rung ``i`` with ``m`` such priors at ``r_i`` promotes its trials
+    that rank in the top ``n_{i+1} + floor(m * n_{i+1} / n_i)`` of its own
+    results and the priors together (at most ``n_{i+1}``): the same fraction
+    ``n_{i+1} / n_i`` of a bigger population, so good priors cull more and
+    with no priors nothing changes. Priors are never promoted; all their
+    results at rung resources also go to the searcher (BOHB's model).
+
+    Retry: a retried failed trial (:class:`~schedulers.events.TrialRetried`)
+    rejoins its rung if that rung is still undecided and is ranked with the
+    others. If the rung was decided while it was failed, its result is kept
+    (trial status, searcher, leaderboard) but it cannot displace trials
+    already promoted, so it is stopped once the result arrives.
+
     Args:
         max_t: R, the resource of the last rung (> 0; int or float).
         reduction_factor: eta (>= 2).
@@ -194,11 +212,17 @@ class HyperBandScheduler(Scheduler):
         self._parked: set[str] = set()
         self._running: set[str] = set()
         self._last: tuple[int, int, int] | None = None  # (k, s, iteration) last opened
+        self._levels = sorted({r for plan in self.plans for _, r in plan.rungs})
+        self._prior: dict[float, list[float]] = {}  # rung resource -> sorted imported scores
+        self._outside: set[str] = set()  # retried after their rung was decided
 
     # ------------------------------------------------------------------ fold
     def on_event(self, event: Event) -> None:
         if isinstance(event, TrialCreated):
             self._on_created(event)
+            return
+        if isinstance(event, ObservationImported):
+            self._import(event.observation_id)
             return
         tid = event.trial
         if tid is None or tid not in self._where:
@@ -221,7 +245,7 @@ class HyperBandScheduler(Scheduler):
             score = t.results.get(event.stop)
             if score is not None:
                 self.searcher.observe(tid, t.config, event.stop, score)
-            if tid in b.live:
+            if tid in b.live or tid in self._outside:
                 self._pending[tid] = None
             if t.resource >= b.plan.rungs[i][1]:
                 b.done[i].add(tid)
@@ -239,6 +263,31 @@ class HyperBandScheduler(Scheduler):
                 self._pending.pop(tid, None)
         elif isinstance(event, TrialStopped):
             self._leave(b, tid, i)
+        elif isinstance(event, TrialRetried):
+            self._retried(b, tid, i)
+
+    def _import(self, observation_id: str) -> None:
+        obs = self.imported[observation_id]
+        for resource, score in obs.at(self._levels):
+            self.searcher.observe(observation_id, obs.config, resource, score)
+            # Priors that arrive after the first trial would change rankings a
+            # decided rung was promoted on (and could leave its next rung
+            # waiting for a trial that is no longer in the top): they inform
+            # the searcher only. The CLI imports before the first trial.
+            if not self.trials:
+                bisect.insort(self._prior.setdefault(float(resource), []), score)
+
+    def _retried(self, b: _BracketState, tid: str, i: int) -> None:
+        """A failed trial runs its failed segment again (see the class docstring)."""
+        if self.trials[tid].status != "paused" or tid in b.live:
+            return  # not a failed trial: the common fold ignored the retry too
+        if b.complete[i]:
+            self._outside.add(tid)
+            return
+        b.live.add(tid)
+        b.done[i].discard(tid)
+        if b.k not in self._open:
+            self._open[b.k] = None
 
     def _on_created(self, event: TrialCreated) -> None:
         info = event.info
@@ -256,6 +305,7 @@ class HyperBandScheduler(Scheduler):
 
     def _leave(self, b: _BracketState, tid: str, i: int) -> None:
         """``tid`` failed or was stopped: it resolves its rung and is never waited for."""
+        self._outside.discard(tid)
         self._pending.pop(tid, None)
         self._parked.discard(tid)
         self._running.discard(tid)
@@ -283,7 +333,7 @@ class HyperBandScheduler(Scheduler):
                     for m in b.members[j]
                     if r_j in self.trials[m].results and (m in b.live or m in nxt)
                 )
-                b.top[j] = [m for _, m in ranked[: b.plan.rungs[j + 1][0]]]
+                b.top[j] = self._top(ranked, b.plan.rungs[j][0], b.plan.rungs[j + 1][0], r_j)
             if complete and not b.complete[j]:
                 b.complete[j] = True
                 for m in b.members[j]:
@@ -293,6 +343,18 @@ class HyperBandScheduler(Scheduler):
                 b.complete[j] = False  # cannot normally happen; keep the fold honest
             if not complete:
                 break
+
+    def _top(
+        self, ranked: list[tuple[float, str]], n_i: int, n_next: int, r_i: Number
+    ) -> list[str]:
+        """Trials promoted from a rung: the best ``n_next``, raised bar with priors."""
+        prior = self._prior.get(float(r_i))
+        if not prior:
+            return [m for _, m in ranked[:n_next]]
+        # Rank among own results and priors together; a tie goes to the trial.
+        k = n_next + (len(prior) * n_next) // n_i
+        top = [m for p, (score, m) in enumerate(ranked) if p + bisect.bisect_left(prior, score) < k]
+        return top[:n_next]
 
     # ---------------------------------------------------------------- decide
     def ask(self, n: int = 1) -> list[Action]:
@@ -359,6 +421,9 @@ class HyperBandScheduler(Scheduler):
             )
         if r_i not in t.results:
             return Stop(tid, f"metric {self.metric!r} not reported", self._info(b, i))
+        if tid in self._outside:
+            reason = "max_t reached" if i == last else f"rung {i} was decided while it had failed"
+            return Stop(tid, reason, self._info(b, i, retried=True))
         if i == last:
             if self.stop_last_trials:
                 return Stop(tid, "max_t reached", self._info(b, i))
