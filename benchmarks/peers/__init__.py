@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of rungflow, Ray Tune, Optuna and Syne Tune (see run.py)."""
