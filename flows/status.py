@@ -6,6 +6,7 @@ from typing import Any
 
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
+from flows.warm_start import imported_summary
 from schedulers import (
     Event,
     ExperimentCreated,
@@ -14,6 +15,7 @@ from schedulers import (
     SegmentFinished,
     TrialCreated,
 )
+from schedulers.events import TrialRetried
 from storage import EventStore, ExperimentNotFoundError
 
 __all__ = ["checkpoint_usage", "experiment_status", "load_events"]
@@ -51,7 +53,8 @@ def experiment_status(
     Keys: ``experiment``, ``state`` (running|finished|failed), ``scheduler``,
     ``metric``, ``mode``, ``trials`` (id, config, status, segments as
     ``{"start", "stop", "metrics"}`` in order, ``error`` if failed), ``best``,
-    ``resource_used``, ``checkpoints`` (``{"bytes", "files"}`` on disk now,
+    ``resource_used``, ``imported`` (warm-start observations per source, see
+    :func:`flows.warm_start.imported_summary`), ``checkpoints`` (``{"bytes", "files"}`` on disk now,
     after retention) and the scheduler's own ``extras`` (brackets, schedule
     records...).
 
@@ -80,6 +83,8 @@ def experiment_status(
             errors[event.trial_id] = event.error
         elif isinstance(event, ExperimentFinished):
             finished = event
+        elif isinstance(event, TrialRetried):
+            finished = None  # a retry reopens a finished experiment (flows.retry)
     state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     trials = []
     for t in scheduler.trials.values():
@@ -118,4 +123,5 @@ def experiment_status(
             checkpoints or get_settings().resolved_checkpoints, name
         ),
         "extras": scheduler.status_extras(),
+        "imported": imported_summary(events),
     }

@@ -85,9 +85,19 @@ class PrefectExecutor:
     def submit(self, job: SegmentJob) -> Hashable:
         return self.runner.submit(self.task, {"job": job})
 
-    def wait_first(self, handles: Sequence[Hashable]) -> Hashable:
+    def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
+        """The first done handle; None if ``timeout`` seconds pass first."""
         futures: list[PrefectFuture[Any]] = list(handles)  # type: ignore[arg-type]
-        return next(iter(as_completed(futures)))
+        waiting = as_completed(futures, timeout=timeout)
+        try:
+            return next(waiting)
+        except TimeoutError:
+            return None
+        finally:
+            # as_completed arms a cancel scope (SIGALRM on the main thread) that
+            # stays armed while the generator is suspended: close it now, or it
+            # could fire into whatever the runner does next.
+            waiting.close()
 
     def result(self, handle: Hashable) -> SegmentOutcome:
         future: PrefectFuture[SegmentOutcome] = handle  # type: ignore[assignment]
