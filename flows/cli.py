@@ -29,6 +29,13 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from flows.cli_warm import (
+    WarmStartCheckpointsOption,
+    WarmStartDbOption,
+    WarmStartOption,
+    WithCheckpointsOption,
+    apply_warm_start,
+)
 from flows.settings import get_settings  # noqa: E402
 from flows.spec import SpecError, load_spec  # noqa: E402
 
@@ -107,6 +114,10 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Prefect's per-task logs.")
     ] = False,
+    warm_start: WarmStartOption = None,
+    warm_start_db: WarmStartDbOption = None,
+    with_checkpoints: WithCheckpointsOption = False,
+    warm_start_checkpoints: WarmStartCheckpointsOption = None,
 ) -> None:
     """Run an experiment; running an existing one again resumes it."""
     if (spec is None) == (example is None):
@@ -121,6 +132,11 @@ def run(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     _apply_storage_options(db, checkpoints)
+    # Before the flow: source URLs stay CLI input, never flow parameters.
+    apply_warm_start(
+        parsed, warm_start, warm_start_db=warm_start_db, with_checkpoints=with_checkpoints,
+        source_checkpoints=warm_start_checkpoints,
+    )
 
     from flows.progress import CliProgress
     from flows.runner import ResumeRefusedError
@@ -255,7 +271,8 @@ def list_(
 
 def _register_plugins() -> None:
     """Attach command groups that live in their own modules."""
-    for module in ("flows.cli_plan", "flows.cli_pbt", "flows.cli_export", "flows.cli_plot"):
+    for module in ("flows.cli_plan", "flows.cli_pbt", "flows.cli_export", "flows.cli_plot",
+                   "flows.cli_warm", "flows.cli_retry"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
