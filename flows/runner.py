@@ -8,15 +8,30 @@ log *before* the flow acts on it, and the scheduler only learns of it by being
 told the appended events. So a process killed at any instant leaves a log that
 replays into exactly the state it had, and segments that were started but never
 finished are simply run again.
+
+Cooperation: several runners (flow runs on one or many machines) may drive the
+same experiment. Each has an :class:`~flows.leases.Owner` identity stamped into
+the ``SegmentStarted`` it appends (its claim) and a heartbeated lease. Claims
+are appended with optimistic concurrency after catching up, so no segment is
+claimed twice; a runner runs and finishes only segments it holds, takes over
+segments whose owner is dead (see :mod:`flows.leases`), discards a result for
+a segment it no longer holds, and while others still run segments it polls
+the log instead of giving up. Whoever sees ``Done`` with no segment open
+anywhere records ``ExperimentFinished``; everyone else then exits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import inspect
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flows.leases import ClaimBook, Lease, LeaseSettings, Owner, reclaims
 from flows.segment import SegmentJob
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
@@ -29,11 +44,12 @@ from schedulers import (
     Scheduler,
     SegmentFailed,
     SegmentFinished,
+    SegmentReclaimed,
     SegmentStarted,
     Wait,
     action_events,
 )
-from storage import ConcurrencyError, EventStore
+from storage import ConcurrencyError, EventStore, ExperimentExistsError
 
 __all__ = [
     "ExperimentRunner",
@@ -57,8 +73,15 @@ class SegmentExecutor(Protocol):
         """Start ``job``; return a handle."""
         ...
 
-    def wait_first(self, handles: Sequence[Hashable]) -> Hashable:
-        """Block until one of ``handles`` is done and return it."""
+    def wait_first(
+        self, handles: Sequence[Hashable], timeout: float | None = None
+    ) -> Hashable | None:
+        """Block until one of ``handles`` is done and return it.
+
+        Returns None when ``timeout`` seconds pass first; the runner then looks
+        at other runners' progress in the meantime. Executors written before
+        ``timeout`` existed (no such parameter) still work: they just block.
+        """
         ...
 
     def result(self, handle: Hashable) -> SegmentOutcome:
@@ -75,6 +98,10 @@ class RunSummary:
     segments_run: int = 0
     segments_failed: int = 0
     resumed_segments: int = 0
+    #: Segments taken over from dead runners (including those at resume).
+    segments_reclaimed: int = 0
+    #: Results dropped because another runner had reclaimed the segment meanwhile.
+    segments_discarded: int = 0
     best_trial_id: str | None = None
     best_config: dict[str, Any] | None = None
     best_metric: float | None = None
@@ -86,7 +113,11 @@ class RunSummary:
 
 
 def unfinished_segments(events: Sequence[Event]) -> list[SegmentStarted]:
-    """Segments started but neither finished nor failed: a crash interrupted them."""
+    """Segments started but neither finished nor failed.
+
+    A crash interrupted them, or another runner is still running them: see
+    :class:`flows.leases.ClaimBook` for who holds each.
+    """
     open_: dict[str, SegmentStarted] = {}
     for event in events:
         if isinstance(event, SegmentStarted):
@@ -97,7 +128,7 @@ def unfinished_segments(events: Sequence[Event]) -> list[SegmentStarted]:
 
 
 class ExperimentRunner:
-    """Drives one experiment from its event log.
+    """Drives one experiment from its event log, alone or with other runners.
 
     Args:
         store: The event store.
@@ -105,6 +136,8 @@ class ExperimentRunner:
         checkpoint_root: Blob-store root (path or fsspec URL) workers write to.
         on_progress: Called after every recorded result (CLI progress, artifacts).
             Keep it cheap: it runs on the flow's hot path.
+        owner: This runner's identity; a fresh one by default.
+        lease_settings: Lease timeout and polling; from ``RUNGFLOW_*`` by default.
     """
 
     def __init__(
@@ -114,6 +147,8 @@ class ExperimentRunner:
         checkpoint_root: str,
         *,
         on_progress: Callable[[ExperimentRunner], None] | None = None,
+        owner: Owner | None = None,
+        lease_settings: LeaseSettings | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
@@ -124,19 +159,26 @@ class ExperimentRunner:
         self.events: list[Event] = []
         self.seq = 0
         self.summary = RunSummary(spec.name)
+        self.lease_settings = lease_settings or LeaseSettings()
+        self.owner = owner or Owner.current(self.lease_settings.worker_host)
+        self.lease = Lease(store, spec.name, self.owner, self.lease_settings)
+        self.claims = ClaimBook()
         self._metric_seen = False
         self._started_seq: dict[str, int] = {}
+        self._last_scan = -float("inf")
 
     # ------------------------------------------------------------ open/replay
-    def open(self) -> list[SegmentStarted]:
-        """Create the experiment or replay it; return segments to run again.
+    def replay(self) -> None:
+        """Create the experiment or replay its log into the scheduler.
 
         Raises:
             ResumeRefusedError: the stored experiment was created with a spec
                 that differs in space, trainable, scheduler or its arguments.
         """
         if not self.store.has_experiment(self.name):
-            self.store.create_experiment(self.name, self.spec.to_json())
+            # Another runner may create it between the check and here: join it.
+            with contextlib.suppress(ExperimentExistsError):
+                self.store.create_experiment(self.name, self.spec.to_json())
         stored = self.store.read(self.name)
         first = stored[0].event
         assert isinstance(first, ExperimentCreated)
@@ -149,29 +191,53 @@ class ExperimentRunner:
         for record in stored:
             self._fold(record.event, record.seq)
         self.seq = stored[-1].seq
+
+    def open(self) -> list[SegmentStarted]:
+        """Create or replay the experiment; return the segments this runner must run again.
+
+        Takes a lease, then takes over (up to ``max_concurrency``) open segments
+        whose owners are dead; segments held by live runners are left to them.
+
+        Raises:
+            ResumeRefusedError: see :meth:`replay`.
+        """
+        self.replay()
         if self.scheduler.finished:
             self.summary.state = "finished"
             self._update_best()
             return []
         self.store.set_state(self.name, "running")
-        orphans = unfinished_segments(self.events)
-        self.summary.resumed_segments = len(orphans)
-        if orphans:
-            log.info("resuming %s: %d unfinished segment(s) run again", self.name, len(orphans))
-        return orphans
+        self.lease.acquire()  # before any claim: a claim without a lease looks released
+        taken = self.reclaim(limit=self.spec.max_concurrency, force=True)
+        self.summary.resumed_segments = len(taken)
+        if taken:
+            log.info("resuming %s: %d unfinished segment(s) run again", self.name, len(taken))
+        return [c.started for c in taken]
+
+    def close(self) -> None:
+        """Release the lease (``run`` does this itself)."""
+        self.lease.release()
 
     def _fold(self, event: Event, seq: int) -> None:
         self.events.append(event)
         self.scheduler.tell(event)
+        self.claims.fold(event, seq)
         if isinstance(event, SegmentStarted):
             self._started_seq[event.trial_id] = seq
+        elif isinstance(event, SegmentReclaimed):
+            claim = self.claims.open.get(event.trial_id)
+            if claim is not None and claim.seq == seq:
+                self._started_seq[event.trial_id] = seq
         if isinstance(event, SegmentFinished) and self.spec.metric in event.metrics:
             self._metric_seen = True
 
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
+        """Fold whatever other writers appended since our last seq."""
         for record in self.store.read(self.name, after_seq=self.seq):
             self._fold(record.event, record.seq)
             self.seq = record.seq
+
+    _catch_up = catch_up
 
     def commit(self, events: Sequence[Event]) -> bool:
         """Append ``events`` atomically, then tell them; False if another writer won.
@@ -189,13 +255,75 @@ class ExperimentRunner:
             self._fold(event, first + offset)
         return True
 
-    def _record_result(self, event: Event) -> None:
-        # A result is a fact, not a decision: on conflict catch up and append it again.
-        while not self.commit([event]):
-            pass
+    def claim_events(self, events: Sequence[Event]) -> list[Event]:
+        """``events`` with this runner stamped as owner of every ``SegmentStarted``."""
+        return [
+            dataclasses.replace(e, info={**e.info, "owner": self.owner.id})
+            if isinstance(e, SegmentStarted)
+            else e
+            for e in events
+        ]
+
+    def reclaim(self, limit: int | None = None, *, force: bool = False) -> list[Any]:
+        """Take over open segments of dead owners; return the claims now held.
+
+        Looks at the leases at most once per poll interval unless ``force``:
+        with many runners, every one of them reading the lease table after
+        every result would cost more than it finds.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        now = time.monotonic()
+        if not force and now - self._last_scan < self.lease_settings.poll_interval:
+            return []
+        self._last_scan = now
+        while True:
+            foreign = self.claims.foreign(self.owner.id)
+            if not foreign:
+                return []
+            leases = self.store.leases(self.name)
+            events = reclaims(
+                foreign, leases, self.owner, self.lease_settings.lease_timeout, limit
+            )
+            if not events:
+                return []
+            if self.commit(events):
+                for e in events:
+                    log.warning(
+                        "%s: took over trial %s segment %g->%g from %s (%s)",
+                        self.name, e.trial_id, e.start, e.stop, e.previous_owner, e.reason,
+                    )
+                self.summary.segments_reclaimed += len(events)
+                return [self.claims.open[e.trial_id] for e in events]
+            # Lost a race (maybe for the same segments): re-check on the new state.
+
+    def _record_result(self, job: SegmentJob, event: Event) -> bool:
+        """Append a result of ``job`` if this runner still holds its segment.
+
+        A result is a fact, not a decision: on a conflict catch up and append
+        it again, unless the catch-up shows the segment was reclaimed by
+        another runner (our lease lapsed); then the result is discarded. The
+        check and the append see the same seq, so no reclaim can slip between.
+        """
+        while True:
+            if not self.claims.holds(
+                self.owner.id, job.trial_id, job.start, job.stop, job.started_seq
+            ):
+                holder = self.claims.open.get(job.trial_id)
+                log.warning(
+                    "%s: discarding the result of trial %s segment %g->%g: it is now held by %s",
+                    self.name, job.trial_id, job.start, job.stop,
+                    None if holder is None else holder.owner,
+                )
+                self.summary.segments_discarded += 1
+                return False
+            if self.commit([event]):
+                return True
 
     # ------------------------------------------------------------------- run
-    def job_for(self, trial_id: str, config: Any, start: float, stop: float, restore: Any) -> SegmentJob:
+    def job_for(
+        self, trial_id: str, config: Any, start: float, stop: float, restore: Any
+    ) -> SegmentJob:
         return SegmentJob(
             experiment=self.name,
             trainable=self.spec.trainable,
@@ -211,44 +339,79 @@ class ExperimentRunner:
         )
 
     def run(self, executor: SegmentExecutor) -> RunSummary:
-        """Run until the scheduler says Done. Safe to call on a resumed experiment."""
-        orphans = self.open()
-        if self.summary.state == "finished":
-            return self.summary
-        pending: dict[Hashable, SegmentJob] = {}
-        for seg in orphans:
-            job = self.job_for(seg.trial_id, seg.config, seg.start, seg.stop, seg.restore_from)
-            pending[executor.submit(job)] = job
-        done = False
-        while True:
-            while not done and len(pending) < self.spec.max_concurrency:
-                action = self.scheduler.ask(1)[0]
-                if isinstance(action, Wait):
-                    break
-                if isinstance(action, Done) and pending:
-                    break  # finish what runs before declaring the end
-                if not self.commit(action_events(action)):
-                    continue  # another writer changed the state: decide again
-                if isinstance(action, Done):
-                    done = True
-                elif isinstance(action, RunSegment):
-                    job = self.job_for(
-                        action.trial_id, action.config, action.start, action.stop,
-                        action.restore_from,
-                    )
-                    pending[executor.submit(job)] = job
-            if not pending:
-                if done or self.scheduler.finished:
-                    break
-                raise RuntimeError(
-                    f"scheduler {self.spec.scheduler!r} is waiting with nothing running"
-                )
-            handle = executor.wait_first(list(pending))
-            job = pending.pop(handle)
-            self._finish(job, executor, handle)
+        """Run until the experiment is finished. Safe on a resumed experiment and
+        alongside other runners of the same experiment."""
+        try:
+            orphans = self.open()
+            if self.summary.state == "finished":
+                return self.summary
+            self._loop(executor, orphans)
+        finally:
+            self.lease.release()
         self.summary.state = "finished"
         self._update_best()
         return self.summary
+
+    def _submit(self, executor: SegmentExecutor, pending: dict[Hashable, SegmentJob],
+                trial_id: str, config: Any, start: float, stop: float, restore: Any) -> None:
+        job = self.job_for(trial_id, config, start, stop, restore)
+        pending[executor.submit(job)] = job
+
+    def _loop(self, executor: SegmentExecutor, orphans: Sequence[SegmentStarted]) -> None:
+        pending: dict[Hashable, SegmentJob] = {}
+        for seg in orphans:
+            self._submit(executor, pending, seg.trial_id, seg.config, seg.start, seg.stop,
+                         seg.restore_from)
+        timeout_ok = _accepts_timeout(executor)
+        poll = self.lease_settings.poll_interval
+        idle = _Backoff(0.05, poll)
+        while True:
+            free = self.spec.max_concurrency - len(pending)
+            # Dead runners' segments first: the scheduler counts them as running.
+            for claim in self.reclaim(limit=free, force=not pending):
+                s = claim.started
+                self._submit(executor, pending, s.trial_id, s.config, s.start, s.stop,
+                             s.restore_from)
+            self._decide(executor, pending)
+            if not pending:
+                if self.scheduler.finished:
+                    return
+                if not self.claims.open:
+                    self._catch_up()
+                    if self.scheduler.finished or self.claims.open:
+                        continue
+                    raise RuntimeError(
+                        f"scheduler {self.spec.scheduler!r} is waiting with nothing running"
+                    )
+                # Other runners hold every open segment: wait for their results
+                # (or their death), looking at the log less often the longer it is quiet.
+                time.sleep(idle.next())
+                self._catch_up()
+                continue
+            if timeout_ok:
+                handle = executor.wait_first(list(pending), timeout=poll)
+            else:
+                handle = executor.wait_first(list(pending))
+            if handle is None:
+                self._catch_up()  # others may have made work available meanwhile
+                continue
+            idle.reset()
+            job = pending.pop(handle)
+            self._finish(job, executor, handle)
+
+    def _decide(self, executor: SegmentExecutor, pending: dict[Hashable, SegmentJob]) -> None:
+        """Ask and claim until the slots are full or the scheduler has nothing now."""
+        while not self.scheduler.finished and len(pending) < self.spec.max_concurrency:
+            action = self.scheduler.ask(1)[0]
+            if isinstance(action, Wait):
+                return
+            if isinstance(action, Done) and self.claims.open:
+                return  # finish what runs (here or elsewhere) before declaring the end
+            if not self.commit(self.claim_events(action_events(action))):
+                continue  # another writer changed the state: decide again
+            if isinstance(action, RunSegment):
+                self._submit(executor, pending, action.trial_id, action.config, action.start,
+                             action.stop, action.restore_from)
 
     def _finish(self, job: SegmentJob, executor: SegmentExecutor, handle: Hashable) -> None:
         try:
@@ -262,7 +425,8 @@ class ExperimentRunner:
         except Exception as exc:  # a trainable may raise anything; it fails its trial only
             self._fail(job, f"{type(exc).__name__}: {exc}")
         else:
-            self._record_result(
+            recorded = self._record_result(
+                job,
                 SegmentFinished(
                     job.trial_id,
                     job.start,
@@ -270,24 +434,27 @@ class ExperimentRunner:
                     reports=outcome.reports,
                     metrics=final_metrics(outcome.reports),
                     checkpoint=outcome.checkpoint,
-                )
+                ),
             )
-            self.summary.segments_run += 1
+            if recorded:
+                self.summary.segments_run += 1
         if self.on_progress is not None:
             self.on_progress(self)
 
     def _fail(self, job: SegmentJob, error: str) -> None:
         log.warning("trial %s segment %g->%g failed: %s", job.trial_id, job.start, job.stop, error)
-        self._record_result(
+        recorded = self._record_result(
+            job,
             SegmentFailed(
                 job.trial_id,
                 job.start,
                 job.stop,
                 error=error[:2000],
                 attempts=self.spec.segment_retries + 1,
-            )
+            ),
         )
-        self.summary.segments_failed += 1
+        if recorded:
+            self.summary.segments_failed += 1
 
     def _update_best(self) -> None:
         best = self.scheduler.best_trial()
@@ -307,3 +474,27 @@ class ExperimentRunner:
             if isinstance(event, ExperimentFinished):
                 return event
         return None
+
+
+def _accepts_timeout(executor: SegmentExecutor) -> bool:
+    try:
+        return "timeout" in inspect.signature(executor.wait_first).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Backoff:
+    """Sleep lengths that double from ``low`` up to ``high`` until reset."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low = low
+        self.high = max(low, high)
+        self._next = low
+
+    def next(self) -> float:
+        value = self._next
+        self._next = min(self.high, self._next * 2)
+        return value
+
+    def reset(self) -> None:
+        self._next = self.low
