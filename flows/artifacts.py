@@ -21,11 +21,13 @@ the event log anyway. ``RUNGFLOW_ARTIFACTS=off`` turns them off.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -181,20 +183,40 @@ class ExperimentArtifacts:
         self._progress_id: UUID | None = None
         self._last = float("-inf")
         self._last_fraction = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     # ------------------------------------------------------------- progress
     def __call__(self, runner: ExperimentRunner) -> None:
-        """Progress hook: cheap unless ``min_interval`` has passed."""
+        """Progress hook: a clock read unless ``min_interval`` has passed.
+
+        The API call itself runs on a background thread (one at a time; an
+        update due while the previous one is still in flight is skipped), so
+        the flow loop never waits for the Prefect API: under load one call
+        takes ~100 ms, the length of many no-op segments.
+        """
         now = self.clock()
         if now - self._last < self.min_interval:
             return
+        if self._pending is not None and not self._pending.done():
+            return  # the API is slow right now; try again at the next result
         self._last = now
         fraction = progress_fraction(self.spec, runner.scheduler)
         s = runner.summary
-        self._set_progress(
-            fraction,
-            f"{self.spec.name}: {s.segments_run} segment(s) run, {s.segments_failed} failed",
+        description = (
+            f"{self.spec.name}: {s.segments_run} segment(s) run, {s.segments_failed} failed"
         )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rungflow-artifacts")
+        # Run in a copy of this thread's context: Prefect finds the flow run
+        # the artifact belongs to through context variables.
+        context = contextvars.copy_context()
+        self._pending = self._pool.submit(context.run, self._set_progress, fraction, description)
+
+    def flush(self) -> None:
+        """Wait for the progress update in flight, if any."""
+        if self._pending is not None:
+            self._pending.result()
 
     def _set_progress(self, fraction: float | None, description: str) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -231,6 +253,8 @@ class ExperimentArtifacts:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # the last update lands before the final one
         self.publish(failed=exc_type is not None)
 
     def publish(self, failed: bool = False) -> None:

@@ -154,7 +154,7 @@ def test_experiment_suffix_flow_run_names_a_new_experiment(rungflow_home: Path) 
 
     async def name() -> str:
         async with get_client() as client:
-            return (await client.read_flow_run(flow_run_id)).name  # type: ignore[no-any-return]
+            return str((await client.read_flow_run(flow_run_id)).name)
 
     assert state.result()["experiment"] == f"per-run-{asyncio.run(name())}"
     assert state.result()["segments_run"] > 0  # a new experiment, not the finished one
@@ -212,6 +212,7 @@ def test_progress_updates_are_throttled(monkeypatch: pytest.MonkeyPatch) -> None
     assert calls == [("create", 0.0)]
     now[0] += 2.0
     reporter(runner)  # type: ignore[arg-type]
+    reporter.flush()  # the update runs on a background thread
     assert calls[-1] == ("update", 50.0)
     assert reporter.updates == 2
 
