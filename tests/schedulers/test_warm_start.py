@@ -83,8 +83,9 @@ def test_replay_with_priors_gives_same_decisions(scheduler_name: str) -> None:
     result = simulate(s, objective, max_concurrency=3)
     for point in result.decision_points[:: max(1, len(result.decision_points) // 5)]:
         replayed = quick(scheduler_name, seed=5)
-        for event in [*priors, *result.events[:point]]:
-            replayed.tell(event)
+        log: list[Event] = [*priors, *result.events[:point]]
+        for told in log:
+            replayed.tell(told)
         expected = action_events(replayed.ask(1)[0])
         assert expected == result.events[point : point + len(expected)]
 
