@@ -71,7 +71,9 @@ def read_logs(flow_run_id: UUID) -> str:
 def run_tune(**changes: Any) -> tuple[UUID, dict[str, Any]]:
     state = tune(load_spec({**SPEC, **changes}), return_state=True)
     assert state.is_completed(), state
-    return state.state_details.flow_run_id, state.result()
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return flow_run_id, state.result()
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -131,7 +133,7 @@ def test_database_url_from_a_secret_block(
     db = tmp_path / "secret-place" / "team.db"
     db.parent.mkdir()
     block = f"rungflow-db-{uuid4().hex[:8]}"
-    Secret(value=f"sqlite:///{db}").save(block)
+    Secret(value=f"sqlite:///{db}").save(block)  # type: ignore[arg-type]  # str is coerced
     monkeypatch.setenv("RUNGFLOW_DATABASE_BLOCK", block)
     flow_run_id, summary = run_tune(name="blocky")
     assert summary["state"] == "finished"
@@ -147,10 +149,11 @@ def test_database_url_from_a_secret_block(
 def test_experiment_suffix_flow_run_names_a_new_experiment(rungflow_home: Path) -> None:
     from prefect.client.orchestration import get_client
 
-    flow_run_id, summary = run_tune(name="per-run")
+    _, summary = run_tune(name="per-run")
     assert summary["experiment"] == "per-run"
     state = tune(load_spec({**SPEC, "name": "per-run"}), "flow_run", return_state=True)
     flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
 
     async def name() -> str:
         async with get_client() as client:

@@ -61,7 +61,7 @@ class InlineExecutor:
         self.outcomes[handle] = run_segment(job)
         return handle
 
-    def wait_first(self, handles: Sequence[Hashable], **_: Any) -> Hashable:
+    def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
         return handles[0]
 
     def result(self, handle: Hashable) -> SegmentOutcome:
