@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.leases import LeaseSettings  # noqa: E402
-from flows.runner import ExperimentRunner  # noqa: E402
-from flows.spec import ExperimentSpec  # noqa: E402
-from schedulers import Done, RunSegment, SegmentFinished, Wait, action_events  # noqa: E402
-from storage import EventStore  # noqa: E402
+from flows.leases import LeaseSettings
+from flows.runner import ExperimentRunner
+from flows.spec import ExperimentSpec
+from schedulers import Done, RunSegment, SegmentFinished, Wait, action_events
+from storage import EventStore
 
 
 def _spec(name: str, n: int) -> ExperimentSpec:

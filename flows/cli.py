@@ -25,9 +25,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 if "--verbose" not in sys.argv:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from flows.cli_warm import (
     WarmStartCheckpointsOption,
@@ -36,8 +36,8 @@ from flows.cli_warm import (
     WithCheckpointsOption,
     apply_warm_start,
 )
-from flows.settings import get_settings  # noqa: E402
-from flows.spec import SpecError, load_spec  # noqa: E402
+from flows.settings import get_settings
+from flows.spec import SpecError, load_spec
 
 app = typer.Typer(
     name="rungflow",
@@ -265,21 +265,23 @@ def list_(
     for col in ("name", "state", "trials", "events", "created"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.name, r.state, str(r.n_trials), str(r.last_seq), f"{r.created_at:%Y-%m-%d %H:%M}")
+        created = f"{r.created_at:%Y-%m-%d %H:%M}"
+        table.add_row(r.name, r.state, str(r.n_trials), str(r.last_seq), created)
     console.print(table)
 
 
 def _register_plugins() -> None:
     """Attach command groups that live in their own modules."""
-    for module in ("flows.cli_plan", "flows.cli_pbt", "flows.cli_export", "flows.cli_plot",
-                   "flows.cli_warm", "flows.cli_retry"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        mod.register(app)
+    for module in (
+        "flows.cli_plan",
+        "flows.cli_pbt",
+        "flows.cli_export",
+        "flows.cli_optuna",
+        "flows.cli_plot",
+        "flows.cli_warm",
+        "flows.cli_retry",
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_plugins()

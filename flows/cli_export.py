@@ -108,8 +108,26 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--db", help="SQLAlchemy URL (default: sqlite in ./.rungflow)."),
         ] = None,
+        to_optuna: Annotated[
+            str | None,
+            typer.Option(
+                "--to-optuna",
+                help="Write an Optuna study to this storage URL instead (for optuna-dashboard).",
+            ),
+        ] = None,
+        study: Annotated[
+            str | None, typer.Option("--study", help="Optuna study name (default: experiment).")
+        ] = None,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing Optuna study.")
+        ] = False,
     ) -> None:
-        """Write an experiment's trial histories, one row per report."""
+        """Write an experiment's trial histories (one row per report), or an Optuna study."""
+        if to_optuna is not None:
+            from flows.cli_optuna import export_command
+
+            export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
+            return
         from flows.cli import _open_store, err
         from flows.status import load_events
         from storage import ExperimentNotFoundError
