@@ -132,10 +132,9 @@ def _run(block: Block, workdir: Path, env: dict[str, str]) -> None:
     if block.lang == "yaml":
         data = yaml.safe_load(block.code)
         if isinstance(data, dict) and {"name", "trainable"} <= set(data):
-            from flows.spec import load_spec
-
-            import examples.objectives  # noqa: F401  (registers synthetic, pbt-toy)
+            import examples.objectives
             import examples.pbt_numpy  # noqa: F401
+            from flows.spec import load_spec
 
             load_spec(data)
         return
