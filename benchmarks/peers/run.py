@@ -61,7 +61,15 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--python", default=sys.executable, help="interpreter with the peers")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "peers" / "out")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite report.md from the JSON of the last run, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        meta = json.loads((args.out / "meta.json").read_text())
+        results = {s: json.loads((args.out / f"{s}.json").read_text()) for s in meta["ran"]}
+        print(write_report(results, meta["skipped"], args.out, meta["quick"], meta["elapsed"],
+                           tuple(meta["load"])))
+        return
     seeds = args.seeds or (2 if args.quick else 5)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(exist_ok=True)
@@ -93,8 +101,12 @@ def main() -> None:
             results[system] = json.loads(out_json.read_text())
         else:
             skipped[system] = f"worker exited {code} without results (see logs/{system}.log)"
-    report = write_report(results, skipped, args.out, args.quick,
-                          time.perf_counter() - started, (load_start, os.getloadavg()[0]))
+    elapsed, load = time.perf_counter() - started, (load_start, os.getloadavg()[0])
+    (args.out / "meta.json").write_text(json.dumps({
+        "ran": sorted(results), "skipped": skipped, "quick": args.quick, "elapsed": elapsed,
+        "load": load,
+    }))
+    report = write_report(results, skipped, args.out, args.quick, elapsed, load)
     print(f"report: {report}")
 
 
