@@ -7,8 +7,8 @@ Usage (in the benchmark venv made by ``benchmarks/peers/setup.sh``)::
 Writes ``benchmarks/peers/out/report.md``, ``overhead.png`` and
 ``regret_vs_resource.png``. Each system runs in its own subprocess, one after
 the other (never concurrently: they would share the two cores). A peer that
-is not installed is skipped and the report says so. Full run: ~15 minutes on
-2 cores; ``--quick``: ~3 minutes.
+is not installed is skipped and the report says so. Full run: ~15-20 minutes
+on 2 cores (19 on a shared, loaded machine); ``--quick``: ~5 minutes.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _missing(python: str, module: str) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="~3 minute smoke run")
+    parser.add_argument("--quick", action="store_true", help="~5 minute smoke run")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per method (default 5, "
                         "quick 2)")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
