@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner
@@ -35,9 +37,11 @@ from flows.trainable import get_trainable
 __all__ = [
     "ImportModules",
     "WorkerTrainableError",
+    "ensure_packages",
     "import_modules",
     "make_dask_runner",
     "make_process_runner",
+    "source_roots",
     "worker_modules",
 ]
 
@@ -97,6 +101,43 @@ def make_process_runner(spec: ExperimentSpec, modules: Sequence[str]) -> Process
     )
 
 
+#: rungflow's top-level packages. ``storage`` collides with the ``storage``
+#: spill directory Dask creates in each worker's local directory, which Dask
+#: also puts on ``sys.path``: see :class:`ImportModules`.
+_PACKAGES = ("flows", "schedulers", "storage", "examples")
+
+
+def source_roots() -> tuple[str, ...]:
+    """Directories that contain rungflow's packages in this process."""
+    roots: dict[str, None] = {}
+    for name in _PACKAGES:
+        module = sys.modules.get(name) or importlib.import_module(name)
+        file = getattr(module, "__file__", None)
+        if file:
+            roots[str(Path(file).resolve().parent.parent)] = None
+    return tuple(roots)
+
+
+def ensure_packages(paths: Sequence[str]) -> None:
+    """Make rungflow's packages importable as regular packages in this process.
+
+    Dask puts a worker's local directory on ``sys.path``, and that directory
+    holds a ``storage`` spill folder. With an editable install (found by a
+    meta-path finder, after ``sys.path``), ``import storage`` then yields that
+    empty namespace package. A regular package anywhere on ``sys.path`` wins
+    over namespace portions, so appending the flow process's source roots
+    fixes it (they are harmless where they do not exist, e.g. on another
+    machine with a regular install); namespace imports made before are dropped.
+    """
+    for path in paths:
+        if path not in sys.path:
+            sys.path.append(path)
+    for name in _PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None) is None:
+            del sys.modules[name]
+
+
 try:  # the `dask` extra is optional
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - exercised only without the extra
@@ -104,18 +145,22 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 
 class ImportModules(WorkerPlugin):
-    """Dask worker plugin: import modules on every worker (present and future).
+    """Dask worker plugin: fix package imports, then import modules, on every
+    worker (present and future).
 
     Args:
         modules: Importable module names.
+        paths: Source roots to make importable (see :func:`ensure_packages`).
     """
 
     name = "rungflow-import-modules"
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str], paths: Sequence[str] = ()) -> None:
         self.modules = tuple(modules)
+        self.paths = tuple(paths)
 
     def setup(self, worker: Any) -> None:
+        ensure_packages(self.paths)
         import_modules(self.modules)
 
 
@@ -147,9 +192,8 @@ def make_dask_runner(
 
         def __enter__(self) -> Any:
             super().__enter__()
-            if modules:
-                # Accessing .client connects (or starts the LocalCluster).
-                self.client.register_plugin(ImportModules(modules))
+            # Accessing .client connects (or starts the LocalCluster).
+            self.client.register_plugin(ImportModules(modules, source_roots()))
             return self
 
     if address:

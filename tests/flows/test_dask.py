@@ -2,7 +2,9 @@
 
 The scheduler and the workers are subprocesses on 127.0.0.1, as on a cluster:
 the workers share nothing with the flow process but the checkpoint directory
-and the Prefect API, and find the test trainables by importing their module.
+and the Prefect API. They run outside the repository with no PYTHONPATH, so
+they find rungflow's packages (an editable install) and the test trainables'
+module only through the worker plugin the task runner registers.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from schedulers import SegmentFailed, SegmentFinished, SegmentStarted
 from storage import EventStore
 from tests.log_checks import assert_log_integrity
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# The cluster and the Prefect harness take ~20 s to start on 2 cores.
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Cluster:
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=REPO, env=env, stdout=out,
+            [sys.executable, "-m", *args], cwd=log.parent, env=env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -57,9 +59,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("dask")
     scheduler_file = root / "scheduler.json"
     env = dict(os.environ)
-    # Workers import the test trainables from the repository, like a user's
-    # package installed on the workers.
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PYTHONPATH", None)
     procs = [
         _spawn(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
                 "--no-dashboard", "--scheduler-file", str(scheduler_file)],
