@@ -320,7 +320,7 @@ class ASHAScheduler(Scheduler):
 
     def _decide(self, ov: _Overlay) -> Action:
         if self.finished:
-            return self._done()
+            return self.done_action()
         for tid in self._pending:
             if tid not in ov.decided:
                 return self._decide_trial(tid, ov)
@@ -333,11 +333,7 @@ class ASHAScheduler(Scheduler):
             return action
         if self._running or ov.segments:
             return Wait()
-        return self._done()
-
-    def _done(self) -> Done:
-        best = self.best_trial()
-        return Done("budget exhausted", None if best is None else best.trial_id)
+        return self.done_action()
 
     def _decide_trial(self, tid: str, ov: _Overlay) -> Action:
         b, k = self._where[tid]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from schedulers.actions import Action
+from schedulers.actions import Action, Done
 from schedulers.events import (
     CheckpointRef,
     Event,
@@ -356,3 +356,8 @@ class Scheduler(ABC):
             if best is None or key < best:
                 best = key
         return None if best is None else self.trials[best[2]]
+
+    def done_action(self, reason: str = "budget exhausted") -> Done:
+        """``Done(reason)`` naming :meth:`best_trial` (None while no trial has a score)."""
+        best = self.best_trial()
+        return Done(reason, None if best is None else best.trial_id)

@@ -61,7 +61,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from schedulers.actions import Action, Done, RunSegment, Stop, Wait
+from schedulers.actions import Action, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import Event, ObservationImported, SegmentStarted, TrialCreated
 from schedulers.gp import (
@@ -426,8 +426,7 @@ class DyHPOScheduler(Scheduler):
             return actions
         if self.running:
             return [Wait()]
-        best = self.best_trial()
-        return [Done("budget exhausted", None if best is None else best.trial_id)]
+        return [self.done_action()]
 
     def _decide(self, i: int, plan: _Plan, memo: dict[str, _Scores | str]) -> Action | None:
         # 1. Finish trials that reached max_t, and drop those whose metric is

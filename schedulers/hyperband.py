@@ -390,7 +390,7 @@ class HyperBandScheduler(Scheduler):
 
     def _decide(self, ov: _Overlay) -> Action:
         if self.finished:
-            return self._done()
+            return self.done_action()
         for tid in self._pending:
             if tid not in ov.decided:
                 return self._decide_trial(tid, ov)
@@ -399,11 +399,7 @@ class HyperBandScheduler(Scheduler):
             return action
         if self._running or ov.segments:
             return Wait()
-        return self._done()
-
-    def _done(self) -> Done:
-        best = self.best_trial()
-        return Done("budget exhausted", None if best is None else best.trial_id)
+        return self.done_action()
 
     def _info(self, b: _BracketState, rung: int, **extra: Any) -> dict[str, Any]:
         return {"bracket": b.k, "s": b.s, "iteration": b.iteration, "rung": rung, **extra}

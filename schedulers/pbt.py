@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from schedulers.actions import Action, Done, Perturbation, RunSegment, Stop, Wait
+from schedulers.actions import Action, Perturbation, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import (
     CheckpointRef,
@@ -577,7 +577,7 @@ class PopulationBasedTraining(Scheduler):
 
     def ask(self, n: int = 1) -> list[Action]:
         if self.finished:
-            return [Wait()] if self.running else [self._done("experiment finished")]
+            return [Wait()] if self.running else [self.done_action("experiment finished")]
         actions: list[Action] = []
         pending_resource = 0.0
         # 1. Fill the population (first asks only).
@@ -649,7 +649,7 @@ class PopulationBasedTraining(Scheduler):
             return actions
         if self.running:
             return [Wait()]
-        return [self._done("population finished")]
+        return [self.done_action("population finished")]
 
     def _overwrites(self, tid: str, stop: float, batch_reads: set[tuple[str, float]]) -> bool:
         """Whether a segment of ``tid`` ending at ``stop`` would replace a checkpoint
@@ -662,10 +662,6 @@ class PopulationBasedTraining(Scheduler):
         """
         read = (tid, float(stop))
         return self._reads.get(read, 0) > 0 or read in batch_reads
-
-    def _done(self, reason: str) -> Done:
-        best = self.best_trial()
-        return Done(reason, None if best is None else best.trial_id)
 
     # ------------------------------------------------------------- retention
     def live_checkpoints(self) -> set[str]:

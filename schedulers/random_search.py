@@ -13,7 +13,7 @@ from typing import Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from schedulers.actions import Action, Done, RunSegment, Stop, Wait
+from schedulers.actions import Action, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.events import Event, SegmentFailed, SegmentFinished, TrialStopped
 from schedulers.searchers import RandomSearcher
@@ -74,8 +74,7 @@ class _FullBudget(Scheduler):
             return actions
         if self.running:
             return [Wait()]
-        best = self.best_trial()
-        return [Done("budget exhausted", None if best is None else best.trial_id)]
+        return [self.done_action()]
 
 
 class RandomScheduler(_FullBudget):
