@@ -217,6 +217,17 @@ def _nll_and_grad(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[floa
 
 
 # ----------------------------------------------------------------------- GP
+def _training_data(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float arrays of shapes ``(n, d)`` and ``(n,)``, n > 0, all finite."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise GPError(f"bad shapes x={x.shape} y={y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise GPError("training data contain NaN or inf")
+    return x, y
+
+
 class GaussianProcess:
     """A fitted GP posterior over standardised targets.
 
@@ -228,12 +239,7 @@ class GaussianProcess:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, params: GPParams) -> None:
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise GPError(f"bad shapes x={x.shape} y={y.shape}")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise GPError("training data contain NaN or inf")
+        x, y = _training_data(x, y)
         if len(params.lengthscales) != x.shape[1]:
             raise GPError(
                 f"{len(params.lengthscales)} lengthscales for {x.shape[1]} input dimensions"
@@ -299,12 +305,7 @@ def fit_gp(
         >>> bool(abs(mu[0] - np.sin(3.0)) < 0.1)
         True
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise GPError(f"bad shapes x={x.shape} y={y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise GPError("training data contain NaN or inf")
+    x, y = _training_data(x, y)
     dim = x.shape[1]
     mean, std = standardise(y)
     z = (y - mean) / std
