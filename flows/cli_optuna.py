@@ -7,7 +7,6 @@ Kept in its own module so that the main CLI only imports it as a plugin
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -30,18 +29,12 @@ def export_command(
     Exits 1 (with the reason on stderr) when the experiment is missing or the
     study exists without ``overwrite``.
     """
+    from flows.cli import _open_store
     from flows.optuna_export import StudyExistsError, export_to_optuna
-    from flows.settings import get_settings
-    from storage import EventStore, ExperimentNotFoundError, StoreError
+    from storage import ExperimentNotFoundError
 
-    if db:
-        # Same precedence as every other command: --db beats the environment.
-        os.environ["RUNGFLOW_DATABASE_URL"] = db
-    try:
-        store = EventStore(get_settings().resolved_database_url)
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    # Same precedence as every other command: --db beats the environment.
+    store = _open_store(db)
     try:
         name = export_to_optuna(store, experiment, to_optuna, study, overwrite=overwrite)
     except (ExperimentNotFoundError, StudyExistsError) as exc:

@@ -45,19 +45,15 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Re-run a failed trial's failed segment from its checkpoint; record the result."""
-        from flows.cli import _apply_storage_options, _import_trainables
+        from flows.cli import _apply_storage_options, _import_trainables, _open_store
         from flows.retry import RetryRefusedError, check_retry, retry_trial
         from flows.settings import get_settings
-        from storage import EventStore, ExperimentNotFoundError, StoreError
+        from storage import ExperimentNotFoundError
 
         _apply_storage_options(db, checkpoints)
         _import_trainables()
         settings = get_settings()
-        try:
-            store = EventStore(settings.resolved_database_url)
-        except StoreError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+        store = _open_store(db)
         try:
             target = check_retry(store, experiment, trial, settings.resolved_checkpoints)
         except (ExperimentNotFoundError, RetryRefusedError) as exc:

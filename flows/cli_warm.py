@@ -63,9 +63,10 @@ def apply_warm_start(
     """
     if not sources:
         return
+    from flows.cli import _open_store
     from flows.settings import get_settings
     from flows.warm_start import WarmStartError, parse_source, warm_start
-    from storage import EventStore, StoreError
+    from storage import StoreError
 
     try:
         parsed = [parse_source(s, experiment_db=warm_start_db) for s in sources]
@@ -73,11 +74,7 @@ def apply_warm_start(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     settings = get_settings()
-    try:
-        store = EventStore(settings.resolved_database_url)
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    store = _open_store(None)  # storage settings are already applied
     try:
         for source in parsed:
             report = warm_start(
