@@ -53,6 +53,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from flows.spec import ExperimentSpec
+from flows.status import read_records
 from schedulers import (
     ExperimentCreated,
     SegmentFailed,
@@ -62,7 +63,7 @@ from schedulers import (
     TrialPerturbed,
     TrialStopped,
 )
-from storage import EventStore, ExperimentNotFoundError, StoredEvent
+from storage import EventStore, StoredEvent
 
 __all__ = ["StudyExistsError", "export_to_optuna", "step_scale"]
 
@@ -233,11 +234,7 @@ def export_to_optuna(
         ``export_to_optuna(EventStore("sqlite:///.rungflow/rungflow.db"), "digits",
         "sqlite:///optuna.db")`` then ``optuna-dashboard sqlite:///optuna.db``.
     """
-    if not store.has_experiment(experiment):
-        raise ExperimentNotFoundError(
-            f"experiment {experiment!r} not found in {store.url_for_display}"
-        )
-    events = store.read(experiment)
+    events = read_records(store, experiment)
     created = events[0].event
     assert isinstance(created, ExperimentCreated)
     # Stored specs are re-validated without importing the user's trainable.

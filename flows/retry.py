@@ -45,6 +45,7 @@ from pydantic import Field
 from flows.segment import SegmentJob
 from flows.settings import get_settings
 from flows.spec import NAME_PATTERN, ExperimentSpec
+from flows.status import read_records
 from flows.trainable import SegmentOutcome, final_metrics
 from flows.tune import train_segment
 from schedulers import (
@@ -60,7 +61,7 @@ from schedulers import (
     action_events,
 )
 from schedulers.events import TrialRetried
-from storage import CheckpointStore, ConcurrencyError, EventStore, ExperimentNotFoundError
+from storage import CheckpointStore, ConcurrencyError, EventStore
 
 __all__ = ["RetryRefusedError", "RetryResult", "check_retry", "retry_in_store", "retry_trial"]
 
@@ -103,11 +104,7 @@ class _Target:
 
 
 def _replay(store: EventStore, experiment: str) -> tuple[ExperimentSpec, Scheduler, int]:
-    if not store.has_experiment(experiment):
-        raise ExperimentNotFoundError(
-            f"experiment {experiment!r} not found in {store.url_for_display}"
-        )
-    records = store.read(experiment)
+    records = read_records(store, experiment)
     created = records[0].event
     assert isinstance(created, ExperimentCreated)
     spec = ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})

@@ -16,16 +16,21 @@ from schedulers import (
     TrialCreated,
 )
 from schedulers.events import TrialRetried
-from storage import EventStore, ExperimentNotFoundError
+from storage import EventStore, ExperimentNotFoundError, StoredEvent
 
-__all__ = ["checkpoint_usage", "experiment_status", "load_events"]
+__all__ = ["checkpoint_usage", "experiment_status", "load_events", "read_records"]
+
+
+def read_records(store: EventStore, name: str) -> list[StoredEvent]:
+    """All stored events of ``name`` in order; ExperimentNotFoundError if there is none."""
+    if not store.has_experiment(name):
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    return store.read(name)
 
 
 def load_events(store: EventStore, name: str) -> list[Event]:
     """All events of ``name`` in order."""
-    if not store.has_experiment(name):
-        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
-    return [r.event for r in store.read(name)]
+    return [r.event for r in read_records(store, name)]
 
 
 def checkpoint_usage(root: str, name: str) -> dict[str, Any]:
