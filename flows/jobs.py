@@ -65,7 +65,7 @@ from typing import Any, ClassVar, Self
 from flows.leases import LeaseSettings
 from flows.runner import ExperimentRunner, _Backoff
 from flows.settings import get_settings
-from flows.spec import ExperimentSpec
+from flows.spec import ExperimentSpec, stored_spec
 from schedulers import (
     CheckpointRef,
     Done,
@@ -760,6 +760,4 @@ def _stored_spec(store: EventStore, name: str) -> ExperimentSpec:
             f"experiment {name!r} does not exist in {store.url_for_display}; "
             "pass spec= to create it"
         )
-    created = records[0].event
-    assert isinstance(created, ExperimentCreated)
-    return ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
+    return stored_spec(records[0].event)

@@ -52,10 +52,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from flows.spec import ExperimentSpec
+from flows.spec import ExperimentSpec, stored_spec
 from flows.status import read_records
 from schedulers import (
-    ExperimentCreated,
     SegmentFailed,
     SegmentFinished,
     SegmentStarted,
@@ -235,10 +234,7 @@ def export_to_optuna(
         "sqlite:///optuna.db")`` then ``optuna-dashboard sqlite:///optuna.db``.
     """
     events = read_records(store, experiment)
-    created = events[0].event
-    assert isinstance(created, ExperimentCreated)
-    # Stored specs are re-validated without importing the user's trainable.
-    spec = ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
+    spec = stored_spec(events[0].event)
     records = _fold(events, spec.metric)
     space = spec.search_space
     scale = step_scale([r for t in records for r in t.intermediate])

@@ -44,14 +44,13 @@ from pydantic import Field
 
 from flows.segment import SegmentJob
 from flows.settings import get_settings
-from flows.spec import NAME_PATTERN, ExperimentSpec
+from flows.spec import NAME_PATTERN, ExperimentSpec, stored_spec
 from flows.status import read_records
 from flows.trainable import SegmentOutcome, final_metrics
 from flows.tune import train_segment
 from schedulers import (
     Done,
     Event,
-    ExperimentCreated,
     Pause,
     Scheduler,
     SegmentFailed,
@@ -105,9 +104,7 @@ class _Target:
 
 def _replay(store: EventStore, experiment: str) -> tuple[ExperimentSpec, Scheduler, int]:
     records = read_records(store, experiment)
-    created = records[0].event
-    assert isinstance(created, ExperimentCreated)
-    spec = ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
+    spec = stored_spec(records[0].event)
     scheduler = spec.build_scheduler()
     for record in records:
         scheduler.tell(record.event)

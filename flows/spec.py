@@ -24,7 +24,14 @@ from pydantic import (
     model_validator,
 )
 
-from schedulers import Budget, SchedulerArgumentError, SearchSpace, SpaceError
+from schedulers import (
+    Budget,
+    Event,
+    ExperimentCreated,
+    SchedulerArgumentError,
+    SearchSpace,
+    SpaceError,
+)
 from schedulers.base import Scheduler
 from schedulers.registry import SCHEDULERS, scheduler_class
 
@@ -35,6 +42,7 @@ __all__ = [
     "SpecError",
     "load_spec",
     "spec_differences",
+    "stored_spec",
 ]
 
 #: Experiment and trainable names double as path components in the checkpoint
@@ -295,6 +303,15 @@ def load_spec(source: str | Path | Mapping[str, Any], **overrides: Any) -> Exper
     except ValidationError as exc:
         raise SpecError.from_validation(exc) from None
 
+
+
+def stored_spec(created: Event) -> ExperimentSpec:
+    """The spec recorded by an experiment's first event, its ``ExperimentCreated``.
+
+    Re-validated without importing the user's trainable.
+    """
+    assert isinstance(created, ExperimentCreated)
+    return ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
 
 #: Fields that may change when an experiment is resumed: they do not change
 #: what has been decided, only how fast the rest runs.

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flows.settings import get_settings
-from flows.spec import ExperimentSpec
+from flows.spec import stored_spec
 from flows.warm_start import imported_summary
 from schedulers import (
     Event,
-    ExperimentCreated,
     ExperimentFinished,
     SegmentFailed,
     SegmentFinished,
@@ -69,9 +68,7 @@ def experiment_status(
         checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
     """
     events = load_events(store, name)
-    created = events[0]
-    assert isinstance(created, ExperimentCreated)
-    spec = ExperimentSpec.model_validate(created.spec, context={"check_trainable": False})
+    spec = stored_spec(events[0])
     scheduler = spec.build_scheduler()
     segments: dict[str, list[dict[str, Any]]] = {}
     errors: dict[str, str] = {}
