@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -143,6 +145,25 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+@contextmanager
+def _plan_errors() -> Iterator[None]:
+    """Turn a bad option into ``error: ...`` on stderr and exit code 2."""
+    try:
+        yield
+    except _PlanError as exc:
+        raise _fail(str(exc)) from None
+    except SchedulerArgumentError as exc:
+        option = _OPTION.get(exc.argument, exc.argument)
+        raise _fail(f"{option}: {exc}") from None
+
+
+def _show(plan: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(plan))
+    else:
+        _print(plan, title)
+
+
 MaxT = Annotated[str, typer.Option("--max-t", help="R: resource of the last rung (int or float).")]
 Eta = Annotated[str, typer.Option("--reduction-factor", help="eta (>= 2).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
@@ -158,19 +179,11 @@ def register(app: typer.Typer) -> None:
     @plan_app.command("hyperband")
     def plan_hyperband(max_t: MaxT, reduction_factor: Eta = "3", as_json: AsJson = False) -> None:
         """One HyperBand iteration: brackets s_max .. 0 (Li et al. 2018, Table 1)."""
-        try:
+        with _plan_errors():
             plan = hyperband_plan(
                 _number("--max-t", max_t), _number("--reduction-factor", reduction_factor)
             )
-        except _PlanError as exc:
-            raise _fail(str(exc)) from None
-        except SchedulerArgumentError as exc:
-            option = _OPTION.get(exc.argument, exc.argument)
-            raise _fail(f"{option}: {exc}") from None
-        if as_json:
-            typer.echo(json.dumps(plan))
-        else:
-            _print(plan, f"HyperBand R={max_t} eta={reduction_factor}")
+        _show(plan, as_json, f"HyperBand R={max_t} eta={reduction_factor}")
 
     @plan_app.command("asha")
     def plan_asha(
@@ -187,7 +200,7 @@ def register(app: typer.Typer) -> None:
         as_json: AsJson = False,
     ) -> None:
         """ASHA's rungs and the expected trials per rung for a number of trials."""
-        try:
+        with _plan_errors():
             n_brackets = _integer("--brackets", _number("--brackets", brackets), 1)
             n_trials = None if trials is None else _integer(
                 "--trials", _number("--trials", trials), 1
@@ -199,14 +212,6 @@ def register(app: typer.Typer) -> None:
                 n_brackets,
                 n_trials,
             )
-        except _PlanError as exc:
-            raise _fail(str(exc)) from None
-        except SchedulerArgumentError as exc:
-            option = _OPTION.get(exc.argument, exc.argument)
-            raise _fail(f"{option}: {exc}") from None
-        if as_json:
-            typer.echo(json.dumps(plan))
-        else:
-            _print(plan, f"ASHA R={max_t} r={grace_period} eta={reduction_factor}")
+        _show(plan, as_json, f"ASHA R={max_t} r={grace_period} eta={reduction_factor}")
 
     app.add_typer(plan_app, name="plan")
