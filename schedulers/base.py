@@ -51,6 +51,7 @@ __all__ = [
     "SchedulerArgumentError",
     "TrialState",
     "TrialStatus",
+    "check_int",
 ]
 
 Mode = Literal["min", "max"]
@@ -149,7 +150,8 @@ class ImportedObservation:
         return out
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
+def check_int(name: str, value: Any, low: int) -> int:
+    """Validate an integer argument (bools excluded) that must be >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
     return value
@@ -186,7 +188,7 @@ class Scheduler(ABC):
         self.space = space
         self.metric = metric
         self.mode: Mode = mode
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.budget = budget or Budget()
         self.trials: dict[str, TrialState] = {}
         #: Prior results imported by a warm start, by observation id (in log order).

@@ -62,7 +62,7 @@ from typing import Any, Literal
 import numpy as np
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
+from schedulers.base import Scheduler, SchedulerArgumentError, TrialState, check_int
 from schedulers.events import Event, ObservationImported, SegmentStarted, TrialCreated
 from schedulers.gp import (
     GaussianProcess,
@@ -101,12 +101,6 @@ def _number(name: str, value: Any, *, positive: bool = True) -> float:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be a finite number")
     if positive and value <= 0:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be > 0")
-    return value
-
-
-def _integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
     return value
 
 
@@ -315,11 +309,11 @@ class DyHPOScheduler(Scheduler):
                 "resource_attr", f"resource_attr is {resource_attr!r}, but must be a name"
             )
         self.resource_attr = resource_attr
-        self.num_init_random = _integer("num_init_random", num_init_random, 1)
-        self.num_candidates = _integer("num_candidates", num_candidates, 1)
-        self.max_gp_points = _integer("max_gp_points", max_gp_points, 4)
-        self.points_per_trial = _integer("points_per_trial", points_per_trial, 1)
-        self.refit_every = _integer("refit_every", refit_every, 1)
+        self.num_init_random = check_int("num_init_random", num_init_random, 1)
+        self.num_candidates = check_int("num_candidates", num_candidates, 1)
+        self.max_gp_points = check_int("max_gp_points", max_gp_points, 4)
+        self.points_per_trial = check_int("points_per_trial", points_per_trial, 1)
+        self.refit_every = check_int("refit_every", refit_every, 1)
         self._next_level = dict(zip(self.rung_levels[:-1], self.rung_levels[1:], strict=True))
         # ---- folded state (changed only in on_event) ----
         self._encoded: dict[str, np.ndarray | None] = {}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from schedulers.actions import Action, Perturbation, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
+from schedulers.base import Scheduler, SchedulerArgumentError, TrialState, check_int
 from schedulers.events import (
     CheckpointRef,
     Event,
@@ -228,14 +228,7 @@ class PopulationBasedTraining(Scheduler):
             _number(f"perturbation_factors[{i}]", f, low=0, low_open=True)
             for i, f in enumerate(perturbation_factors)
         )
-        if isinstance(population_size, bool) or not isinstance(population_size, int) or (
-            population_size < 2
-        ):
-            raise SchedulerArgumentError(
-                "population_size", f"population_size is {population_size!r}, but must be an "
-                "integer >= 2"
-            )
-        self.population_size = population_size
+        self.population_size = check_int("population_size", population_size, 2)
         if max_generations is not None and (
             isinstance(max_generations, bool)
             or not isinstance(max_generations, int)

@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, create_trial
 
-from schedulers.base import SchedulerArgumentError
+from schedulers.base import SchedulerArgumentError, check_int
 from schedulers.searchers import Searcher
 from schedulers.space import SearchSpace
 
@@ -89,11 +89,7 @@ class TPESearcher(Searcher):
         super().__init__(space)
         if min_points is None:
             min_points = max(len(space) + 1, 5)
-        if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 2:
-            raise SchedulerArgumentError(
-                "searcher_args.min_points",
-                f"searcher_args.min_points is {min_points!r}, but must be an integer >= 2",
-            )
+        check_int("searcher_args.min_points", min_points, 2)
         if (
             isinstance(max_observations, bool)
             or not isinstance(max_observations, int)
