@@ -52,6 +52,7 @@ __all__ = [
     "TrialState",
     "TrialStatus",
     "check_int",
+    "check_max_t",
 ]
 
 Mode = Literal["min", "max"]
@@ -155,6 +156,13 @@ def check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
     return value
+
+
+def check_max_t(max_t: Any) -> float:
+    """Validate ``max_t`` where it need only be a number > 0 (random, FIFO, PBT replay)."""
+    if isinstance(max_t, bool) or not isinstance(max_t, (int, float)) or not max_t > 0:
+        raise SchedulerArgumentError("max_t", f"max_t is {max_t!r}, but must be a number > 0")
+    return max_t
 
 
 class Scheduler(ABC):

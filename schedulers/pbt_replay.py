@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from schedulers.actions import Action, Done, RunSegment, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError
+from schedulers.base import Scheduler, SchedulerArgumentError, check_max_t
 from schedulers.events import (
     Event,
     SegmentFailed,
@@ -176,9 +176,7 @@ class PBTReplay(Scheduler):
 
     def __init__(self, *, policy: Any, max_t: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(max_t, bool) or not isinstance(max_t, (int, float)) or not max_t > 0:
-            raise SchedulerArgumentError("max_t", f"max_t is {max_t!r}, but must be a number > 0")
-        self.max_t = float(max_t)
+        self.max_t = float(check_max_t(max_t))
         self.policy = _check_policy(policy)
         for i, (resource, config) in enumerate(self.policy):
             if i and resource >= self.max_t:

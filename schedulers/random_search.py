@@ -14,17 +14,11 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError
+from schedulers.base import Scheduler, SchedulerArgumentError, check_max_t
 from schedulers.events import Event, SegmentFailed, SegmentFinished, TrialStopped
 from schedulers.searchers import RandomSearcher
 
 __all__ = ["FIFOScheduler", "RandomScheduler"]
-
-
-def _check_max_t(max_t: Any) -> float:
-    if isinstance(max_t, bool) or not isinstance(max_t, (int, float)) or not max_t > 0:
-        raise SchedulerArgumentError("max_t", f"max_t is {max_t!r}, but must be a number > 0")
-    return max_t
 
 
 class _FullBudget(Scheduler):
@@ -32,7 +26,7 @@ class _FullBudget(Scheduler):
 
     def __init__(self, *, max_t: float = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.max_t = _check_max_t(max_t)
+        self.max_t = check_max_t(max_t)
         # Trials that reached max_t but whose completion is not yet recorded.
         self._to_stop: dict[str, None] = {}
 
