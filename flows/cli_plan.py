@@ -24,6 +24,7 @@ from schedulers._rungs import (
     Bracket,
     Number,
     asha_rungs,
+    check_grace_period,
     check_positive,
     check_reduction_factor,
     hyperband_brackets,
@@ -92,10 +93,7 @@ def asha_plan(
     check_positive("max_t", max_t)
     check_positive("grace_period", grace_period)
     check_reduction_factor(reduction_factor)
-    if grace_period > max_t:
-        raise SchedulerArgumentError(
-            "grace_period", f"grace_period is {grace_period!r}, but must be <= max_t ({max_t!r})"
-        )
+    check_grace_period(grace_period, max_t)
     rungs0 = asha_rungs(grace_period, max_t, reduction_factor)
     if not 1 <= brackets <= len(rungs0):
         raise SchedulerArgumentError(

@@ -28,6 +28,7 @@ __all__ = [
     "Bracket",
     "Number",
     "asha_rungs",
+    "check_grace_period",
     "check_positive",
     "check_reduction_factor",
     "hyperband_brackets",
@@ -116,6 +117,14 @@ def check_positive(name: str, value: Any) -> Number:
     if value <= 0:
         raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be > 0")
     return value
+
+
+def check_grace_period(grace_period: Number, max_t: Number) -> None:
+    """ASHA's bottom rung must not lie above its top rung: ``grace_period <= max_t``."""
+    if grace_period > max_t:
+        raise SchedulerArgumentError(
+            "grace_period", f"grace_period is {grace_period!r}, but must be <= max_t ({max_t!r})"
+        )
 
 
 def s_max_of(max_t: Number, reduction_factor: Number) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 from schedulers._rungs import (
     Number,
     asha_rungs,
+    check_grace_period,
     check_positive,
     check_reduction_factor,
     make_searcher,
@@ -162,11 +163,7 @@ class ASHAScheduler(Scheduler):
         super().__init__(**kwargs)
         self.max_t = check_positive("max_t", max_t)
         self.grace_period = check_positive("grace_period", grace_period)
-        if grace_period > max_t:
-            raise SchedulerArgumentError(
-                "grace_period",
-                f"grace_period is {grace_period!r}, but must be <= max_t ({max_t!r})",
-            )
+        check_grace_period(grace_period, max_t)
         self.reduction_factor = check_reduction_factor(reduction_factor)
         if variant not in _VARIANTS:
             raise SchedulerArgumentError(
