@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
-from schedulers import Done, Wait, action_events
+from schedulers import CheckpointRef, Done, SegmentFinished, Wait, action_events
 from schedulers.base import Scheduler
 from schedulers.events import Event
 from schedulers.simulate import SimulationResult, simulate
 from tests.schedulers.conftest import objective
+
+
+def apply(s: Scheduler, action: Any) -> None:
+    """Tell ``s`` the events of ``action``, as the flow would record them."""
+    for event in action_events(action):
+        s.tell(event)
+
+
+def finish(s: Scheduler, tid: str, start: float, stop: float, loss: float) -> None:
+    """Tell ``s`` that ``tid`` finished ``start -> stop`` with ``loss`` and a checkpoint."""
+    report = {"resource": stop, "loss": loss}
+    ref = CheckpointRef(f"e/{tid}/{stop}", 1, "x", tid, float(stop))
+    s.tell(SegmentFinished(tid, start, stop, (report,), report, checkpoint=ref))
 
 
 def replayed(make: Callable[[], Scheduler], events: list[Event]) -> Scheduler:

@@ -12,22 +12,19 @@ from hypothesis import strategies as st
 
 from schedulers import (
     Budget,
-    CheckpointRef,
     Done,
     Pause,
     RunSegment,
     SchedulerArgumentError,
     SegmentFailed,
-    SegmentFinished,
     SegmentStarted,
     Stop,
-    action_events,
 )
 from schedulers._rungs import asha_rungs, percentile
 from schedulers.asha import ASHAScheduler
 from schedulers.simulate import simulate
 from tests.schedulers.conftest import SPACE, objective
-from tests.schedulers.replay_util import check_ask_n, check_replay
+from tests.schedulers.replay_util import apply, check_ask_n, check_replay, finish
 
 
 def asha(**kwargs: Any) -> ASHAScheduler:
@@ -36,17 +33,6 @@ def asha(**kwargs: Any) -> ASHAScheduler:
     }
     args.update(kwargs)
     return ASHAScheduler(space=SPACE, metric="loss", mode="min", **args)
-
-
-def apply(s: ASHAScheduler, action: Any) -> None:
-    for event in action_events(action):
-        s.tell(event)
-
-
-def finish(s: ASHAScheduler, tid: str, start: float, stop: float, loss: float) -> None:
-    report = {"resource": stop, "loss": loss}
-    ref = CheckpointRef(f"e/{tid}/{stop}", 1, "x", tid, float(stop))
-    s.tell(SegmentFinished(tid, start, stop, (report,), report, checkpoint=ref))
 
 
 def start_new(s: ASHAScheduler) -> str:

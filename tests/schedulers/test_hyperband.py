@@ -11,40 +11,26 @@ from hypothesis import strategies as st
 
 from schedulers import (
     Budget,
-    CheckpointRef,
     Done,
     Pause,
     RunSegment,
     SchedulerArgumentError,
     SegmentFailed,
-    SegmentFinished,
     SegmentStarted,
     Stop,
     TrialCreated,
-    action_events,
 )
 from schedulers._rungs import hyperband_brackets
 from schedulers.hyperband import HyperBandScheduler
 from schedulers.simulate import simulate
 from tests.schedulers.conftest import SPACE, objective
-from tests.schedulers.replay_util import check_ask_n, check_replay
+from tests.schedulers.replay_util import apply, check_ask_n, check_replay, finish
 
 
 def hb(**kwargs: Any) -> HyperBandScheduler:
     args: dict[str, Any] = {"max_t": 9, "reduction_factor": 3, "budget": Budget(max_trials=30)}
     args.update(kwargs)
     return HyperBandScheduler(space=SPACE, metric="loss", mode="min", **args)
-
-
-def apply(s: HyperBandScheduler, action: Any) -> None:
-    for event in action_events(action):
-        s.tell(event)
-
-
-def finish(s: HyperBandScheduler, tid: str, start: float, stop: float, loss: float) -> None:
-    report = {"resource": stop, "loss": loss}
-    ref = CheckpointRef(f"e/{tid}/{stop}", 1, "x", tid, float(stop))
-    s.tell(SegmentFinished(tid, start, stop, (report,), report, checkpoint=ref))
 
 
 # ------------------------------------------------------------ bracket arithmetic
