@@ -11,6 +11,8 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,6 +74,21 @@ def _open_store(db: str | None) -> Any:
     except StoreError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _reading(db: str | None) -> Iterator[Any]:
+    """The store, closed afterwards; a missing experiment is ``error: ...`` and exit 1."""
+    from storage import ExperimentNotFoundError
+
+    store = _open_store(db)
+    try:
+        yield store
+    except ExperimentNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
 
 
 def example_names() -> list[str]:
@@ -213,16 +230,9 @@ def status(
 ) -> None:
     """Show an experiment's trials, segments and best trial."""
     from flows.status import experiment_status
-    from storage import ExperimentNotFoundError
 
-    store = _open_store(db)
-    try:
+    with _reading(db) as store:
         data = experiment_status(store, experiment)
-    except ExperimentNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    finally:
-        store.close()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         return

@@ -128,18 +128,11 @@ def register(app: typer.Typer) -> None:
 
             export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
             return
-        from flows.cli import _open_store, err
+        from flows.cli import _reading, err
         from flows.status import load_events
-        from storage import ExperimentNotFoundError
 
-        store = _open_store(db)
-        try:
+        with _reading(db) as store:
             events = load_events(store, experiment)
-        except ExperimentNotFoundError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
         records = history_records(events)
         text = to_csv(records) if fmt is ExportFormat.csv else to_json(records)
         if output is None:

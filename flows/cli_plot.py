@@ -93,9 +93,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Write a PNG of the learning curves with rung boundaries."""
-        from flows.cli import _open_store, err
+        from flows.cli import _reading, err
         from flows.status import experiment_status, load_events
-        from storage import ExperimentNotFoundError
 
         try:
             import matplotlib  # noqa: F401
@@ -105,15 +104,9 @@ def register(app: typer.Typer) -> None:
                 "pip install 'rungflow\\[plot]'"  # rich markup: \\[ prints a literal [
             )
             raise typer.Exit(1) from exc
-        store = _open_store(db)
-        try:
+        with _reading(db) as store:
             events = load_events(store, experiment)
             status = experiment_status(store, experiment)
-        except ExperimentNotFoundError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
         target = output or Path(f"{experiment}.png")
         plot_curves(status, events, target)
         err.print(f"wrote {target}")
