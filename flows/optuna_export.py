@@ -60,6 +60,7 @@ from schedulers import (
     SegmentStarted,
     TrialCreated,
     TrialPerturbed,
+    TrialRetried,
     TrialStopped,
 )
 from storage import EventStore, StoredEvent
@@ -153,6 +154,10 @@ def _fold(events: Sequence[StoredEvent], metric: str) -> list[_TrialRecord]:
             if event.final:
                 t.failed = True
                 t.error = event.error
+        elif isinstance(event, TrialRetried):
+            # `rungflow retry` un-fails the trial, as the schedulers' fold does.
+            t.failed = False
+            t.error = None
         elif isinstance(event, TrialStopped):
             t.stop_reason = event.reason
         elif isinstance(event, TrialPerturbed):

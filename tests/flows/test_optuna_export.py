@@ -25,6 +25,7 @@ from schedulers import (
     SegmentStarted,
     TrialCreated,
     TrialPerturbed,
+    TrialRetried,
     TrialStopped,
 )
 from storage import EventStore, ExperimentNotFoundError
@@ -278,3 +279,28 @@ def test_cli_command_on_a_local_app(tmp_path: Path) -> None:
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
     missing = runner.invoke(app, ["export-optuna", "nope", "--to-optuna", url, "--db", db])
     assert missing.exit_code == 1
+
+
+def test_a_retried_trial_is_no_longer_exported_as_failed(tmp_path: Path) -> None:
+    """`rungflow retry` un-fails a trial; the export follows the log, not the first failure."""
+    store = _hand_built_store(f"sqlite:///{tmp_path / 'rungflow.db'}")
+    c = {"lr": 0.02, "momentum": 0.9}
+    reports = ({"resource": 0.5, "acc": 0.8},)
+    try:
+        store.append(
+            "hand",
+            [
+                TrialRetried("t0002", 0.0, 0.5),
+                SegmentStarted("t0002", 0.0, 0.5, c),
+                SegmentFinished("t0002", 0.0, 0.5, reports=reports, metrics=reports[0]),
+            ],
+            expected_seq=store.last_seq("hand"),
+        )
+        export_to_optuna(store, "hand", _optuna_url(tmp_path), "retried")
+    finally:
+        store.close()
+    study = optuna.load_study(study_name="retried", storage=_optuna_url(tmp_path))
+    t2 = next(t for t in study.trials if t.user_attrs["rungflow_trial_id"] == "t0002")
+    assert t2.state != TrialState.FAIL
+    assert t2.value == pytest.approx(0.8)
+    assert "rungflow_error" not in t2.user_attrs
