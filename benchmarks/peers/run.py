@@ -2,7 +2,7 @@
 
 Usage (in the benchmark venv made by ``benchmarks/peers/setup.sh``)::
 
-    /work/bench-venv/bin/python benchmarks/peers/run.py [--quick] [--seeds 5]
+    .bench-venv/bin/python benchmarks/peers/run.py [--quick] [--seeds 5]
 
 Writes ``benchmarks/peers/out/report.md``, ``overhead.png`` and
 ``regret_vs_resource.png``. Each system runs in its own subprocess, one after

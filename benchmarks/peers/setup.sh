@@ -3,12 +3,12 @@
 # itself plus Ray Tune, Syne Tune, Optuna and matplotlib. Peers that fail to
 # install are reported and skipped by run.py, not fatal.
 #
-# Usage: bash benchmarks/peers/setup.sh [VENV_DIR]   (default /work/bench-venv
+# Usage: bash benchmarks/peers/setup.sh [VENV_DIR]   (default .bench-venv
 # or $RUNGFLOW_BENCH_VENV)
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-VENV="${1:-${RUNGFLOW_BENCH_VENV:-/work/bench-venv}}"
+VENV="${1:-${RUNGFLOW_BENCH_VENV:-.bench-venv}}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
