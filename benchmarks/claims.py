@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.leases import LeaseSettings
-from flows.runner import ExperimentRunner
+from flows.engine.leases import LeaseSettings
+from flows.engine.runner import ExperimentRunner
 from flows.spec import ExperimentSpec
 from schedulers import Done, RunSegment, SegmentFinished, Wait, action_events
 from storage import EventStore

@@ -155,8 +155,8 @@ def run_one(spec: Any, root: Path) -> Run:
     from distributed import get_task_stream
     from prefect import flow
 
-    from flows.retention import Retention
-    from flows.runner import ExperimentRunner
+    from flows.engine.retention import Retention
+    from flows.engine.runner import ExperimentRunner
     from flows.tune import PrefectExecutor, make_task_runner
     from storage import EventStore
 

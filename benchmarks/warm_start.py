@@ -4,7 +4,7 @@ For each seed, an earlier experiment with another seed (by default a
 full-fidelity random search of 20 trials, like an Optuna study run without
 pruning; ``--source asha`` for an ASHA+random run) is turned into prior
 observations with the same code the CLI uses
-(:func:`flows.warm_start.observations_from_experiment`). Then ASHA+TPE runs
+(:func:`flows.interop.warm_start.observations_from_experiment`). Then ASHA+TPE runs
 twice in the in-memory simulator with 4 workers and the same seed: cold, and
 told the imported observations first. Both grace periods 9 and 1 are shown:
 with grace period 1 the crossing learning curves make rung 1 rank fast
@@ -29,8 +29,8 @@ import numpy as np
 
 import examples.objectives  # noqa: F401 - registers the "synthetic" trainable for the spec
 from examples.synthetic import MAX_T, SPACE, objective, regret
+from flows.interop.warm_start import WarmStartSource, observations_from_experiment
 from flows.spec import load_spec
-from flows.warm_start import WarmStartSource, observations_from_experiment
 from schedulers import Budget, RandomScheduler, SegmentFinished, TrialCreated
 from schedulers.asha import ASHAScheduler
 from schedulers.events import Event, ExperimentCreated, ObservationImported

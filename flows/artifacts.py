@@ -35,7 +35,7 @@ from uuid import UUID
 from flows.spec import ExperimentSpec
 
 if TYPE_CHECKING:
-    from flows.runner import ExperimentRunner, RunSummary
+    from flows.engine.runner import ExperimentRunner, RunSummary
     from schedulers.base import Scheduler
 
 __all__ = [
@@ -261,8 +261,8 @@ class ExperimentArtifacts:
         """Write the final progress, the leaderboard table and the summary."""
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+        from flows.engine.status import experiment_status
         from flows.settings import get_settings
-        from flows.status import experiment_status
         from storage import EventStore
 
         try:

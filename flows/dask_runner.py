@@ -1,6 +1,6 @@
 """Task runners that train segments in other processes: a process pool and Dask.
 
-A worker process receives a :class:`~flows.segment.SegmentJob` (names, numbers,
+A worker process receives a :class:`~flows.engine.segment.SegmentJob` (names, numbers,
 the checkpoint root) and looks the trainable up by *name*. That works without
 setup for trainables installed through the ``rungflow.trainables`` entry-point
 group. A trainable registered with ``@trainable`` exists only in processes that

@@ -20,7 +20,7 @@ parameters or its logs:
   trainable is added automatically when it is importable.
 * ``RUNGFLOW_RETENTION`` (default on), ``RUNGFLOW_KEEP_LAST`` (default 2) and
   ``RUNGFLOW_RETAIN_EVERY`` (default 10): checkpoint retention, see
-  :mod:`flows.retention`
+  :mod:`flows.engine.retention`
 """
 
 from __future__ import annotations

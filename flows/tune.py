@@ -18,9 +18,9 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
-from flows.retention import Retention
-from flows.runner import ExperimentRunner, RunSummary
-from flows.segment import SegmentJob, run_segment
+from flows.engine.retention import Retention
+from flows.engine.runner import ExperimentRunner, RunSummary
+from flows.engine.segment import SegmentJob, run_segment
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
@@ -51,7 +51,7 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_condition,
 )
 def train_segment(job: SegmentJob) -> SegmentOutcome:
-    """Train one segment (see :func:`flows.segment.run_segment`)."""
+    """Train one segment (see :func:`flows.engine.segment.run_segment`)."""
     return run_segment(job)
 
 
@@ -76,7 +76,7 @@ def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
 
 
 class PrefectExecutor:
-    """:class:`flows.runner.SegmentExecutor` on a Prefect task runner."""
+    """:class:`flows.engine.runner.SegmentExecutor` on a Prefect task runner."""
 
     def __init__(self, runner: TaskRunner[Any], retries: int) -> None:
         self.runner = runner
@@ -179,7 +179,7 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
             run keep its name and so resume it.
     """
     from flows.artifacts import ExperimentArtifacts
-    from flows.progress import PROGRESS_HOOKS
+    from flows.hooks import PROGRESS_HOOKS
 
     logger = get_run_logger()
     spec = spec_for_run(spec, experiment_suffix)

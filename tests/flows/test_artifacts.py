@@ -19,9 +19,9 @@ from flows.artifacts import (
     progress_fraction,
 )
 from flows.deploy_params import experiment_name
-from flows.runner import RunSummary
+from flows.engine.runner import RunSummary
+from flows.engine.status import experiment_status
 from flows.spec import SpecError, load_spec
-from flows.status import experiment_status
 from flows.tune import tune
 from storage import EventStore
 

@@ -23,9 +23,9 @@ import pytest
 
 pytest.importorskip("prefect_dask")
 
-from flows.segment import SegmentJob
+from flows.engine.segment import SegmentJob
+from flows.engine.status import experiment_status
 from flows.spec import load_spec
-from flows.status import experiment_status
 from flows.trainable import SegmentOutcome
 from flows.tune import PrefectExecutor, make_task_runner, tune
 from schedulers import SegmentFailed, SegmentFinished, SegmentStarted

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from flows.engine.status import experiment_status
 from flows.retry import RetryRefusedError, check_retry, retry_trial
 from flows.spec import load_spec
-from flows.status import experiment_status
 from flows.trainable import SegmentContext, register_trainable
 from flows.tune import tune
 from schedulers import SegmentFailed, SegmentFinished, SegmentStarted

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flows.runner import unfinished_segments
+from flows.engine.runner import unfinished_segments
 from schedulers import ExperimentFinished, SegmentFinished
 from tests.flows.served import (
     Served,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from flows.engine.status import experiment_status
 from flows.spec import load_spec
-from flows.status import experiment_status
 from flows.tune import tune
 from storage import EventStore
 from tests.log_checks import assert_log_integrity

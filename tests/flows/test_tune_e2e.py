@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from flows.runner import ResumeRefusedError
+from flows.engine.runner import ResumeRefusedError
+from flows.engine.status import experiment_status
 from flows.spec import load_spec
-from flows.status import experiment_status
 from flows.trainable import MetricNotReportedError, SegmentContext, register_trainable
 from flows.tune import tune
 from schedulers import SegmentFailed, SegmentFinished

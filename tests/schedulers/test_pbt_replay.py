@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from examples.pbt_toy import TOY_SPACE, make_pbt
 from examples.pbt_toy import objective as toy_objective
-from flows.cli_pbt import register
+from flows.cli.pbt import register
 from schedulers import (
     CheckpointRef,
     Done,

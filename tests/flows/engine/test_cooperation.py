@@ -1,6 +1,6 @@
 """Several runners on one experiment: atomic claims, leases, reclaim, clean exit.
 
-In-process tests drive :class:`flows.runner.ExperimentRunner` with a real
+In-process tests drive :class:`flows.engine.runner.ExperimentRunner` with a real
 thread pool on real SQLite/PostgreSQL; the slow ones start real ``rungflow run``
 processes against one database and SIGKILL one of them.
 """
@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 import examples.faults  # noqa: F401  (registers the trainable)
-from flows.leases import Lease, LeaseSettings, Owner, pid_alive, reclaim_reason
-from flows.runner import ExperimentRunner
-from flows.segment import SegmentJob, run_segment
+from flows.engine.leases import Lease, LeaseSettings, Owner, pid_alive, reclaim_reason
+from flows.engine.runner import ExperimentRunner
+from flows.engine.segment import SegmentJob, run_segment
 from flows.spec import ExperimentSpec
 from flows.trainable import SegmentOutcome
 from schedulers import SegmentFinished, SegmentReclaimed, SegmentStarted, action_events
@@ -288,7 +288,7 @@ def write_spec(path: Path, name: str, concurrency: int) -> Path:
 
 def open_claims(store: EventStore, name: str) -> dict[str, str | None]:
     """Open segments by trial -> owner, from the log as it is now."""
-    from flows.leases import ClaimBook
+    from flows.engine.leases import ClaimBook
 
     book = ClaimBook()
     for r in store.read(name):

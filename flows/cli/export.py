@@ -124,12 +124,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an experiment's trial histories (one row per report), or an Optuna study."""
         if to_optuna is not None:
-            from flows.cli_optuna import export_command
+            from flows.cli.optuna import export_command
 
             export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
             return
-        from flows.cli import _reading, err
-        from flows.status import load_events
+        from flows.cli._common import _reading, err
+        from flows.engine.status import load_events
 
         with _reading(db) as store:
             events = load_events(store, experiment)

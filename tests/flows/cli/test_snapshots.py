@@ -23,10 +23,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import flows.cli as cli
-from flows.cli_export import history_records
-from flows.progress import CliProgress
-from flows.runner import ExperimentRunner
-from flows.segment import SegmentJob, run_segment
+from flows.cli.export import history_records
+from flows.cli.progress import CliProgress
+from flows.engine.runner import ExperimentRunner
+from flows.engine.segment import SegmentJob, run_segment
 from flows.spec import load_spec
 from flows.trainable import SegmentOutcome
 from storage import EventStore
@@ -85,8 +85,16 @@ def experiment(rungflow_home: Path) -> str:
 def invoke(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Invoke the CLI with fixed-width, colourless consoles; return the result."""
     monkeypatch.setenv("COLUMNS", str(WIDTH))
-    monkeypatch.setattr(cli, "console", Console(width=WIDTH, color_system=None))
-    monkeypatch.setattr(cli, "err", Console(width=WIDTH, color_system=None, stderr=True))
+    out = Console(width=WIDTH, color_system=None)
+    err = Console(width=WIDTH, color_system=None, stderr=True)
+    # Each command module binds the shared consoles at import: patch every binding.
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if name == "flows.cli" or name.startswith("flows.cli."):
+            if hasattr(module, "console"):
+                monkeypatch.setattr(module, "console", out)
+            if hasattr(module, "err"):
+                monkeypatch.setattr(module, "err", err)
     runner = CliRunner()
 
     def run(*args: str) -> Any:

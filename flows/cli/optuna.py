@@ -29,8 +29,8 @@ def export_command(
     Exits 1 (with the reason on stderr) when the experiment is missing or the
     study exists without ``overwrite``.
     """
-    from flows.cli import _open_store
-    from flows.optuna_export import StudyExistsError, export_to_optuna
+    from flows.cli._common import _open_store
+    from flows.interop.optuna_export import StudyExistsError, export_to_optuna
     from storage import ExperimentNotFoundError
 
     # Same precedence as every other command: --db beats the environment.

@@ -57,7 +57,7 @@ class _LiveCheckpoints(Protocol):
 
 
 class RetentionTarget(Protocol):
-    """What retention reads from a :class:`flows.runner.ExperimentRunner`."""
+    """What retention reads from a :class:`flows.engine.runner.ExperimentRunner`."""
 
     name: str
     seq: int
@@ -139,7 +139,7 @@ class Retention:
             its checkpoints become garbage.
 
     Example:
-        >>> from flows.retention import CheckpointLedger
+        >>> from flows.engine.retention import CheckpointLedger
         >>> from schedulers import CheckpointRef, SegmentFinished
         >>> ledger = CheckpointLedger()
         >>> for i in range(3):

@@ -5,7 +5,7 @@ Two kinds of source:
 * ``optuna:STORAGE_URL:STUDY`` — an Optuna study. COMPLETE and PRUNED trials
   are imported with their params and intermediate values (``step`` becomes the
   resource, divided by the study's ``rungflow_step_scale`` user attribute when
-  it was written by :func:`flows.optuna_export.export_to_optuna`). A trial
+  it was written by :func:`flows.interop.optuna_export.export_to_optuna`). A trial
   without intermediate values counts as full-fidelity: its value is taken at
   the experiment's ``max_t``. FAIL, RUNNING and WAITING trials are skipped.
 * ``experiment:NAME`` (this store) or ``experiment:NAME@URL`` (another store)
@@ -72,7 +72,6 @@ __all__ = [
     "WarmStartError",
     "WarmStartSource",
     "check_storage_url",
-    "imported_summary",
     "observations_from_experiment",
     "observations_from_optuna",
     "parse_source",
@@ -651,32 +650,3 @@ def warm_start(
             checkpoints=checkpoints,
         )
     return report
-
-
-def imported_summary(events: Sequence[Event]) -> dict[str, Any]:
-    """The ``imported`` section of ``rungflow status --json``.
-
-    ``{"observations": total, "sources": [{"source", "observations",
-    "skipped", "dropped_params"}]}`` in import order.
-    """
-    counts: Counter[str] = Counter()
-    completed: dict[str, ImportCompleted] = {}
-    for event in events:
-        if isinstance(event, ObservationImported):
-            counts[event.source] += 1
-        elif isinstance(event, ImportCompleted):
-            completed[event.source] = event
-    sources = []
-    for label in dict.fromkeys([*completed, *counts]):
-        done = completed.get(label)
-        sources.append(
-            {
-                "source": label,
-                "observations": counts.get(label, 0),
-                "skipped": {} if done is None else dict(done.skipped),
-                "dropped_params": {} if done is None else dict(done.dropped_params),
-            }
-        )
-    return {"observations": sum(counts.values()), "sources": sources}
-
-

@@ -1,12 +1,12 @@
 """Live progress for the CLI: segments done, best so far, failures.
 
 The flow takes no callback parameter (parameters are what the Prefect UI
-shows), so the CLI installs an in-process hook for the duration of the run.
+shows), so the CLI installs an in-process hook (:mod:`flows.hooks`) for the
+duration of the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,15 +20,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from flows.hooks import PROGRESS_HOOKS
 from flows.spec import ExperimentSpec
 
 if TYPE_CHECKING:
-    from flows.runner import ExperimentRunner
+    from flows.engine.runner import ExperimentRunner
 
-__all__ = ["PROGRESS_HOOKS", "CliProgress"]
-
-#: Hooks called by the ``tune`` flow after each recorded result, in this process.
-PROGRESS_HOOKS: list[Callable[[ExperimentRunner], None]] = []
+__all__ = ["CliProgress"]
 
 
 class CliProgress(AbstractContextManager["CliProgress"]):

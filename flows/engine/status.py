@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from flows.settings import get_settings
 from flows.spec import stored_spec
-from flows.warm_start import imported_summary
 from schedulers import (
     Event,
     ExperimentFinished,
@@ -14,10 +15,16 @@ from schedulers import (
     SegmentFinished,
     TrialCreated,
 )
-from schedulers.events import TrialRetried
+from schedulers.events import ImportCompleted, ObservationImported, TrialRetried
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
 
-__all__ = ["checkpoint_usage", "experiment_status", "load_events", "read_records"]
+__all__ = [
+    "checkpoint_usage",
+    "experiment_status",
+    "imported_summary",
+    "load_events",
+    "read_records",
+]
 
 
 def read_records(store: EventStore, name: str) -> list[StoredEvent]:
@@ -58,7 +65,7 @@ def experiment_status(
     ``metric``, ``mode``, ``trials`` (id, config, status, segments as
     ``{"start", "stop", "metrics"}`` in order, ``error`` if failed), ``best``,
     ``resource_used``, ``imported`` (warm-start observations per source, see
-    :func:`flows.warm_start.imported_summary`), ``checkpoints`` (``{"bytes", "files"}`` on disk now,
+    :func:`imported_summary`), ``checkpoints`` (``{"bytes", "files"}`` on disk now,
     after retention) and the scheduler's own ``extras`` (brackets, schedule
     records...).
 
@@ -127,3 +134,30 @@ def experiment_status(
         "extras": scheduler.status_extras(),
         "imported": imported_summary(events),
     }
+
+
+def imported_summary(events: Sequence[Event]) -> dict[str, Any]:
+    """The ``imported`` section of ``rungflow status --json``.
+
+    ``{"observations": total, "sources": [{"source", "observations",
+    "skipped", "dropped_params"}]}`` in import order.
+    """
+    counts: Counter[str] = Counter()
+    completed: dict[str, ImportCompleted] = {}
+    for event in events:
+        if isinstance(event, ObservationImported):
+            counts[event.source] += 1
+        elif isinstance(event, ImportCompleted):
+            completed[event.source] = event
+    sources = []
+    for label in dict.fromkeys([*completed, *counts]):
+        done = completed.get(label)
+        sources.append(
+            {
+                "source": label,
+                "observations": counts.get(label, 0),
+                "skipped": {} if done is None else dict(done.skipped),
+                "dropped_params": {} if done is None else dict(done.dropped_params),
+            }
+        )
+    return {"observations": sum(counts.values()), "sources": sources}

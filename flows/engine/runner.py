@@ -10,11 +10,11 @@ replays into exactly the state it had, and segments that were started but never
 finished are simply run again.
 
 Cooperation: several runners (flow runs on one or many machines) may drive the
-same experiment. Each has an :class:`~flows.leases.Owner` identity stamped into
+same experiment. Each has an :class:`~flows.engine.leases.Owner` identity stamped into
 the ``SegmentStarted`` it appends (its claim) and a heartbeated lease. Claims
 are appended with optimistic concurrency after catching up, so no segment is
 claimed twice; a runner runs and finishes only segments it holds, takes over
-segments whose owner is dead (see :mod:`flows.leases`), discards a result for
+segments whose owner is dead (see :mod:`flows.engine.leases`), discards a result for
 a segment it no longer holds, and while others still run segments it polls
 the log instead of giving up. Whoever sees ``Done`` with no segment open
 anywhere records ``ExperimentFinished``; everyone else then exits.
@@ -31,8 +31,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flows.leases import ClaimBook, Lease, LeaseSettings, Owner, reclaims
-from flows.segment import SegmentJob
+from flows.engine.leases import ClaimBook, Lease, LeaseSettings, Owner, reclaims
+from flows.engine.segment import SegmentJob
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
 from schedulers import (
@@ -116,7 +116,7 @@ def unfinished_segments(events: Sequence[Event]) -> list[SegmentStarted]:
     """Segments started but neither finished nor failed.
 
     A crash interrupted them, or another runner is still running them: see
-    :class:`flows.leases.ClaimBook` for who holds each.
+    :class:`flows.engine.leases.ClaimBook` for who holds each.
     """
     open_: dict[str, SegmentStarted] = {}
     for event in events:

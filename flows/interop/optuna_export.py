@@ -52,8 +52,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from flows.engine.status import read_records
 from flows.spec import ExperimentSpec, stored_spec
-from flows.status import read_records
 from schedulers import (
     SegmentFailed,
     SegmentFinished,

@@ -93,8 +93,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Write a PNG of the learning curves with rung boundaries."""
-        from flows.cli import _reading, err
-        from flows.status import experiment_status, load_events
+        from flows.cli._common import _reading, err
+        from flows.engine.status import experiment_status, load_events
 
         try:
             import matplotlib  # noqa: F401

@@ -14,10 +14,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from flows.cli_optuna import register
-from flows.optuna_export import StudyExistsError, export_to_optuna, step_scale
+from flows.cli.optuna import register
+from flows.engine.status import experiment_status
+from flows.interop.optuna_export import StudyExistsError, export_to_optuna, step_scale
 from flows.spec import load_spec
-from flows.status import experiment_status
 from schedulers import (
     CheckpointRef,
     SegmentFailed,

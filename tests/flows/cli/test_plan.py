@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flows.cli_plan import register
+from flows.cli.plan import register
 
 app = typer.Typer()
 

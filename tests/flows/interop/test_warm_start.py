@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 
 import examples.objectives  # noqa: F401 - registers the "synthetic" trainable
 from examples.synthetic import SPACE, objective
-from flows.optuna_export import export_to_optuna
-from flows.spec import ExperimentSpec, load_spec
-from flows.status import experiment_status
-from flows.warm_start import (
+from flows.engine.status import experiment_status
+from flows.interop.optuna_export import export_to_optuna
+from flows.interop.warm_start import (
     WarmStartError,
     parse_source,
     warm_start,
 )
+from flows.spec import ExperimentSpec, load_spec
 from schedulers import SegmentFinished, TrialCreated
 from schedulers.events import ImportCompleted, ObservationImported
 from schedulers.simulate import simulate

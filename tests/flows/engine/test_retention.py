@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.retention import CheckpointLedger, Retention
+from flows.engine.retention import CheckpointLedger, Retention
+from flows.engine.status import checkpoint_usage, experiment_status
 from flows.spec import load_spec
-from flows.status import checkpoint_usage, experiment_status
 from schedulers import (
     CheckpointRef,
     Event,

@@ -3,7 +3,7 @@
 The import runs here, in the CLI process, before any flow starts: source
 database URLs are command-line input and must never become flow parameters
 (they would be stored by Prefect and shown in its UI). See
-:mod:`flows.warm_start` for what is imported and how.
+:mod:`flows.interop.warm_start` for what is imported and how.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def apply_warm_start(
     """
     if not sources:
         return
-    from flows.cli import _open_store
+    from flows.cli._common import _open_store
+    from flows.interop.warm_start import WarmStartError, parse_source, warm_start
     from flows.settings import get_settings
-    from flows.warm_start import WarmStartError, parse_source, warm_start
     from storage import StoreError
 
     try:
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         ``rungflow run SPEC`` afterwards starts from them (the same as
         ``rungflow run SPEC --warm-start ...``).
         """
-        from flows.cli import _apply_storage_options, _import_trainables
+        from flows.cli._common import _apply_storage_options, _import_trainables
         from flows.spec import SpecError, load_spec
 
         if not warm_start:

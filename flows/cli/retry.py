@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Re-run a failed trial's failed segment from its checkpoint; record the result."""
-        from flows.cli import _apply_storage_options, _import_trainables, _open_store
+        from flows.cli._common import _apply_storage_options, _import_trainables, _open_store
         from flows.retry import RetryRefusedError, check_retry, retry_trial
         from flows.settings import get_settings
         from storage import ExperimentNotFoundError

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from flows.engine.leases import LeaseSettings
+from flows.engine.status import experiment_status
 from flows.jobs import (
     DONE,
     FAILED,
@@ -19,9 +21,7 @@ from flows.jobs import (
     JobNotHeldError,
     NoJobError,
 )
-from flows.leases import LeaseSettings
 from flows.spec import ExperimentSpec
-from flows.status import experiment_status
 from schedulers import JobUpdated, SegmentReclaimed, SegmentStarted, TrialCreated
 from storage import EventStore, ExperimentNotFoundError
 from tests.log_checks import assert_log_integrity
