@@ -10,24 +10,40 @@ With ``--artifacts both`` (the default) the rungflow loop runs twice, with
 Prefect artifacts off and on (progress updates throttled to one per 2 s, plus
 leaderboard and summary at the end), so their cost per segment is printed too.
 
+Every variant is timed between two drains of the Prefect server (see
+``benchmarks/_cpu.py``): the client's CPU (this process) and the server's
+(its process tree, from /proc) are both counted, including the seconds the
+server needs to catch up after the flow returned. Variants are interleaved
+and their order rotated per repeat; min / median / max are printed with the
+load average.
+
 Usage:
     python benchmarks/overhead.py [--segments 200] [--concurrency 4] [--db URL]
-        [--artifacts on|off|both] [--repeat 1]
+        [--artifacts on|off|both] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+# A loaded two-core machine needs more than Prefect's 20 s to boot the ephemeral API.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cpu import CpuSample, drain, load_average, sample, spread
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -102,10 +118,15 @@ def _instrument() -> None:
         wrap(name)
 
 
-def timed(fn: Any, *args: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+def _measure(fn: Any, *args: Any) -> tuple[CpuSample, CpuSample, Any]:
+    """Run ``fn`` between two drains; (until it returned, until the server caught up, out)."""
+    drain()
+    before = sample()
     out = fn(*args)
-    return time.perf_counter() - t0, out
+    returned = sample() - before
+    drain()
+    caught_up = sample() - before
+    return returned, caught_up, out
 
 
 def main() -> None:
@@ -117,7 +138,7 @@ def main() -> None:
         "--artifacts", choices=["on", "off", "both"], default="both",
         help="Run the rungflow loop with Prefect artifacts on, off or both (default).",
     )
-    parser.add_argument("--repeat", type=int, default=1, help="Repeat and keep the best.")
+    parser.add_argument("--repeat", type=int, default=3, help="Repeats (order rotated).")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rungflow-overhead-"))
     os.environ.setdefault("RUNGFLOW_HOME", str(tmp))
@@ -133,39 +154,68 @@ def main() -> None:
     _instrument()
     n, c = args.segments, args.concurrency
     modes = ["off", "on"] if args.artifacts == "both" else [args.artifacts]
-    times: dict[str, list[float]] = {"bare": []} | {m: [] for m in modes}
+    variants = ["bare", *modes]
+    load_start = load_average()
+    wall: dict[str, list[float]] = {v: [] for v in variants}
+    client: dict[str, list[float]] = {v: [] for v in variants}
+    server: dict[str, list[float]] = {v: [] for v in variants}
     inside: list[tuple[float, float]] = []  # (all artifact code, the per-result hook)
     for r in range(args.repeat):
-        times["bare"].append(timed(bare_loop, n, c)[0])
-        for mode in modes:
-            # Settings are read at flow start, so the env switches artifacts per run.
-            os.environ["RUNGFLOW_ARTIFACTS"] = mode
-            ARTIFACT_SECONDS.clear()
-            t, summary = timed(rungflow_loop, n, c, f"overhead-{mode}-{r}-{int(time.time())}")
-            assert summary["segments_run"] == n, summary
-            times[mode].append(t)
-            if mode == "on":
-                hook = ARTIFACT_SECONDS.get("__call__", 0.0)
-                inside.append((sum(ARTIFACT_SECONDS.values()), hook))
-    best = {k: min(v) for k, v in times.items()}  # least disturbed of the repeats
-    per = {k: 1000 * v / n for k, v in best.items()}
+        # Rotate the order so that warm caches and machine load favour no variant.
+        for variant in variants[r % len(variants):] + variants[: r % len(variants)]:
+            if variant == "bare":
+                returned, total, _ = _measure(bare_loop, n, c)
+            else:
+                # Settings are read at flow start, so the env switches artifacts per run.
+                os.environ["RUNGFLOW_ARTIFACTS"] = variant
+                ARTIFACT_SECONDS.clear()
+                name = f"overhead-{variant}-{r}-{int(time.time())}"
+                returned, total, summary = _measure(rungflow_loop, n, c, name)
+                assert summary["segments_run"] == n, summary
+                if variant == "on":
+                    hook = ARTIFACT_SECONDS.get("__call__", 0.0)
+                    inside.append((sum(ARTIFACT_SECONDS.values()), hook))
+            wall[variant].append(1000 * returned.wall / n)
+            client[variant].append(1000 * total.client / n)
+            server[variant].append(1000 * total.server / n)
+
     db = "custom" if args.db else "sqlite"
-    print(f"segments={n} concurrency={c} db={db} repeat={args.repeat} (best of repeats)")
-    print(f"bare prefect task loop       : {best['bare']:7.2f} s  {per['bare']:7.2f} ms/segment")
-    for mode in modes:
+    print(
+        f"segments={n} concurrency={c} db={db} repeats={args.repeat} (order rotated; "
+        f"the Prefect server drained before and after each run)"
+    )
+    print(f"load average at start: {load_start}; at end: {load_average()}")
+    print("ms per segment, min / median / max over repeats:")
+    print(f"{'variant':28s} {'wall':>22s} {'client CPU':>22s} {'server CPU':>22s}")
+    label = {"bare": "bare prefect task loop", "off": "rungflow, artifacts off",
+             "on": "rungflow, artifacts on"}
+    for v in variants:
         print(
-            f"rungflow tune, artifacts {mode:3s} : {best[mode]:7.2f} s  {per[mode]:7.2f} ms/segment"
-            f"  overhead {per[mode] - per['bare']:6.2f} ms  ratio {best[mode] / best['bare']:.2f}x"
+            f"{label[v]:28s} {spread(wall[v]):>22s} {spread(client[v]):>22s} "
+            f"{spread(server[v]):>22s}"
+        )
+    med = {v: statistics.median(client[v]) for v in variants}
+    med_server = {v: statistics.median(server[v]) for v in variants}
+    for v in modes:
+        own = [a - b for a, b in zip(client[v], client["bare"], strict=True)]
+        total_ratio = (med[v] + med_server[v]) / (med["bare"] + med_server["bare"])
+        print(
+            f"rungflow's own client CPU ({v:3s}): {spread(own)} ms/segment "
+            f"(rungflow minus bare, paired by repeat); client+server CPU ratio "
+            f"{total_ratio:.2f}x; server share of rungflow's total "
+            f"{med_server[v] / (med[v] + med_server[v]):.0%}"
         )
     if len(modes) == 2:
-        print(f"artifacts on - off           : {per['on'] - per['off']:7.2f} ms/segment (noisy)")
+        diff = [a - b for a, b in zip(client["on"], client["off"], strict=True)]
+        print(f"artifacts on - off, client CPU: {spread(diff)} ms/segment (noisy)")
     if inside:
-        total, hook = min(inside)
+        total_s, hook = min(inside)
         print(
-            f"time inside artifact code   : {total:7.2f} s  {1000 * total / n:7.2f} ms/segment"
+            f"time inside artifact code   : {total_s:7.2f} s  {1000 * total_s / n:7.2f} ms/segment"
             f"  (per-result hook {1000 * hook:.0f} ms in all, {1e6 * hook / n:.0f} us/segment;"
             f" the rest is the start and the final publish, once per flow run)"
         )
+
 
 if __name__ == "__main__":
     main()
