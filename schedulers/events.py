@@ -5,22 +5,43 @@ Events are frozen dataclasses named in the past tense. The event log in
 folding events with :meth:`schedulers.Scheduler.tell`. Payloads are plain JSON
 values so that a log written by one version can be read by the next.
 
-This module is pure: it imports neither Prefect nor SQLAlchemy, so both the
-storage layer and the schedulers can share it.
+**Versions and upcasters.** Each event class has a ``version`` (1 unless its
+fields changed). A payload stores it under ``"_version"`` when it is above 1;
+an absent key means 1, which is what every log written before versions
+existed holds. :func:`event_from_record` lifts an old payload to the current
+version through the upcasters registered with :func:`upcaster`, one step at a
+time (v1 -> v2 -> v3), and only then checks its fields. So:
+
+* adding a field with a default needs no upcaster (an old payload simply
+  lacks it); adding one without a default, renaming or dropping a field
+  raises the class's ``version`` and registers an upcaster that fills,
+  renames or drops it;
+* a field the class does not know is still an error, unless an upcaster
+  removed it: data is never dropped silently;
+* a payload *newer* than the class (a log written by a later rungflow, read
+  by this one) fails with :class:`EventVersionError` naming both versions,
+  instead of losing the fields this version cannot know.
+
+This module imports only the standard library (checked by import-linter and
+``tests/schedulers/test_events_versions.py``): the storage layer, the
+schedulers and the CLI all share it, and none of them should pay for numpy
+or optuna to decode a log.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
     "EVENT_TYPES",
+    "VERSION_KEY",
     "CheckpointRef",
     "Event",
+    "EventVersionError",
     "ExperimentCreated",
     "ExperimentFinished",
     "ImportCompleted",
@@ -38,6 +59,7 @@ __all__ = [
     "event_from_record",
     "event_to_payload",
     "segment_key",
+    "upcaster",
 ]
 
 
@@ -95,6 +117,10 @@ class Event:
     """Base class of all events. ``trial_id`` is ``None`` for experiment events."""
 
     kind: ClassVar[str] = "Event"
+    #: Version of this class's fields. Raise it, and register an upcaster
+    #: from the previous version (:func:`upcaster`), when a change would not
+    #: read an old payload as it was meant.
+    version: ClassVar[int] = 1
     #: True for facts about *who* does the work (claims, progress notes), not
     #: about the search. Schedulers skip them entirely (see
     #: :meth:`schedulers.Scheduler.tell`), so a crash that leaves a reclaim in
@@ -390,8 +416,53 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
+#: Payload key holding the event's version; absent means 1.
+VERSION_KEY = "_version"
+
+Payload = dict[str, Any]
+Upcaster = Callable[[Payload], Payload]
+
+#: ``(kind, from_version) -> function`` lifting a payload to ``from_version + 1``.
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class EventVersionError(ValueError):
+    """A stored payload's version cannot be read by this code (too new, or no upcaster)."""
+
+
+def upcaster(kind: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register a function that lifts a ``kind`` payload from ``from_version`` by one.
+
+    The function receives a copy of the payload's fields (without the version
+    key) and returns the fields of version ``from_version + 1``. Upcasters
+    chain: a v1 payload read by a v3 class goes through the v1 and the v2
+    upcaster in that order. Example::
+
+        @upcaster("TrialPaused", 1)
+        def _rung_from_resource(payload):
+            return {**payload, "rung": 0}
+
+    Raises:
+        ValueError: an upcaster for ``(kind, from_version)`` is already registered.
+    """
+    if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        raise ValueError(f"from_version is {from_version!r}, but must be an integer >= 1")
+
+    def register(fn: Upcaster) -> Upcaster:
+        if (kind, from_version) in _UPCASTERS:
+            raise ValueError(f"an upcaster for {kind} v{from_version} is already registered")
+        _UPCASTERS[(kind, from_version)] = fn
+        return fn
+
+    return register
+
+
 def event_to_payload(event: Event) -> dict[str, Any]:
-    """Serialise an event's fields (all but ``trial_id``) to a JSON object."""
+    """Serialise an event's fields (all but ``trial_id``) to a JSON object.
+
+    Version-1 events carry no version key, so their payloads are exactly what
+    rungflow wrote before events were versioned (and older code can read them).
+    """
     payload: dict[str, Any] = {}
     for f in dataclasses.fields(event):
         if f.name == "trial_id":
@@ -401,13 +472,43 @@ def event_to_payload(event: Event) -> dict[str, Any]:
             payload[f.name] = None if value is None else value.to_json()
         else:
             payload[f.name] = _jsonable(value)
+    if event.version != 1:
+        payload[VERSION_KEY] = event.version
     return payload
+
+
+def _upcast(cls: type[Event], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload``'s fields lifted to ``cls.version`` (a new dict; the input is not touched)."""
+    fields = dict(payload)
+    stored = fields.pop(VERSION_KEY, 1)
+    if isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
+        raise EventVersionError(
+            f"event {cls.kind} has version {stored!r}, but it must be an integer >= 1"
+        )
+    if stored > cls.version:
+        raise EventVersionError(
+            f"event {cls.kind} was written as version {stored}, but this rungflow reads "
+            f"versions up to {cls.version}: upgrade rungflow to read this log"
+        )
+    for version in range(stored, cls.version):
+        step = _UPCASTERS.get((cls.kind, version))
+        if step is None:
+            raise EventVersionError(
+                f"event {cls.kind} version {version} has no upcaster to version {version + 1}"
+            )
+        fields = dict(step(fields))
+    return fields
 
 
 def event_from_record(kind: str, trial_id: str | None, payload: Mapping[str, Any]) -> Event:
     """Rebuild an event from its stored ``(kind, trial_id, payload)``.
 
+    The payload is first lifted to the class's current version (see the
+    module docstring), then each field is checked against the class.
+
     Raises:
+        EventVersionError: the payload is newer than this code, or an
+            upcaster is missing (a :class:`ValueError`).
         ValueError: if ``kind`` is unknown or the payload does not fit it.
     """
     cls = EVENT_TYPES.get(kind)
@@ -415,7 +516,7 @@ def event_from_record(kind: str, trial_id: str | None, payload: Mapping[str, Any
         raise ValueError(f"unknown event kind {kind!r}; known: {sorted(EVENT_TYPES)}")
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}
-    for name, value in payload.items():
+    for name, value in _upcast(cls, payload).items():
         if name not in names:
             raise ValueError(f"event {kind} has no field {name!r}")
         if name in _CHECKPOINT_FIELDS:
