@@ -1,4 +1,4 @@
-"""Shared arithmetic for HyperBand and ASHA: brackets, rungs, cutoffs, validation.
+"""Shared arithmetic for HyperBand and ASHA: brackets, rungs, cutoffs.
 
 Everything here is pure. Bracket and rung sizes are computed with exact
 rationals (:class:`fractions.Fraction`) because the obvious float formulas are
@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from schedulers.base import SchedulerArgumentError
 from schedulers.searchers import RandomSearcher, Searcher
 from schedulers.space import SearchSpace
+
+# Argument checks live in schedulers.validation; re-exported for old imports.
+from schedulers.validation import (
+    SchedulerArgumentError,
+    check_grace_period,
+    check_positive,
+    check_reduction_factor,
+)
 
 if TYPE_CHECKING:
     from schedulers.base import Scheduler
@@ -95,36 +102,6 @@ def _out(value: Fraction, like: Number) -> Number:
     if isinstance(like, int) and value.denominator == 1:
         return int(value)
     return float(value)
-
-
-def check_reduction_factor(value: Any) -> Number:
-    """Validate eta: a finite number >= 2."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SchedulerArgumentError(
-            "reduction_factor", f"reduction_factor is {value!r}, but must be a number >= 2"
-        )
-    if value < 2:
-        raise SchedulerArgumentError(
-            "reduction_factor", f"reduction_factor is {value!r}, but must be >= 2"
-        )
-    return value
-
-
-def check_positive(name: str, value: Any) -> Number:
-    """Validate a resource amount: a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be a number > 0")
-    if value <= 0:
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be > 0")
-    return value
-
-
-def check_grace_period(grace_period: Number, max_t: Number) -> None:
-    """ASHA's bottom rung must not lie above its top rung: ``grace_period <= max_t``."""
-    if grace_period > max_t:
-        raise SchedulerArgumentError(
-            "grace_period", f"grace_period is {grace_period!r}, but must be <= max_t ({max_t!r})"
-        )
 
 
 def s_max_of(max_t: Number, reduction_factor: Number) -> int:

@@ -31,7 +31,7 @@ from schedulers._rungs import (
     rng_after,
 )
 from schedulers.actions import Action, Done, Pause, RunSegment, Stop, Wait, action_events
-from schedulers.base import ImportedObservation, Scheduler, SchedulerArgumentError
+from schedulers.base import ImportedObservation, Scheduler
 from schedulers.events import (
     Event,
     ObservationImported,
@@ -43,6 +43,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
+from schedulers.validation import check_choice, check_int, check_name
 
 __all__ = ["ASHAScheduler"]
 
@@ -165,21 +166,11 @@ class ASHAScheduler(Scheduler):
         self.grace_period = check_positive("grace_period", grace_period)
         check_grace_period(grace_period, max_t)
         self.reduction_factor = check_reduction_factor(reduction_factor)
-        if variant not in _VARIANTS:
-            raise SchedulerArgumentError(
-                "variant", f"variant is {variant!r}, but must be 'promotion' or 'stopping'"
-            )
-        if not isinstance(time_attr, str) or not time_attr:
-            raise SchedulerArgumentError(
-                "time_attr", f"time_attr is {time_attr!r}, but must be a name"
-            )
+        check_choice("variant", variant, _VARIANTS)
+        check_name("time_attr", time_attr)
+        # At most one bracket per rung from grace_period to max_t.
         most = len(asha_rungs(grace_period, max_t, reduction_factor))
-        if isinstance(brackets, bool) or not isinstance(brackets, int) or not 1 <= brackets <= most:
-            raise SchedulerArgumentError(
-                "brackets",
-                f"brackets is {brackets!r}, but must be an integer in 1..{most} "
-                "(the number of rungs from grace_period to max_t)",
-            )
+        check_int("brackets", brackets, 1, most)
         self.brackets = brackets
         self.variant = variant
         self.time_attr = time_attr

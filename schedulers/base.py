@@ -42,6 +42,13 @@ from schedulers.events import (
     TrialStopped,
 )
 from schedulers.space import SearchSpace
+from schedulers.validation import (
+    SchedulerArgumentError,
+    check_choice,
+    check_int,
+    check_max_t,
+    check_name,
+)
 
 __all__ = [
     "Budget",
@@ -59,14 +66,6 @@ Mode = Literal["min", "max"]
 TrialStatus = Literal["running", "paused", "stopped", "failed"]
 
 _EPS = 1e-9
-
-
-class SchedulerArgumentError(ValueError):
-    """A scheduler argument is out of range. ``argument`` names it."""
-
-    def __init__(self, argument: str, message: str):
-        super().__init__(message)
-        self.argument = argument
 
 
 @dataclass(frozen=True)
@@ -151,20 +150,6 @@ class ImportedObservation:
         return out
 
 
-def check_int(name: str, value: Any, low: int) -> int:
-    """Validate an integer argument (bools excluded) that must be >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be an integer >= {low}")
-    return value
-
-
-def check_max_t(max_t: Any) -> float:
-    """Validate ``max_t`` where it need only be a number > 0 (random, FIFO, PBT replay)."""
-    if isinstance(max_t, bool) or not isinstance(max_t, (int, float)) or not max_t > 0:
-        raise SchedulerArgumentError("max_t", f"max_t is {max_t!r}, but must be a number > 0")
-    return max_t
-
-
 class Scheduler(ABC):
     """Base class: fold events into :class:`TrialState`, decide in :meth:`ask`.
 
@@ -189,10 +174,8 @@ class Scheduler(ABC):
         seed: int = 0,
         budget: Budget | None = None,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise SchedulerArgumentError("mode", f"mode is {mode!r}, but must be 'min' or 'max'")
-        if not isinstance(metric, str) or not metric:
-            raise SchedulerArgumentError("metric", f"metric is {metric!r}, but must be a name")
+        check_choice("mode", mode, ("min", "max"))
+        check_name("metric", metric)
         self.space = space
         self.metric = metric
         self.mode: Mode = mode

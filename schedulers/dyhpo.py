@@ -62,7 +62,7 @@ from typing import Any, Literal
 import numpy as np
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, TrialState, check_int
+from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import Event, ObservationImported, SegmentStarted, TrialCreated
 from schedulers.gp import (
     GaussianProcess,
@@ -71,6 +71,15 @@ from schedulers.gp import (
     encode_config,
     expected_improvement,
     fit_gp,
+)
+from schedulers.validation import (
+    check_choice,
+    check_grace_period,
+    check_int,
+    check_name,
+    check_number,
+    check_positive,
+    check_reduction_factor,
 )
 
 __all__ = ["FIT_POINTS", "DyHPOScheduler", "ScheduleRecord", "rung_levels_for", "sh_promotable"]
@@ -94,14 +103,6 @@ _SALT_ACTION = 100  # + action index within one ask
 _EPS = 1e-9
 
 ScheduleRecord = tuple[str, float, float, Literal["new", "promoted"]]
-
-
-def _number(name: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be a finite number")
-    if positive and value <= 0:
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be > 0")
-    return value
 
 
 def rung_levels_for(
@@ -277,38 +278,18 @@ class DyHPOScheduler(Scheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.max_t = _number("max_t", max_t)
-        self.grace_period = _number("grace_period", grace_period)
-        if self.grace_period > self.max_t:
-            raise SchedulerArgumentError(
-                "grace_period", f"grace_period is {grace_period}, but must be <= max_t ({max_t})"
-            )
-        self.reduction_factor = _number("reduction_factor", reduction_factor)
-        if self.reduction_factor < 2:
-            raise SchedulerArgumentError(
-                "reduction_factor", f"reduction_factor is {reduction_factor}, but must be >= 2"
-            )
-        if rung_spacing not in ("geometric", "linear"):
-            raise SchedulerArgumentError(
-                "rung_spacing",
-                f"rung_spacing is {rung_spacing!r}, but must be 'geometric' or 'linear'",
-            )
+        self.max_t = check_positive("max_t", max_t)
+        self.grace_period = check_grace_period(check_positive("grace_period", grace_period), max_t)
+        self.reduction_factor = check_reduction_factor(reduction_factor)
+        check_choice("rung_spacing", rung_spacing, ("geometric", "linear"))
         self.rung_spacing = rung_spacing
         if rung_levels is None:
             levels = rung_levels_for(max_t, grace_period, reduction_factor, rung_spacing)
         else:
             levels = self._check_levels(rung_levels, max_t)
         self.rung_levels: list[float] = levels
-        self.probability_sh = _number("probability_sh", probability_sh, positive=False)
-        if not 0.0 <= self.probability_sh <= 1.0:
-            raise SchedulerArgumentError(
-                "probability_sh", f"probability_sh is {probability_sh}, but must be in [0, 1]"
-            )
-        if not isinstance(resource_attr, str) or not resource_attr:
-            raise SchedulerArgumentError(
-                "resource_attr", f"resource_attr is {resource_attr!r}, but must be a name"
-            )
-        self.resource_attr = resource_attr
+        self.probability_sh = check_number("probability_sh", probability_sh, low=0, high=1)
+        self.resource_attr = check_name("resource_attr", resource_attr)
         self.num_init_random = check_int("num_init_random", num_init_random, 1)
         self.num_candidates = check_int("num_candidates", num_candidates, 1)
         self.max_gp_points = check_int("max_gp_points", max_gp_points, 4)
@@ -331,7 +312,7 @@ class DyHPOScheduler(Scheduler):
         if not levels:
             raise SchedulerArgumentError("rung_levels", "rung_levels is [], but must be non-empty")
         for i, level in enumerate(levels):
-            _number(f"rung_levels[{i}]", level)
+            check_positive(f"rung_levels[{i}]", level)
         if any(b <= a for a, b in itertools.pairwise(levels)):
             raise SchedulerArgumentError(
                 "rung_levels", f"rung_levels is {levels}, but must be strictly increasing"

@@ -38,6 +38,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
+from schedulers.validation import check_bool, check_name
 
 __all__ = ["HyperBandScheduler"]
 
@@ -186,20 +187,14 @@ class HyperBandScheduler(Scheduler):
         super().__init__(**kwargs)
         self.max_t = check_positive("max_t", max_t)
         self.reduction_factor = check_reduction_factor(reduction_factor)
-        if not isinstance(stop_last_trials, bool):
-            raise SchedulerArgumentError(
-                "stop_last_trials", f"stop_last_trials is {stop_last_trials!r}, but must be a bool"
-            )
+        check_bool("stop_last_trials", stop_last_trials)
         if not stop_last_trials and self.budget.max_resource is None:
             raise SchedulerArgumentError(
                 "stop_last_trials",
                 "stop_last_trials is False, but then budget.max_resource must be set "
                 "(survivors would otherwise train forever)",
             )
-        if not isinstance(time_attr, str) or not time_attr:
-            raise SchedulerArgumentError(
-                "time_attr", f"time_attr is {time_attr!r}, but must be a name"
-            )
+        check_name("time_attr", time_attr)
         self.stop_last_trials = stop_last_trials
         self.time_attr = time_attr
         self.searcher = make_searcher(searcher, self.space, searcher_args)

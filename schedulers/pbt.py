@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from schedulers.actions import Action, Perturbation, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, TrialState, check_int
+from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import (
     CheckpointRef,
     Event,
@@ -36,6 +36,15 @@ from schedulers.events import (
 )
 from schedulers.pbt_explore import Boundary, ExploreError, explore, parse_mutations
 from schedulers.pbt_replay import PBTReplay, pbt_lineage, pbt_policy
+from schedulers.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_name,
+    check_number,
+    check_optional_int,
+    check_positive,
+)
 
 __all__ = ["PBTReplay", "PopulationBasedTraining", "pbt_lineage", "pbt_policy"]
 
@@ -50,28 +59,6 @@ _EPS = 1e-9
 _Key = tuple[float, int, str]
 # (checkpoint, config, score) of a member's own segment ending at a boundary.
 _Snapshot = tuple[CheckpointRef | None, dict[str, Any], float | None]
-
-
-def _number(name: str, value: Any, *, low: float, high: float | None = None,
-            low_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-        if high is not None:
-            ok = ok and value <= high
-    if not ok:
-        if high is not None:
-            rule = f"in [{low:g}, {high:g}]"
-        else:
-            rule = f"> {low:g}" if low_open else f">= {low:g}"
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be a number {rule}")
-    return float(value)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise SchedulerArgumentError(name, f"{name} is {value!r}, but must be true or false")
-    return value
 
 
 class PopulationBasedTraining(Scheduler):
@@ -206,13 +193,15 @@ class PopulationBasedTraining(Scheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.perturbation_interval = _number(
-            "perturbation_interval", perturbation_interval, low=0, low_open=True
+        self.perturbation_interval = float(
+            check_positive("perturbation_interval", perturbation_interval)
         )
-        self.burn_in_period = _number("burn_in_period", burn_in_period, low=0)
-        self.quantile_fraction = _number("quantile_fraction", quantile_fraction, low=0, high=0.5)
-        self.resample_probability = _number(
-            "resample_probability", resample_probability, low=0, high=1
+        self.burn_in_period = float(check_number("burn_in_period", burn_in_period, low=0))
+        self.quantile_fraction = float(
+            check_number("quantile_fraction", quantile_fraction, low=0, high=0.5)
+        )
+        self.resample_probability = float(
+            check_number("resample_probability", resample_probability, low=0, high=1)
         )
         if (
             isinstance(perturbation_factors, (str, bytes))
@@ -225,36 +214,16 @@ class PopulationBasedTraining(Scheduler):
                 "but must be a non-empty list of numbers > 0",
             )
         self.perturbation_factors = tuple(
-            _number(f"perturbation_factors[{i}]", f, low=0, low_open=True)
+            float(check_positive(f"perturbation_factors[{i}]", f))
             for i, f in enumerate(perturbation_factors)
         )
         self.population_size = check_int("population_size", population_size, 2)
-        if max_generations is not None and (
-            isinstance(max_generations, bool)
-            or not isinstance(max_generations, int)
-            or max_generations < 1
-        ):
-            raise SchedulerArgumentError(
-                "max_generations",
-                f"max_generations is {max_generations!r}, but must be an integer >= 1 or null",
-            )
-        self.max_generations = max_generations
-        self.max_t = None if max_t is None else _number("max_t", max_t, low=0, low_open=True)
-        if not isinstance(time_attr, str) or not time_attr:
-            raise SchedulerArgumentError(
-                "time_attr", f"time_attr is {time_attr!r}, but must be a name"
-            )
-        self.time_attr = time_attr
-        if exploit not in ("truncation", "binary_tournament"):
-            raise SchedulerArgumentError(
-                "exploit",
-                f"exploit is {exploit!r}, but must be 'truncation' or 'binary_tournament'",
-            )
+        self.max_generations = check_optional_int("max_generations", max_generations, 1)
+        self.max_t = None if max_t is None else float(check_positive("max_t", max_t))
+        self.time_attr = check_name("time_attr", time_attr)
+        check_choice("exploit", exploit, ("truncation", "binary_tournament"))
         self.exploit: Exploit = exploit
-        if boundary not in ("clip", "reflect"):
-            raise SchedulerArgumentError(
-                "boundary", f"boundary is {boundary!r}, but must be 'clip' or 'reflect'"
-            )
+        check_choice("boundary", boundary, ("clip", "reflect"))
         self.boundary: Boundary = boundary
         if custom_explore_fn is not None and not callable(custom_explore_fn):
             raise SchedulerArgumentError(
@@ -262,9 +231,9 @@ class PopulationBasedTraining(Scheduler):
                 f"custom_explore_fn is {custom_explore_fn!r}, but must be callable",
             )
         self.custom_explore_fn = custom_explore_fn
-        self.log_config = _bool("log_config", log_config)
-        self.require_attrs = _bool("require_attrs", require_attrs)
-        self.synch = _bool("synch", synch)
+        self.log_config = check_bool("log_config", log_config)
+        self.require_attrs = check_bool("require_attrs", require_attrs)
+        self.synch = check_bool("synch", synch)
         try:
             self.mutations = parse_mutations(hyperparam_mutations, self.space)
         except ExploreError as exc:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from schedulers.actions import Action, Done, RunSegment, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, check_max_t
+from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.events import (
     Event,
     SegmentFailed,
@@ -30,6 +30,7 @@ from schedulers.events import (
     TrialCreated,
     TrialPerturbed,
 )
+from schedulers.validation import check_max_t
 
 __all__ = ["PBTReplay", "pbt_lineage", "pbt_policy"]
 

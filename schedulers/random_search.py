@@ -14,9 +14,10 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
-from schedulers.base import Scheduler, SchedulerArgumentError, check_max_t
+from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.events import Event, SegmentFailed, SegmentFinished, TrialStopped
 from schedulers.searchers import RandomSearcher
+from schedulers.validation import check_int, check_max_t
 
 __all__ = ["FIFOScheduler", "RandomScheduler"]
 
@@ -140,12 +141,7 @@ class FIFOScheduler(_FullBudget):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_t=max_t, **kwargs)
-        if isinstance(points_per_dim, bool) or not isinstance(points_per_dim, int) or not (
-            1 <= points_per_dim <= 100
-        ):
-            raise SchedulerArgumentError(
-                "points_per_dim", f"points_per_dim is {points_per_dim!r}, but must be in 1..100"
-            )
+        check_int("points_per_dim", points_per_dim, 1, 100)
         grid = dict(grid or {})
         axes: list[list[Any]] = []
         for name, dist in self.space.items():

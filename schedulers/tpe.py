@@ -24,9 +24,9 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, create_trial
 
-from schedulers.base import SchedulerArgumentError, check_int
 from schedulers.searchers import Searcher
 from schedulers.space import SearchSpace
+from schedulers.validation import check_int, check_number
 
 __all__ = ["TPESearcher"]
 
@@ -90,25 +90,9 @@ class TPESearcher(Searcher):
         if min_points is None:
             min_points = max(len(space) + 1, 5)
         check_int("searcher_args.min_points", min_points, 2)
-        if (
-            isinstance(max_observations, bool)
-            or not isinstance(max_observations, int)
-            or max_observations < min_points
-        ):
-            raise SchedulerArgumentError(
-                "searcher_args.max_observations",
-                f"searcher_args.max_observations is {max_observations!r}, "
-                f"but must be an integer >= min_points ({min_points})",
-            )
-        if (
-            isinstance(random_fraction, bool)
-            or not isinstance(random_fraction, (int, float))
-            or not 0 <= random_fraction <= 1
-        ):
-            raise SchedulerArgumentError(
-                "searcher_args.random_fraction",
-                f"searcher_args.random_fraction is {random_fraction!r}, but must be in [0, 1]",
-            )
+        # max_observations >= min_points: the model must be allowed the points it needs.
+        check_int("searcher_args.max_observations", max_observations, min_points)
+        check_number("searcher_args.random_fraction", random_fraction, low=0, high=1)
         self.min_points = min_points
         self.max_observations = max_observations
         self.random_fraction = float(random_fraction)

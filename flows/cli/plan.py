@@ -20,16 +20,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schedulers._rungs import (
-    Bracket,
-    Number,
-    asha_rungs,
+from schedulers._rungs import Bracket, Number, asha_rungs, hyperband_brackets
+from schedulers.validation import (
+    SchedulerArgumentError,
     check_grace_period,
+    check_int,
     check_positive,
     check_reduction_factor,
-    hyperband_brackets,
 )
-from schedulers.base import SchedulerArgumentError
 
 __all__ = ["asha_plan", "hyperband_plan", "register"]
 
@@ -95,10 +93,7 @@ def asha_plan(
     check_reduction_factor(reduction_factor)
     check_grace_period(grace_period, max_t)
     rungs0 = asha_rungs(grace_period, max_t, reduction_factor)
-    if not 1 <= brackets <= len(rungs0):
-        raise SchedulerArgumentError(
-            "brackets", f"brackets is {brackets}, but must be in 1..{len(rungs0)}"
-        )
+    check_int("brackets", brackets, 1, len(rungs0))
     if trials is None:
         trials = math.ceil(reduction_factor ** (len(rungs0) - 1) - 1e-9)
     rows = []

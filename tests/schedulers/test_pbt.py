@@ -76,9 +76,9 @@ def start_population(s: PopulationBasedTraining) -> list[str]:
     ("kwargs", "argument", "message"),
     [
         ({"quantile_fraction": 0.7}, "quantile_fraction",
-         "quantile_fraction is 0.7, but must be a number in [0, 0.5]"),
+         "quantile_fraction is 0.7, but must be in [0, 0.5]"),
         ({"resample_probability": 1.5}, "resample_probability", "in [0, 1]"),
-        ({"perturbation_interval": 0}, "perturbation_interval", "must be a number > 0"),
+        ({"perturbation_interval": 0}, "perturbation_interval", "is 0, but must be > 0"),
         ({"population_size": 1}, "population_size", "population_size is 1, but must be"),
         ({"max_generations": 0}, "max_generations", "max_generations is 0"),
         ({"exploit": "greedy"}, "exploit", "exploit is 'greedy'"),
