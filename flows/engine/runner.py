@@ -166,6 +166,9 @@ class ExperimentRunner:
         self._metric_seen = False
         self._started_seq: dict[str, int] = {}
         self._last_scan = -float("inf")
+        #: How many times this runner read the leases to judge foreign claims
+        #: (tests wait on it instead of sleeping).
+        self.lease_scans = 0
 
     # ------------------------------------------------------------ open/replay
     def replay(self) -> None:
@@ -282,6 +285,7 @@ class ExperimentRunner:
             if not foreign:
                 return []
             leases = self.store.leases(self.name)
+            self.lease_scans += 1
             events = reclaims(
                 foreign, leases, self.owner, self.lease_settings.lease_timeout, limit
             )

@@ -29,6 +29,7 @@ from flows.spec import ExperimentSpec
 from flows.trainable import SegmentOutcome
 from schedulers import SegmentFinished, SegmentReclaimed, SegmentStarted, action_events
 from storage import EventStore, LeaseRow
+from tests.lease_clock import age_lease
 from tests.log_checks import assert_log_integrity, claim_stats
 from tests.pg import drop_databases, pg_url
 
@@ -188,9 +189,9 @@ def test_expired_lease_of_another_host_is_reclaimed(url: str, tmp_path: Path) ->
     try:
         far = Owner("another-machine", os.getpid(), "far")  # a live pid, but not ours to judge
         _claim_one(store, far, tmp_path)
-        settings = LeaseSettings(lease_timeout=0.5, poll_interval=0.05)
+        age_lease(store, "coop", far.id, 31)  # its last heartbeat was 31 s ago (timeout 30)
         runner = ExperimentRunner(store, make_spec(scheduler="random", concurrency=1),
-                                  str(tmp_path / "ckpt"), lease_settings=settings)
+                                  str(tmp_path / "ckpt"), lease_settings=FAST)
         summary = runner.run(ThreadExecutor())
         events = events_of(store)
         assert_log_integrity(events, owners=True)
@@ -202,29 +203,31 @@ def test_expired_lease_of_another_host_is_reclaimed(url: str, tmp_path: Path) ->
 
 
 def test_live_owner_is_waited_for_not_reclaimed(url: str, tmp_path: Path) -> None:
-    """With nothing of its own to run, a runner polls instead of raising or stealing."""
+    """With nothing of its own to run, a runner polls instead of raising or stealing.
+
+    No sleep: the test waits for the runner to have looked at the leases a
+    number of times while the only open segment is the live owner's.
+    """
     store = EventStore(url)
     try:
         far = Owner("another-machine", os.getpid(), "busy")
         holder = _claim_one(store, far, tmp_path)
-        lease = Lease(store, "coop", far, LeaseSettings(lease_timeout=1, poll_interval=0.05))
-        lease.acquire()  # heartbeats every 1/3 s: stays alive however long the test takes
+        lease = Lease(store, "coop", far, FAST)
+        lease.acquire()
         result: list[Any] = []
         runner = ExperimentRunner(store, make_spec(scheduler="random", concurrency=1),
-                                  str(tmp_path / "ckpt"),
-                                  lease_settings=LeaseSettings(lease_timeout=1, poll_interval=0.05))
+                                  str(tmp_path / "ckpt"), lease_settings=FAST)
         thread = threading.Thread(target=lambda: result.append(runner.run(ThreadExecutor())))
         thread.start()
-        # The other runner works through the rest; the held trial stays open
-        # until its owner finishes it, several lease timeouts later.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def only_the_held_segment_is_open() -> bool:
             holder.catch_up()
             others = [c for c in holder.claims.open.values() if c.owner != far.id]
-            if not others and len(holder.scheduler.trials) == 3:
-                break
-            time.sleep(0.05)
-        time.sleep(2.5)  # > 2 lease timeouts: a heartbeating owner is never reclaimed
+            return not others and len(holder.scheduler.trials) == 3
+
+        wait_for(only_the_held_segment_is_open, 60, "the other trials to finish")
+        scans = runner.lease_scans
+        wait_for(lambda: runner.lease_scans >= scans + 10, 60, "the runner to poll the leases")
         assert thread.is_alive()
         (claim,) = holder.claims.owned_by(far.id)
         while not holder.commit([SegmentFinished(
@@ -238,6 +241,30 @@ def test_live_owner_is_waited_for_not_reclaimed(url: str, tmp_path: Path) -> Non
         events = events_of(store)
         assert_log_integrity(events, owners=True)
         assert claim_stats(events)["reclaims"] == 0
+    finally:
+        store.close()
+
+
+def test_heartbeats_keep_a_lease_young(url: str, tmp_path: Path) -> None:
+    """The heartbeat thread renews the row long past one timeout (waited for, not slept)."""
+    store = EventStore(url)
+    try:
+        store.create_experiment("coop", {})
+        owner = Owner.current()
+        settings = LeaseSettings(lease_timeout=0.3, poll_interval=0.05)  # a beat every 0.1 s
+        lease = Lease(store, "coop", owner, settings)
+        lease.acquire()
+        try:
+            first = store.leases("coop")[owner.id]
+            age_lease(store, "coop", owner.id, 10)  # only a beat can make it young again
+            wait_for(lambda: store.leases("coop")[owner.id].age < settings.lease_timeout,
+                     30, "a heartbeat")
+            row = store.leases("coop")[owner.id]
+            assert row.heartbeat_at > first.heartbeat_at
+            assert row.started_at == first.started_at
+        finally:
+            lease.release()
+        assert owner.id not in store.leases("coop")  # released: reclaimable at once
     finally:
         store.close()
 
