@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from flows.engine.leases import LeaseSettings
+from flows.engine.leases import ClaimInfo, LeaseSettings
 from flows.engine.runner import ExperimentRunner, _Backoff
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec, stored_spec
@@ -516,12 +516,14 @@ class Experiment:
                 while f"j{n:04d}" in trials:
                     n += 1
                 job_id = f"j{n:04d}"
-                events: list[Event] = [TrialCreated(job_id, config, {"source": SOURCE})]
+                events: list[Event] = [
+                    TrialCreated(job_id, config, ClaimInfo(source=SOURCE).stamp())
+                ]
                 if status != QUEUED:
                     stop = _first_stop(self._runner.scheduler)
                     events.append(SegmentStarted(
                         job_id, 0.0, stop, config,
-                        info={"source": SOURCE, "owner": self.owner},
+                        info=ClaimInfo(SOURCE, self.owner).stamp(),
                     ))
                     if status == DONE:
                         events.extend(self._finish_events(job_id, 0.0, stop, values, None))
@@ -603,7 +605,7 @@ class Experiment:
         if isinstance(event, ExperimentCreated):
             return
         if isinstance(event, TrialCreated):
-            source = event.info.get("source") if event.info else None
+            source = ClaimInfo.of(event.info).source
             self._views[event.trial_id] = _JobView(event.trial_id, source)
             return
         tid = event.trial
@@ -685,7 +687,7 @@ class Experiment:
                 config = dict(runner.scheduler.trials[tid].config)
                 event = SegmentStarted(
                     tid, 0.0, _first_stop(runner.scheduler), config,
-                    info={"source": SOURCE, "owner": self.owner},
+                    info=ClaimInfo(SOURCE, self.owner).stamp(),
                 )
                 if runner.commit([event]):
                     self._sync()

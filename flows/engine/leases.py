@@ -5,7 +5,7 @@ work on one experiment at once, on one machine (SQLite) or many (PostgreSQL).
 Three pieces keep them from running a segment twice or losing one:
 
 * **Claims are events.** A segment belongs to the worker whose identity is in
-  its ``SegmentStarted.info["owner"]`` (or in the latest
+  its ``SegmentStarted.info["owner"]`` (:class:`ClaimInfo`; or in the latest
   :class:`~schedulers.events.SegmentReclaimed` for it). Both are appended with
   optimistic concurrency after catching up with the log, so of two workers
   deciding at once exactly one wins; the other re-reads and decides again.
@@ -32,8 +32,9 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,7 @@ from storage import EventStore, LeaseRow
 __all__ = [
     "Claim",
     "ClaimBook",
+    "ClaimInfo",
     "Lease",
     "LeaseSettings",
     "Owner",
@@ -173,6 +175,43 @@ def reclaim_reason(
 
 
 @dataclass(frozen=True)
+class ClaimInfo:
+    """The keys of an event's ``info`` that claims and the job API fold, typed.
+
+    Replaying a log rebuilds who holds which segment from these, so they are
+    read and written only here. They are stored under the keys rungflow has
+    always used (``info["source"]``, ``info["owner"]``), so every existing log
+    reads the same; other ``info`` keys (a scheduler's decision record) pass
+    through untouched.
+
+    Attributes:
+        source: Where a trial came from (``"job_api"`` for jobs added through
+            :mod:`flows.jobs`); None for the scheduler's own trials.
+        owner: The worker (``host/pid/token``) that claimed a segment; None
+            for a segment started before owners were recorded.
+    """
+
+    source: str | None = None
+    owner: str | None = None
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any] | None) -> ClaimInfo:
+        """Read the typed keys of ``info`` (missing keys are None)."""
+        info = info or {}
+        source, owner = info.get("source"), info.get("owner")
+        return cls(None if source is None else str(source), None if owner is None else str(owner))
+
+    def stamp(self, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``info`` with the fields that are set written into it (a new dict)."""
+        out = dict(info or {})
+        if self.source is not None:
+            out["source"] = self.source
+        if self.owner is not None:
+            out["owner"] = self.owner
+        return out
+
+
+@dataclass(frozen=True)
 class Claim:
     """An open segment and who holds it.
 
@@ -200,10 +239,9 @@ class ClaimBook:
     def fold(self, event: Event, seq: int) -> None:
         """Fold the event stored at ``seq``."""
         if isinstance(event, SegmentStarted):
-            owner = event.info.get("owner") if event.info else None
+            owner = ClaimInfo.of(event.info).owner
             self.open[event.trial_id] = Claim(
-                event.trial_id, event.start, event.stop,
-                None if owner is None else str(owner), seq, event,
+                event.trial_id, event.start, event.stop, owner, seq, event
             )
         elif isinstance(event, SegmentReclaimed):
             claim = self.open.get(event.trial_id)

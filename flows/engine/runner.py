@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flows.engine.leases import ClaimBook, Lease, LeaseSettings, Owner, reclaims
+from flows.engine.leases import ClaimBook, ClaimInfo, Lease, LeaseSettings, Owner, reclaims
 from flows.engine.segment import SegmentJob
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
@@ -261,7 +261,7 @@ class ExperimentRunner:
     def claim_events(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with this runner stamped as owner of every ``SegmentStarted``."""
         return [
-            dataclasses.replace(e, info={**e.info, "owner": self.owner.id})
+            dataclasses.replace(e, info=ClaimInfo(owner=self.owner.id).stamp(e.info))
             if isinstance(e, SegmentStarted)
             else e
             for e in events
