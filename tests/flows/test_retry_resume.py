@@ -25,6 +25,7 @@ from tests.flows.served import (
     wait_final,
 )
 from tests.log_checks import assert_log_integrity
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -115,8 +116,6 @@ def test_crashed_run_retried_from_the_ui_resumes(served: Served, tmp_path: Path)
 
 
 def test_cancelled_run_started_again_resumes(served: Served) -> None:
-    import time
-
     spec = faults_spec(
         "retry-cancel",
         scheduler="random",
@@ -125,15 +124,14 @@ def test_cancelled_run_started_again_resumes(served: Served) -> None:
         trainable_args={"seconds_per_unit": 0.25},
     )
     run_id = start(served.api_url, {"spec": spec})
-    deadline = time.monotonic() + 90
-    while True:
-        done = 0
-        if served.has_experiment("retry-cancel"):
-            done = sum(finished_per_segment(served.events("retry-cancel")).values())
-        if done >= 2:
-            break
-        assert time.monotonic() < deadline, "no segment finished"
-        time.sleep(0.2)
+
+    def two_segments_finished() -> bool:
+        if not served.has_experiment("retry-cancel"):
+            return False
+        return sum(finished_per_segment(served.events("retry-cancel")).values()) >= 2
+
+    # Cancel mid-experiment: once the log shows two finished segments.
+    wait_for(two_segments_finished, 90, "two finished segments", interval=0.2)
     cancel_like_the_ui(served.api_url, run_id)
     first = wait_final(served.api_url, run_id)
     assert first.state.type.value == "CANCELLED", first.state

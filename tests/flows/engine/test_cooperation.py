@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from storage import EventStore, LeaseRow
 from tests.lease_clock import age_lease
 from tests.log_checks import assert_log_integrity, claim_stats
 from tests.pg import drop_databases, pg_url
+from tests.waiting import wait_for
 
 FAST = LeaseSettings(lease_timeout=30, poll_interval=0.05)
 
@@ -321,14 +321,6 @@ def open_claims(store: EventStore, name: str) -> dict[str, str | None]:
     for r in store.read(name):
         book.fold(r.event, r.seq)
     return {t: c.owner for t, c in book.open.items()}
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def cooperate(tmp_path: Path, api_url: str, db: str, n: int, victim_host: str | None) -> None:
