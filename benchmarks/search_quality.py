@@ -229,6 +229,7 @@ METHODS: dict[str, Method] = {
     "hyperband+random": _hyperband("random"),
     "asha+random": _asha("random"),
     "asha-stopping+random": _asha("random", variant="stopping"),
+    "asha+random, 5 brackets": _asha("random", brackets=5),
     "dyhpo": _dyhpo(),
     "random (full)": _rungflow(_random),
     "optuna random+SH": optuna_random_sh,
