@@ -146,7 +146,7 @@ def test_promotion_prefers_the_highest_rung() -> None:
 
 
 def test_brackets_round_robin() -> None:
-    s = asha(brackets=2)
+    s = asha(brackets=2, bracket_weights="round_robin")
     actions = s.ask(4)
     assert [(a.info["bracket"], a.stop) for a in actions] == [(0, 1), (1, 3), (0, 1), (1, 3)]
 
