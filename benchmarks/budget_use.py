@@ -16,19 +16,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.mf_hartmann import PRESETS, SPACE  # noqa: E402
-from schedulers import Budget  # noqa: E402
-from schedulers.asha import ASHAScheduler  # noqa: E402
-from schedulers.base import Scheduler  # noqa: E402
-from schedulers.events import SegmentFinished  # noqa: E402
-from schedulers.hyperband import HyperBandScheduler  # noqa: E402
-from schedulers.simulate import simulate  # noqa: E402
+from benchmarks.mf_hartmann import PRESETS, SPACE
+from schedulers import Budget
+from schedulers.asha import ASHAScheduler
+from schedulers.base import Scheduler
+from schedulers.events import SegmentFinished
+from schedulers.hyperband import HyperBandScheduler
+from schedulers.simulate import simulate
 
 PROBLEM = PRESETS["hartmann-informative"]
 
