@@ -245,3 +245,17 @@ def test_info_round_trips_through_the_stored_mapping() -> None:
     assert HyperBandInfo.parse({"s": 1}) is None
     legacy = {"bracket": 1, "s": 0, "iteration": 1, "rung": 0, "retry": True, "extra": 1}
     assert HyperBandInfo.parse(legacy) == HyperBandInfo(1, 0, 1, 0, retry=True)
+
+
+@pytest.mark.parametrize("max_resource", [40, 77, 100, 151])
+def test_less_than_one_full_training_is_left_unspent(max_resource: int) -> None:
+    s = hb(budget=Budget(max_resource=max_resource))
+    result = simulate(s, objective, max_concurrency=3)
+    assert max_resource - 9 < result.resource_used <= max_resource
+
+
+def test_a_trainable_is_asked_for_whole_epochs() -> None:
+    s = hb(max_t=100, budget=Budget(max_trials=60))
+    result = simulate(s, objective, max_concurrency=4)
+    stops = {e.stop for e in result.events if isinstance(e, SegmentStarted)}
+    assert stops <= {1, 3, 11, 33, 100} and all(float(x).is_integer() for x in stops)
