@@ -32,6 +32,7 @@ __all__ = [
     "check_positive",
     "check_reduction_factor",
     "hyperband_brackets",
+    "hyperband_schedule",
     "make_searcher",
     "partial_bracket",
     "percentile",
@@ -237,6 +238,68 @@ def partial_bracket(
         else:
             hi = mid - 1
     return best
+
+
+def hyperband_schedule(
+    max_t: Number,
+    reduction_factor: Number = 3,
+    *,
+    max_resource: Number | None = None,
+    max_trials: int | None = None,
+    max_brackets: int = 10_000,
+) -> list[tuple[int, Bracket]]:
+    """The brackets a fresh HyperBand run opens under a budget: ``[(iteration, plan), ...]``.
+
+    Mirrors :class:`schedulers.hyperband.HyperBandScheduler` when no trial
+    fails: brackets are opened in the cycle ``s_max .. 0`` (a new iteration
+    each time the cycle wraps), a bracket that does not fit what is left is
+    skipped for the next one in the cycle that does, and when no whole bracket
+    fits, the first bracket of the cycle of which a
+    :func:`partial_bracket` fits is the last one. Without a budget, one
+    iteration.
+
+    Example:
+        >>> [(it, b.s, b.resource) for it, b in hyperband_schedule(9, 3, max_resource=130)]
+        [(0, 2, 21), (0, 1, 21), (0, 0, 27), (1, 2, 21), (1, 1, 21), (1, 0, 18)]
+    """
+    plans = hyperband_brackets(max_t, reduction_factor)
+    if max_resource is None and max_trials is None:
+        return [(0, plan) for plan in plans]
+    s_max = plans[0].s
+    room: Number | None = max_resource
+    trials = max_trials
+    out: list[tuple[int, Bracket]] = []
+    s_prev, it = s_max + 1, 0
+    while len(out) < max_brackets:
+        cycle = [(s_prev - step) % (s_max + 1) for step in range(1, s_max + 2)]
+        chosen = None
+        for s in cycle:
+            plan = plans[s_max - s]
+            if trials is not None and plan.rungs[0][0] > trials:
+                continue
+            if room is not None and plan.resource > room * (1 + _REL_TOL):
+                continue
+            chosen = (s, plan)
+            break
+        if chosen is None:
+            for s in cycle:
+                cut = partial_bracket(plans[s_max - s], reduction_factor, room, trials)
+                if cut is not None:
+                    chosen = (s, cut)
+                    break
+        if chosen is None:
+            break
+        s, plan = chosen
+        it = it + 1 if s >= s_prev else it
+        out.append((it, plan))
+        s_prev = s
+        if room is not None:
+            room -= plan.resource
+        if trials is not None:
+            trials -= plan.rungs[0][0]
+        if len(plan.rungs) and plan.rungs[0][0] < plans[s_max - s].rungs[0][0]:
+            break  # a partial bracket is the last one
+    return out
 
 
 def promotion_fraction(r_k: Number, r_next: Number) -> Fraction:

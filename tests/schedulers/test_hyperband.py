@@ -259,3 +259,16 @@ def test_a_trainable_is_asked_for_whole_epochs() -> None:
     result = simulate(s, objective, max_concurrency=4)
     stops = {e.stop for e in result.events if isinstance(e, SegmentStarted)}
     assert stops <= {1, 3, 11, 33, 100} and all(float(x).is_integer() for x in stops)
+
+
+@pytest.mark.parametrize("max_resource", [130, 500])
+def test_the_schedule_rungflow_plan_prints_is_what_runs(max_resource: int) -> None:
+    from schedulers._rungs import hyperband_schedule
+
+    s = hb(budget=Budget(max_resource=max_resource))
+    result = simulate(s, objective, max_concurrency=4)
+    created = [e for e in result.events if isinstance(e, TrialCreated) and "plan" in e.info]
+    ran = [(e.info["iteration"], e.info["s"], e.info["plan"]) for e in created]
+    planned = hyperband_schedule(9, 3, max_resource=max_resource)
+    assert ran == [(it, b.s, [list(r) for r in b.rungs]) for it, b in planned]
+    assert result.resource_used == sum(b.resource for _, b in planned)
