@@ -230,6 +230,8 @@ METHODS: dict[str, Method] = {
     "asha+random": _asha("random"),
     "asha-stopping+random": _asha("random", variant="stopping"),
     "asha+random, 5 brackets": _asha("random", brackets=5),
+    "asha 5 br., Ray weights": _asha("random", brackets=5, bracket_weights="exponential"),
+    "asha 5 br., round robin": _asha("random", brackets=5, bracket_weights="round_robin"),
     "dyhpo": _dyhpo(),
     "random (full)": _rungflow(_random),
     "optuna random+SH": optuna_random_sh,
