@@ -155,7 +155,7 @@ class ASHAScheduler(Scheduler):
 
     Warm start: an imported observation (:class:`~schedulers.events.ObservationImported`)
     with a result at a rung's resource is recorded in that rung of every
-    bracket, so it counts in the promotion quota ``floor(n_k / eta)`` and in
+    bracket, so it counts in the promotion quota ``floor(n_k * r_k / r_{k+1})`` and in
     the stopping cutoff, but it is never promotable itself. Its results at
     every rung resource also go to the searcher.
 

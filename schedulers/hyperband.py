@@ -187,7 +187,17 @@ class HyperBandScheduler(Scheduler):
     while the budget allows. A bracket opens only if its whole plan fits in
     the remaining ``Budget`` (trials and resource) after what open brackets
     still need, so a started bracket always runs to its end; a bracket that
-    does not fit is skipped for the next one in the cycle that does.
+    does not fit is skipped for the next one in the cycle that does. When no
+    whole bracket fits any more, a cut-down copy of the next one
+    (:func:`~schedulers._rungs.partial_bracket`: fewer trials, at least one
+    reaching ``max_t``) spends the remainder, so less than one full training
+    (``max_t``) of a ``max_resource`` budget is left unspent (at R = 81 and
+    8,100 units: 6 instead of 195). ``rungflow plan hyperband --max-resource``
+    prints the brackets a run will open (:func:`~schedulers._rungs.hyperband_schedule`).
+    With an int ``max_t`` rungs are whole epochs (``floor(R * eta**(i - s))``,
+    Ray Tune's rounding): what the budget is charged is what is trained.
+    Each bracket's plan is recorded in the ``info`` of its first trial
+    (:class:`HyperBandInfo`), so replay never re-derives it.
     Trials parked at an undecided rung get ``Pause``; trials culled get
     ``Stop``. Errored or removed trials leave their rung at once; a rung
     promotes ``min(n_{i+1}, trials with a result)``, so it never waits for them.
