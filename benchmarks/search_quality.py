@@ -1,104 +1,326 @@
-"""Search quality at equal total resource on ``examples/synthetic.py``.
+"""Search quality at equal total resource, with a rank test between methods.
 
-Compares ASHA (random and TPE searchers; grace period 1 and 9; the
-promotion and stopping variants), HyperBand (random and TPE, i.e. BOHB) and
-full-budget random search, each given the same
-``Budget(max_resource=...)`` and run by the in-memory simulator with 4
-workers, over several seeds. Prints median and interquartile range of the
-final regret: the true loss at ``MAX_T`` of the trial each scheduler returns
-as best, minus the known optimum.
+Problems (all ``R = max_t = 81`` epochs, one report per epoch):
 
-Run: ``python benchmarks/search_quality.py [--seeds 7] [--budget 3000]``.
+* ``crossing``: ``examples/synthetic.py``; learning curves cross, so early
+  rungs mislead about which learning rate ends best.
+* ``hartmann-informative`` / ``hartmann-misleading``: the multi-fidelity
+  Hartmann 6-D function of :mod:`benchmarks.mf_hartmann` with
+  fidelity-dependent bias and noise; low fidelities rank configurations
+  somewhat / mislead.
+
+Methods, each given the same ``Budget(max_resource=budget)`` and run by the
+in-memory simulator (:func:`schedulers.simulate.simulate`, no Prefect) with
+the same number of asynchronous workers: rungflow's HyperBand (+TPE, i.e.
+BOHB, and +random), ASHA + random (promotion and stopping variants), DyHPO
+with its defaults, full-fidelity random search, and -- as a benchmark-only
+peer -- Optuna's ``RandomSampler`` + ``SuccessiveHalvingPruner`` (min_resource
+1, reduction_factor 3), driven through Optuna's ask/tell interface with the
+same simulated workers and the same resource budget (one unit per epoch).
+
+Regret: the true (noise-free, full-fidelity) loss of the configuration each
+method returns (highest resource reached first, then best value: rungflow's
+``best_trial`` rule, applied to Optuna's trials too), minus the optimum.
+Prints median and IQR over seeds, and two-sided Mann-Whitney U p-values of
+every method against the best (lowest median) method of the problem, plus the
+acceptance pairs of issue 16 one-sided. Saves everything as JSON.
+
+Run: ``python benchmarks/search_quality.py [--seeds 20] [--budget-trainings 30]
+[--problems ...] [--methods ...] [--workers 4]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from collections.abc import Callable
-from typing import Any
+import os
+import sys
 
-import numpy as np
+# Run as a script (``python benchmarks/search_quality.py``) the repository root
+# is not on the path, and benchmarks.mf_hartmann must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from examples.synthetic import MAX_T, SPACE, objective, regret
-from schedulers import Budget, RandomScheduler
-from schedulers.asha import ASHAScheduler
-from schedulers.base import Scheduler
-from schedulers.hyperband import HyperBandScheduler
-from schedulers.simulate import simulate
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-Factory = Callable[[int, Budget], Scheduler]
-COMMON: dict[str, Any] = {"space": SPACE, "metric": "loss", "mode": "min"}
+import argparse  # noqa: E402
+import heapq  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
+from scipy.stats import mannwhitneyu  # noqa: E402
 
-def _asha(searcher: str, grace_period: int = 1, variant: str = "promotion") -> Factory:
-    def make(seed: int, budget: Budget) -> Scheduler:
-        return ASHAScheduler(
-            **COMMON, seed=seed, budget=budget, max_t=MAX_T, grace_period=grace_period,
-            reduction_factor=3, searcher=searcher, variant=variant,
-        )
+from benchmarks.mf_hartmann import PRESETS  # noqa: E402
+from benchmarks.mf_hartmann import SPACE as HARTMANN_SPACE  # noqa: E402
+from examples import synthetic  # noqa: E402
+from schedulers import Budget, RandomScheduler, SearchSpace  # noqa: E402
+from schedulers.asha import ASHAScheduler  # noqa: E402
+from schedulers.base import Scheduler  # noqa: E402
+from schedulers.hyperband import HyperBandScheduler  # noqa: E402
+from schedulers.simulate import Objective, simulate  # noqa: E402
 
-    return make
-
-
-def _hyperband(searcher: str) -> Factory:
-    def make(seed: int, budget: Budget) -> Scheduler:
-        return HyperBandScheduler(
-            **COMMON, seed=seed, budget=budget, max_t=MAX_T, reduction_factor=3,
-            searcher=searcher,
-        )
-
-    return make
+OUT = pathlib.Path(__file__).parent / "out"
 
 
-def _random(seed: int, budget: Budget) -> Scheduler:
-    return RandomScheduler(**COMMON, seed=seed, budget=budget, max_t=MAX_T)
+@dataclass(frozen=True)
+class Problem:
+    """A benchmark problem: objective, space, R and the regret of a config."""
+
+    name: str
+    space: SearchSpace
+    max_t: int
+    objective: Objective
+    regret: Callable[[Mapping[str, Any]], float]
 
 
-METHODS: dict[str, Factory] = {
-    "asha+random": _asha("random"),
-    "asha+tpe": _asha("tpe"),
-    "asha+random, r=9": _asha("random", grace_period=9),
-    "asha-stopping+random": _asha("random", variant="stopping"),
-    "hyperband+random": _hyperband("random"),
-    "hyperband+tpe (BOHB)": _hyperband("tpe"),
-    "random (full budget)": _random,
+PROBLEMS: dict[str, Problem] = {
+    "crossing": Problem(
+        "crossing", synthetic.SPACE, synthetic.MAX_T, synthetic.objective, synthetic.regret
+    ),
+    **{
+        name: Problem(name, HARTMANN_SPACE, p.max_t, p.objective, p.regret)
+        for name, p in PRESETS.items()
+    },
 }
 
 
-def run(make: Factory, seed: int, budget: float) -> tuple[float, float, int]:
-    scheduler = make(seed, Budget(max_resource=budget))
-    result = simulate(scheduler, objective, max_concurrency=4, seed=seed)
-    assert result.done is not None and result.done.best_trial_id is not None
-    best = scheduler.trials[result.done.best_trial_id]
-    return regret(best.config), result.resource_used, len(scheduler.trials)
+@dataclass
+class Outcome:
+    regret: float
+    resource: float
+    trials: int
+    seconds: float
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=7)
-    parser.add_argument("--budget", type=float, default=3000.0, help="total resource (epochs)")
-    args = parser.parse_args()
-    print(
-        f"synthetic benchmark, MAX_T={MAX_T}, budget={args.budget:g} epochs "
-        f"(= {args.budget / MAX_T:.0f} full trainings), {args.seeds} seeds, 4 workers"
-    )
-    header = f"{'method':<22}{'median regret':>14}{'IQR':>22}"
-    print(f"{header}{'resource':>10}{'trials':>8}{'s/run':>7}")
-    for name, make in METHODS.items():
-        regrets, used, trials = [], [], []
-        start = time.perf_counter()
-        for seed in range(args.seeds):
-            r, u, n = run(make, seed, args.budget)
-            regrets.append(r)
-            used.append(u)
-            trials.append(n)
-        per_run = (time.perf_counter() - start) / args.seeds
-        q1, med, q3 = np.percentile(regrets, [25, 50, 75])
-        print(
-            f"{name:<22}{med:>14.4f}{f'[{q1:.4f}, {q3:.4f}]':>22}"
-            f"{np.mean(used):>10.0f}{np.mean(trials):>8.0f}{per_run:>7.1f}"
+Method = Callable[[Problem, int, float, int], Outcome]
+
+
+def _common(problem: Problem, seed: int, budget: float) -> dict[str, Any]:
+    return {
+        "space": problem.space, "metric": "loss", "mode": "min", "seed": seed,
+        "budget": Budget(max_resource=budget),
+    }
+
+
+def _rungflow(make: Callable[[Problem, dict[str, Any]], Scheduler]) -> Method:
+    def run(problem: Problem, seed: int, budget: float, workers: int) -> Outcome:
+        start = time.process_time()
+        scheduler = make(problem, _common(problem, seed, budget))
+        result = simulate(scheduler, problem.objective, max_concurrency=workers, seed=seed)
+        assert result.done is not None and result.done.best_trial_id is not None
+        best = scheduler.trials[result.done.best_trial_id]
+        return Outcome(
+            problem.regret(best.config), result.resource_used, len(scheduler.trials),
+            time.process_time() - start,
         )
+
+    return run
+
+
+def _asha(searcher: str, variant: str = "promotion", **extra: Any) -> Method:
+    return _rungflow(
+        lambda p, kw: ASHAScheduler(
+            **kw, max_t=p.max_t, grace_period=1, reduction_factor=3, searcher=searcher,
+            variant=variant, **extra,
+        )
+    )
+
+
+def _hyperband(searcher: str) -> Method:
+    return _rungflow(
+        lambda p, kw: HyperBandScheduler(**kw, max_t=p.max_t, reduction_factor=3,
+                                         searcher=searcher)
+    )
+
+
+def _dyhpo(**extra: Any) -> Method:
+    def make(p: Problem, kw: dict[str, Any]) -> Scheduler:
+        from schedulers.dyhpo import DyHPOScheduler
+
+        return DyHPOScheduler(**kw, max_t=p.max_t, **extra)
+
+    return _rungflow(make)
+
+
+def _random(p: Problem, kw: dict[str, Any]) -> Scheduler:
+    return RandomScheduler(**kw, max_t=p.max_t)
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``suggest_*`` for an optuna distribution (the public API)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+
+
+def optuna_random_sh(problem: Problem, seed: int, budget: float, workers: int) -> Outcome:
+    """Optuna's RandomSampler + SuccessiveHalvingPruner under the same simulated workers.
+
+    Each worker trains one trial epoch by epoch (Optuna's model: report, then
+    ``should_prune``; a pruned trial is never resumed), with the same
+    lognormal jitter per unit of resource as the simulator. An epoch is
+    started only while the budget has room for it, so the resource spent is
+    the same as rungflow's.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start_cpu = time.process_time()
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    )
+    jitter = np.random.default_rng(seed)
+    heap: list[tuple[float, int, Any]] = []
+    spent = 0
+    counter = 0
+    last: dict[int, tuple[float, float, dict[str, Any]]] = {}  # number -> (resource, value, cfg)
+
+    def schedule(now: float, trial: Any, config: dict[str, Any], epoch: int, state: Any) -> bool:
+        nonlocal spent, counter
+        if spent + 1 > budget:
+            return False
+        spent += 1
+        counter += 1
+        d = float(jitter.lognormal(0.0, 0.3))
+        heapq.heappush(heap, (now + d, counter, (trial, config, epoch, state)))
+        return True
+
+    def start_trial(now: float) -> None:
+        if spent + 1 > budget:
+            return
+        trial = study.ask()
+        config = {name: _suggest(trial, name, dist) for name, dist in problem.space.items()}
+        schedule(now, trial, config, 1, None)
+
+    for _ in range(workers):
+        start_trial(0.0)
+    while heap:
+        now, _, (trial, config, epoch, state) = heapq.heappop(heap)
+        reports, state = problem.objective(config, epoch - 1, epoch, state)
+        value = float(reports[-1]["loss"])
+        last[trial.number] = (float(epoch), value, config)
+        trial.report(value, epoch)
+        if epoch >= problem.max_t:
+            study.tell(trial, value)
+        elif trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif schedule(now, trial, config, epoch + 1, state):
+            continue
+        else:  # out of budget mid-trial: Optuna would stop the study here
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        start_trial(now)
+    best = min(last.values(), key=lambda row: (-row[0], row[1]))
+    return Outcome(problem.regret(best[2]), float(spent), len(study.trials),
+                   time.process_time() - start_cpu)
+
+
+METHODS: dict[str, Method] = {
+    "hyperband+tpe": _hyperband("tpe"),
+    "hyperband+random": _hyperband("random"),
+    "asha+random": _asha("random"),
+    "asha-stopping+random": _asha("random", variant="stopping"),
+    "asha+random, 5 brackets": _asha("random", brackets=5),
+    "asha 5 br., Ray weights": _asha("random", brackets=5, bracket_weights="exponential"),
+    "asha 5 br., round robin": _asha("random", brackets=5, bracket_weights="round_robin"),
+    "dyhpo": _dyhpo(),
+    "random (full)": _rungflow(_random),
+    "optuna random+SH": optuna_random_sh,
+}
+
+#: Issue 16's acceptance pairs: (method, peer, alternative) for a one-sided test
+#: "method's regret is greater than peer's" (small p = method is worse).
+ACCEPTANCE = (
+    ("asha+random", "optuna random+SH"),
+    ("asha-stopping+random", "optuna random+SH"),
+    ("dyhpo", "asha+random"),
+    ("dyhpo", "random (full)"),
+)
+
+
+def summarise(regrets: Sequence[float]) -> dict[str, float]:
+    q1, med, q3 = np.percentile(regrets, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def p_worse(a: Sequence[float], b: Sequence[float]) -> float:
+    """One-sided Mann-Whitney U: p-value of 'a's regrets are stochastically greater than b's'."""
+    if np.allclose(a, b):
+        return 1.0
+    return float(mannwhitneyu(a, b, alternative="greater").pvalue)
+
+
+def p_two_sided(a: Sequence[float], b: Sequence[float]) -> float:
+    if np.allclose(a, b):
+        return 1.0
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget-trainings", type=float, default=30.0,
+                        help="total resource in full trainings of R epochs (default 30)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--out", default=str(OUT / "search_quality.json"))
+    args = parser.parse_args(argv)
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, {args.workers} workers, "
+          f"budget {args.budget_trainings:g} full trainings per run")
+    report: dict[str, Any] = {"args": vars(args), "problems": {}}
+    for pname in args.problems:
+        problem = PROBLEMS[pname]
+        budget = args.budget_trainings * problem.max_t
+        outcomes: dict[str, list[Outcome]] = {m: [] for m in args.methods}
+        for seed in range(args.seeds):  # variants interleaved within each seed
+            for m in args.methods:
+                outcomes[m].append(METHODS[m](problem, seed, budget, args.workers))
+        regrets = {m: [o.regret for o in outs] for m, outs in outcomes.items()}
+        stats = {m: summarise(r) for m, r in regrets.items()}
+        best = min(stats, key=lambda m: stats[m]["median"])
+        print(f"\n{pname}: R={problem.max_t}, budget {budget:g} epochs")
+        print(f"{'method':<22}{'median regret':>14}{'IQR':>20}{'p vs best':>10}"
+              f"{'resource':>10}{'trials':>8}{'cpu s/run':>10}")
+        for m in args.methods:
+            s = stats[m]
+            p = p_two_sided(regrets[m], regrets[best]) if m != best else float("nan")
+            stats[m]["p_vs_best"] = p
+            outs = outcomes[m]
+            iqr = f"[{s['q1']:.4f}, {s['q3']:.4f}]"
+            print(f"{m:<22}{s['median']:>14.4f}{iqr:>20}"
+                  f"{'best' if m == best else f'{p:.3f}':>10}"
+                  f"{np.mean([o.resource for o in outs]):>10.0f}"
+                  f"{np.mean([o.trials for o in outs]):>8.0f}"
+                  f"{np.median([o.seconds for o in outs]):>10.2f}")
+        pairs = []
+        for a, b in ACCEPTANCE:
+            if a in regrets and b in regrets:
+                p = p_worse(regrets[a], regrets[b])
+                ratio = stats[a]["median"] / max(stats[b]["median"], 1e-12)
+                pairs.append({"method": a, "peer": b, "p_worse": p, "median_ratio": ratio})
+                print(f"  {a} vs {b}: median ratio {ratio:.2f}, "
+                      f"one-sided p({a} worse) = {p:.3f}")
+        report["problems"][pname] = {
+            "budget": budget, "best": best, "stats": stats, "pairs": pairs,
+            "regrets": regrets,
+            "resource": {m: [o.resource for o in outs] for m, outs in outcomes.items()},
+            "cpu_seconds": {m: [o.seconds for o in outs] for m, outs in outcomes.items()},
+        }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nsaved {out}")
+    return report
 
 
 if __name__ == "__main__":

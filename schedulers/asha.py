@@ -28,6 +28,7 @@ from schedulers._rungs import (
     check_reduction_factor,
     make_searcher,
     percentile,
+    promotion_fraction,
     rng_after,
 )
 from schedulers.actions import Action, Done, Pause, RunSegment, Stop, Wait, action_events
@@ -45,14 +46,45 @@ from schedulers.events import (
 )
 from schedulers.validation import check_choice, check_int, check_name
 
-__all__ = ["ASHAScheduler"]
+__all__ = ["ASHAScheduler", "bracket_probabilities"]
 
 _VARIANTS = ("promotion", "stopping")
+_BRACKET_WEIGHTS = ("budget", "exponential", "round_robin")
+
+
+def bracket_probabilities(n_brackets: int, reduction_factor: Number, rule: str) -> list[float]:
+    """Probability that a new trial joins ASHA bracket ``b`` (0 = most aggressive).
+
+    ``"budget"`` is Optuna's ``HyperbandPruner``: bracket ``b`` has early-stopping
+    rate ``s = n_brackets - 1 - b`` and weight ``ceil(n_brackets * eta**s / (s + 1))``,
+    HyperBand's ``n`` for that bracket, so every bracket gets about the same
+    resource, as in synchronous HyperBand. ``"exponential"`` is Ray Tune's
+    ``AsyncHyperBandScheduler``: weight ``e**(rungs_b - max_b rungs_b)``, which
+    puts ~64% of the trials in the most aggressive bracket. ``"round_robin"`` is
+    rungflow's former rule (equal trial counts), which gives the full-fidelity
+    bracket about half of the budget.
+
+    Example:
+        >>> [round(w, 3) for w in bracket_probabilities(5, 3, "budget")]
+        [0.566, 0.238, 0.105, 0.056, 0.035]
+    """
+    if rule == "round_robin":
+        return [1.0 / n_brackets] * n_brackets
+    if rule == "budget":
+        raw = [
+            math.ceil(Fraction(n_brackets * Fraction(reduction_factor) ** s, s + 1))
+            for s in (n_brackets - 1 - b for b in range(n_brackets))
+        ]
+        return [w / sum(raw) for w in raw]
+    # Bracket b has one rung fewer than bracket b - 1.
+    raw_e = [math.exp(-b) for b in range(n_brackets)]
+    return [w / sum(raw_e) for w in raw_e]
 
 
 @dataclass
 class _Rung:
     resource: Number
+    fraction: Fraction = Fraction(1)  # r_k / r_{k+1}: share promoted to the next rung
     recorded: list[tuple[float, str]] = field(default_factory=list)  # sorted, best first
     unpromoted: list[tuple[float, str]] = field(default_factory=list)  # alive, not promoted
     rewards: list[float] = field(default_factory=list)  # sorted -score, Ray's sign
@@ -71,6 +103,16 @@ class _Overlay:
     promoted: set[str] = field(default_factory=set)
 
 
+def _quota(rung: _Rung) -> int:
+    """Trials of ``rung`` that may be promoted: ``floor(n_k * r_k / r_{k+1})``."""
+    return math.floor(len(rung.recorded) * rung.fraction)
+
+
+def _quantile(rung: _Rung) -> float:
+    """Ray's stopping percentile generalised to any spacing: ``(1 - r_k / r_{k+1}) * 100``."""
+    return float(1 - rung.fraction) * 100
+
+
 def _remove(rows: list[tuple[float, str]], row: tuple[float, str]) -> bool:
     i = bisect.bisect_left(rows, row)
     if i < len(rows) and rows[i] == row:
@@ -87,8 +129,10 @@ class ASHAScheduler(Scheduler):
     Bracket ``s`` has rungs ``r * eta**(k + s)`` below ``R`` and ``R`` itself
     as the top rung, so every surviving trial ends at exactly ``max_t``.
     A trial is promotable at rung ``k`` when it is in the top
-    ``floor(n_k / eta)`` of the ``n_k`` results recorded there and has not been
-    promoted yet.
+    ``floor(n_k * r_k / r_{k+1})`` of the ``n_k`` results recorded there and
+    has not been promoted yet: the fraction promoted follows the rung spacing
+    (Syne Tune's rule), so it is ``1/eta`` between geometric rungs and 9/10
+    for the short last step of rungs ``[1, 3, 9, 10]``.
 
     ``variant="promotion"`` (default) is the paper's algorithm. It is the
     default because in rungflow pausing is free (every segment ends with a
@@ -99,16 +143,20 @@ class ASHAScheduler(Scheduler):
     are paused there; the free worker then promotes or starts a new trial.
     ``variant="stopping"`` reproduces Ray's ``ASHAScheduler``: at each rung
     the trial continues iff its value is not below ``np.nanpercentile`` of the
-    values recorded there so far at ``(1 - 1/eta) * 100`` (in Ray's
-    larger-is-better sign), and is stopped otherwise.
+    values recorded there so far at ``(1 - r_k / r_{k+1}) * 100`` (Ray's
+    ``(1 - 1/eta) * 100`` between geometric rungs; in Ray's larger-is-better
+    sign), and is stopped otherwise.
 
-    With ``brackets > 1`` (asynchronous HyperBand) new trials are assigned to
-    brackets round robin, and a free worker looks for promotions from the
-    highest rung resource down across all brackets.
+    With ``brackets > 1`` (asynchronous HyperBand) each new trial draws its
+    bracket from :func:`bracket_probabilities` (``bracket_weights="budget"``:
+    Optuna's HyperbandPruner weighting, each bracket gets about the same
+    resource), and a free worker looks for promotions from the highest rung
+    resource down across all brackets. When the drawn bracket's first rung no
+    longer fits the budget, the next cheaper bracket that fits is used.
 
     Warm start: an imported observation (:class:`~schedulers.events.ObservationImported`)
     with a result at a rung's resource is recorded in that rung of every
-    bracket, so it counts in the promotion quota ``floor(n_k / eta)`` and in
+    bracket, so it counts in the promotion quota ``floor(n_k * r_k / r_{k+1})`` and in
     the stopping cutoff, but it is never promotable itself. Its results at
     every rung resource also go to the searcher.
 
@@ -123,6 +171,9 @@ class ASHAScheduler(Scheduler):
         reduction_factor: eta (>= 2).
         brackets: Number of brackets (1 = plain ASHA), at most the number of
             rungs of bracket 0.
+        bracket_weights: How a new trial's bracket is drawn when ``brackets > 1``:
+            ``"budget"`` (Optuna), ``"exponential"`` (Ray Tune) or
+            ``"round_robin"``; see :func:`bracket_probabilities`.
         variant: ``"promotion"`` or ``"stopping"``.
         time_attr: Accepted for Ray compatibility; progress is the resource
             passed to ``report``, so this is only a label.
@@ -155,6 +206,7 @@ class ASHAScheduler(Scheduler):
         grace_period: Number = 1,
         reduction_factor: Number = 4,
         brackets: int = 1,
+        bracket_weights: str = "budget",
         variant: str = "promotion",
         time_attr: str = "training_iteration",
         searcher: str = "random",
@@ -171,16 +223,23 @@ class ASHAScheduler(Scheduler):
         # At most one bracket per rung from grace_period to max_t.
         most = len(asha_rungs(grace_period, max_t, reduction_factor))
         check_int("brackets", brackets, 1, most)
+        check_choice("bracket_weights", bracket_weights, _BRACKET_WEIGHTS)
         self.brackets = brackets
+        self.bracket_weights = bracket_weights
+        self._weights = bracket_probabilities(brackets, reduction_factor, bracket_weights)
         self.variant = variant
         self.time_attr = time_attr
         self.searcher = make_searcher(searcher, self.space, searcher_args)
-        self._eta = Fraction(reduction_factor)
-        self._quantile = (1 - 1 / reduction_factor) * 100  # Ray's _Bracket.cutoff
-        self._rungs: list[list[_Rung]] = [
-            [_Rung(r) for r in asha_rungs(grace_period, max_t, reduction_factor, s)]
-            for s in range(brackets)
-        ]
+        self._rungs: list[list[_Rung]] = []
+        for s in range(brackets):
+            resources = asha_rungs(grace_period, max_t, reduction_factor, s)
+            self._rungs.append(
+                [
+                    _Rung(r, promotion_fraction(r, resources[k + 1]))
+                    for k, r in enumerate(resources[:-1])
+                ]
+                + [_Rung(resources[-1])]
+            )
         # Promotion search order: highest rung resource first, top rungs excluded.
         self._order = sorted(
             ((b, k) for b, rungs in enumerate(self._rungs) for k in range(len(rungs) - 1)),
@@ -267,7 +326,7 @@ class ASHAScheduler(Scheduler):
             return
         if self.variant == "stopping":
             # Ray compares with the values recorded *before* this one, at arrival.
-            self._cutoff[tid] = percentile(rung.rewards, self._quantile)
+            self._cutoff[tid] = percentile(rung.rewards, _quantile(rung))
             bisect.insort(rung.rewards, -score)
         bisect.insort(rung.recorded, row)
         if not top and self.variant == "promotion":
@@ -354,8 +413,8 @@ class ASHAScheduler(Scheduler):
         )
 
     def _promotable(self, rung: _Rung, skip: set[str]) -> tuple[float, str] | None:
-        """Best trial of ``rung`` in its top ``floor(n / eta)`` that is not promoted yet."""
-        quota = math.floor(len(rung.recorded) / self._eta)
+        """Best trial of ``rung`` in its top ``floor(n * r_k / r_{k+1})`` not promoted yet."""
+        quota = _quota(rung)
         if quota == 0:
             return None
         for row in rung.unpromoted:
@@ -384,15 +443,32 @@ class ASHAScheduler(Scheduler):
     def _new_trial(self, ov: _Overlay) -> RunSegment | None:
         if not self.can_create_trial(pending_new=ov.new_trials):
             return None
-        b = (len(self.trials) + ov.new_trials) % self.brackets
+        b = self._draw_bracket(ov)
+        # Brackets are ordered by first-rung resource: fall back to cheaper ones.
+        while not self.can_spend(self._rungs[b][0].resource, pending=ov.spent):
+            if b == 0:
+                return None
+            b -= 1
         r_0 = self._rungs[b][0].resource
-        if not self.can_spend(r_0, pending=ov.spent):
-            return None
         trial_id = self.new_trial_id(offset=ov.new_trials)
         config = self.searcher.suggest(trial_id, rng_after(self, ov.events))
         return RunSegment(
             trial_id, config, 0, r_0, new_trial=True, info={"bracket": b, "rung": 0}
         )
+
+    def _draw_bracket(self, ov: _Overlay) -> int:
+        if self.brackets == 1:
+            return 0
+        if self.bracket_weights == "round_robin":
+            return (len(self.trials) + ov.new_trials) % self.brackets
+        # Salt 1: the searcher's draws (salt 0) stay what they would be with one bracket.
+        u = float(rng_after(self, ov.events, salt=1).random())
+        total = 0.0
+        for b, w in enumerate(self._weights):
+            total += w
+            if u < total:
+                return b
+        return self.brackets - 1
 
     # ---------------------------------------------------------------- status
     def status_extras(self) -> dict[str, Any]:
@@ -401,14 +477,14 @@ class ASHAScheduler(Scheduler):
         for b, rungs in enumerate(self._rungs):
             rows = []
             for rung in rungs:
-                quota = math.floor(len(rung.recorded) / self._eta)
+                quota = _quota(rung)
                 rows.append(
                     {
                         "resource": rung.resource,
                         "recorded": len(rung.recorded),
                         "promoted": rung.promoted,
                         "quota": quota,
-                        "cutoff": percentile(rung.rewards, self._quantile),
+                        "cutoff": percentile(rung.rewards, _quantile(rung)),
                         "top": [tid for _, tid in rung.recorded[: min(quota, 20)]],
                     }
                 )

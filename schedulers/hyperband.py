@@ -13,6 +13,7 @@ holds the cluster back.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from schedulers._rungs import (
     check_reduction_factor,
     hyperband_brackets,
     make_searcher,
+    partial_bracket,
     rng_after,
 )
 from schedulers.actions import Action, Done, Pause, RunSegment, Stop, Wait, action_events
@@ -40,7 +42,73 @@ from schedulers.events import (
 )
 from schedulers.validation import check_bool, check_name
 
-__all__ = ["HyperBandScheduler"]
+__all__ = ["HyperBandInfo", "HyperBandScheduler"]
+
+Plan = tuple[tuple[int, Number], ...]
+
+
+@dataclass(frozen=True)
+class HyperBandInfo:
+    """What a HyperBand decision records in its events' ``info``; replay reads it back.
+
+    Stored as a plain mapping (see :meth:`to_info`), so the event schema is
+    unchanged; :meth:`parse` reads payloads of every version (unknown keys are
+    ignored, missing flags default to False).
+
+    Attributes:
+        bracket: Opening order of the bracket (its id, ``k``).
+        s: The paper's bracket index.
+        iteration: HyperBand iteration the bracket belongs to.
+        rung: Rung the segment trains to (or the trial sits at, for Pause/Stop).
+        plan: ``(n_i, r_i)`` per rung, written by the trial that opens the
+            bracket: the bracket runs this plan on replay whatever the current
+            arithmetic (a partial bracket has fewer trials; logs written before
+            plans were recorded replay the exact-rational plan they ran).
+        promoted: The segment is a promotion to ``rung``.
+        retry: The segment re-runs one that failed (not finally).
+        extended: ``stop_last_trials=False``: a survivor trains ``max_t`` more.
+        retried: The Stop ends a retried trial whose rung was decided meanwhile.
+    """
+
+    bracket: int
+    s: int
+    iteration: int
+    rung: int
+    plan: Plan | None = None
+    promoted: bool = False
+    retry: bool = False
+    extended: bool = False
+    retried: bool = False
+
+    def to_info(self) -> dict[str, Any]:
+        """The mapping stored in the event: only the flags that are set."""
+        info: dict[str, Any] = {
+            "bracket": self.bracket, "s": self.s, "iteration": self.iteration, "rung": self.rung,
+        }
+        if self.plan is not None:
+            info["plan"] = [[n, r] for n, r in self.plan]
+        for flag in ("promoted", "retry", "extended", "retried"):
+            if getattr(self, flag):
+                info[flag] = True
+        return info
+
+    @classmethod
+    def parse(cls, info: Mapping[str, Any], rung: int = 0) -> HyperBandInfo | None:
+        """Read a stored payload; None when it is not HyperBand's (no ``bracket``)."""
+        if "bracket" not in info:
+            return None
+        plan = info.get("plan")
+        return cls(
+            bracket=int(info["bracket"]),
+            s=int(info.get("s", 0)),
+            iteration=int(info.get("iteration", 0)),
+            rung=int(info.get("rung", rung)),
+            plan=None if plan is None else tuple((int(n), r) for n, r in plan),
+            promoted=bool(info.get("promoted", False)),
+            retry=bool(info.get("retry", False)),
+            extended=bool(info.get("extended", False)),
+            retried=bool(info.get("retried", False)),
+        )
 
 
 @dataclass
@@ -98,7 +166,7 @@ class _Overlay:
     new_trials: int = 0
     decided: set[str] = field(default_factory=set)
     started: dict[int, dict[int, int]] = field(default_factory=dict)  # k -> rung -> count
-    opened: list[tuple[int, int, int]] = field(default_factory=list)  # (k, s, iteration)
+    opened: list[tuple[int, int, int, Bracket]] = field(default_factory=list)  # (k, s, it, plan)
     segments: int = 0
 
 
@@ -120,7 +188,17 @@ class HyperBandScheduler(Scheduler):
     while the budget allows. A bracket opens only if its whole plan fits in
     the remaining ``Budget`` (trials and resource) after what open brackets
     still need, so a started bracket always runs to its end; a bracket that
-    does not fit is skipped for the next one in the cycle that does.
+    does not fit is skipped for the next one in the cycle that does. When no
+    whole bracket fits any more, a cut-down copy of the next one
+    (:func:`~schedulers._rungs.partial_bracket`: fewer trials, at least one
+    reaching ``max_t``) spends the remainder, so less than one full training
+    (``max_t``) of a ``max_resource`` budget is left unspent (at R = 81 and
+    8,100 units: 6 instead of 195). ``rungflow plan hyperband --max-resource``
+    prints the brackets a run will open (:func:`~schedulers._rungs.hyperband_schedule`).
+    With an int ``max_t`` rungs are whole epochs (``floor(R * eta**(i - s))``,
+    Ray Tune's rounding): what the budget is charged is what is trained.
+    Each bracket's plan is recorded in the ``info`` of its first trial
+    (:class:`HyperBandInfo`), so replay never re-derives it.
     Trials parked at an undecided rung get ``Pause``; trials culled get
     ``Stop``. Errored or removed trials leave their rung at once; a rung
     promotes ``min(n_{i+1}, trials with a result)``, so it never waits for them.
@@ -199,6 +277,7 @@ class HyperBandScheduler(Scheduler):
         self.time_attr = time_attr
         self.searcher = make_searcher(searcher, self.space, searcher_args)
         self.plans = hyperband_brackets(max_t, reduction_factor)
+        self._legacy_plans = hyperband_brackets(max_t, reduction_factor, integer=False)
         self.s_max = self.plans[0].s
         self._brackets: dict[int, _BracketState] = {}
         self._open: dict[int, None] = {}  # ordered set of brackets with work left
@@ -225,7 +304,8 @@ class HyperBandScheduler(Scheduler):
         k, i = self._where[tid]
         b = self._brackets[k]
         if isinstance(event, SegmentStarted):
-            rung = int(event.info.get("rung", i))
+            parsed = HyperBandInfo.parse(event.info, i)
+            rung = i if parsed is None else parsed.rung
             if rung != i:
                 self._where[tid] = (k, rung)
                 i = rung
@@ -285,12 +365,16 @@ class HyperBandScheduler(Scheduler):
             self._open[b.k] = None
 
     def _on_created(self, event: TrialCreated) -> None:
-        info = event.info
-        if "bracket" not in info:
+        info = HyperBandInfo.parse(event.info)
+        if info is None:
             return  # not one of ours (e.g. a hand-made trial): ignore it
-        k, s, it = int(info["bracket"]), int(info["s"]), int(info.get("iteration", 0))
+        k, s, it = info.bracket, info.s, info.iteration
         if k not in self._brackets:
-            self._brackets[k] = _BracketState(k, s, it, self.plans[self.s_max - s])
+            if info.plan is not None:
+                plan = Bracket(s, info.plan)
+            else:  # written before plans were recorded: the exact-rational arithmetic
+                plan = self._legacy_plans[self.s_max - s]
+            self._brackets[k] = _BracketState(k, s, it, plan)
             self._open[k] = None
             if self._last is None or k > self._last[0]:
                 self._last = (k, s, it)
@@ -377,8 +461,9 @@ class HyperBandScheduler(Scheduler):
                 per[rung] = per.get(rung, 0) + 1
             if action.new_trial:
                 ov.new_trials += 1
-                if k not in self._brackets and all(o[0] != k for o in ov.opened):
-                    ov.opened.append((k, int(action.info["s"]), int(action.info["iteration"])))
+                info = HyperBandInfo.parse(action.info)
+                if info is not None and info.plan is not None:
+                    ov.opened.append((k, info.s, info.iteration, Bracket(info.s, info.plan)))
                 return
         if isinstance(action, (RunSegment, Pause, Stop)):
             ov.decided.add(action.trial_id)
@@ -396,8 +481,14 @@ class HyperBandScheduler(Scheduler):
             return Wait()
         return self.done_action()
 
-    def _info(self, b: _BracketState, rung: int, **extra: Any) -> dict[str, Any]:
-        return {"bracket": b.k, "s": b.s, "iteration": b.iteration, "rung": rung, **extra}
+    def _info(
+        self, b: _BracketState, rung: int, *, promoted: bool = False, retry: bool = False,
+        extended: bool = False, retried: bool = False,
+    ) -> dict[str, Any]:
+        return HyperBandInfo(
+            b.k, b.s, b.iteration, rung, promoted=promoted, retry=retry, extended=extended,
+            retried=retried,
+        ).to_info()
 
     def _decide_trial(self, tid: str, ov: _Overlay) -> Action:
         k, i = self._where[tid]
@@ -439,8 +530,7 @@ class HyperBandScheduler(Scheduler):
         total: Number = 0
         for k in self._open:
             total += self._brackets[k].remaining_cost(ov.started.get(k))
-        for k, s, _ in ov.opened:
-            plan = self.plans[self.s_max - s]
+        for k, _, _, plan in ov.opened:
             started = ov.started.get(k, {}).get(0, 0)
             total += plan.resource - started * plan.rungs[0][1]
         return total
@@ -452,8 +542,8 @@ class HyperBandScheduler(Scheduler):
             left = b.plan.rungs[0][0] - b.created - ov.started.get(k, {}).get(0, 0)
             if left > 0:
                 return k, b.s, b.iteration, left
-        for k, s, it in ov.opened:
-            left = self.plans[self.s_max - s].rungs[0][0] - ov.started.get(k, {}).get(0, 0)
+        for k, s, it, plan in ov.opened:
+            left = plan.rungs[0][0] - ov.started.get(k, {}).get(0, 0)
             if left > 0:
                 return k, s, it, left
         return None
@@ -463,47 +553,70 @@ class HyperBandScheduler(Scheduler):
         for k in self._open:
             b = self._brackets[k]
             slots += max(0, b.plan.rungs[0][0] - b.created - ov.started.get(k, {}).get(0, 0))
-        for k, s, _ in ov.opened:
-            slots += self.plans[self.s_max - s].rungs[0][0] - ov.started.get(k, {}).get(0, 0)
+        for k, _, _, plan in ov.opened:
+            slots += plan.rungs[0][0] - ov.started.get(k, {}).get(0, 0)
         return slots
 
-    def _next_bracket(self, ov: _Overlay) -> tuple[int, int, int] | None:
-        """The bracket to open next, skipping (in cycle order) those that do not fit."""
-        last = ov.opened[-1] if ov.opened else self._last
+    def _next_bracket(self, ov: _Overlay) -> tuple[int, int, int, Bracket] | None:
+        """The bracket to open next: ``(k, s, iteration, plan)``.
+
+        In cycle order, the first whole bracket that fits the budget; when none
+        fits, the first bracket of the cycle of which a cut-down copy
+        (:func:`~schedulers._rungs.partial_bracket`) still fits, so the
+        remainder of the budget is spent on search rather than left unspent.
+        """
+        last = ov.opened[-1][:3] if ov.opened else self._last
         k = 0 if last is None else last[0] + 1
         # Before the first bracket, pretend the previous one was "s_max + 1" of
         # iteration 0 so that the cycle starts at s_max without wrapping.
         s_prev, it = (self.s_max + 1, 0) if last is None else (last[1], last[2])
         committed = self._committed(ov)
-        reserved_trials = self._slots_left(ov)
-        for step in range(1, self.s_max + 2):
-            s = (s_prev - step) % (self.s_max + 1)
+        reserved_trials = ov.new_trials + self._slots_left(ov)
+        cycle = [(s_prev - step) % (self.s_max + 1) for step in range(1, self.s_max + 2)]
+        for s in cycle:
             plan = self.plans[self.s_max - s]
-            trials_needed = ov.new_trials + reserved_trials + plan.rungs[0][0]
-            if not self.can_create_trial(pending_new=trials_needed - 1):
+            if not self.can_create_trial(pending_new=reserved_trials + plan.rungs[0][0] - 1):
                 continue
             if not self.can_spend(plan.resource, pending=ov.spent + committed):
                 continue
-            # A new HyperBand iteration starts when the cycle wraps past s = 0.
-            iteration = it + 1 if s >= s_prev else it
-            return k, s, iteration
+            return k, s, it + 1 if s >= s_prev else it, plan
+        room = self.budget.max_resource
+        if room is not None:
+            room = room - self.resource_used - ov.spent - committed
+        trials = self.budget.max_trials
+        if trials is not None:
+            trials = trials - len(self.trials) - reserved_trials
+        if (room is None and trials is None) or (trials is not None and trials < 1):
+            return None
+        for s in cycle:
+            cut = partial_bracket(self.plans[self.s_max - s], self.reduction_factor, room, trials)
+            if cut is not None:
+                # A new HyperBand iteration starts when the cycle wraps past s = 0.
+                return k, s, it + 1 if s >= s_prev else it, cut
         return None
 
     def _new_trial(self, ov: _Overlay) -> RunSegment | None:
         slot = self._unfilled(ov)
+        recorded: Plan | None = None  # written by the trial that opens a bracket
         if slot is None:
             opened = self._next_bracket(ov)
             if opened is None:
                 return None
-            k, s, it = opened
+            k, s, it, plan = opened
+            recorded = plan.rungs
         else:
             k, s, it, _ = slot
-        plan = self.plans[self.s_max - s]
+            plan = self._plan_of(k, ov)
+        r_0 = plan.rungs[0][1]
         trial_id = self.new_trial_id(offset=ov.new_trials)
         config = self.searcher.suggest(trial_id, rng_after(self, ov.events))
-        r_0 = plan.rungs[0][1]
-        info = {"bracket": k, "s": s, "iteration": it, "rung": 0}
-        return RunSegment(trial_id, config, 0, r_0, new_trial=True, info=info)
+        info = HyperBandInfo(k, s, it, 0, plan=recorded)
+        return RunSegment(trial_id, config, 0, r_0, new_trial=True, info=info.to_info())
+
+    def _plan_of(self, k: int, ov: _Overlay) -> Bracket:
+        if k in self._brackets:
+            return self._brackets[k].plan
+        return next(plan for kk, _, _, plan in ov.opened if kk == k)
 
     # ---------------------------------------------------------------- status
     def status_extras(self) -> dict[str, Any]:

@@ -5,11 +5,16 @@ Table 1: per bracket the rungs ``(n_i, r_i)`` and the resource spent (with
 promoted trials resuming from their checkpoints, which is what
 ``budget.max_resource`` counts). ``--json`` prints
 ``{"brackets": [{"s": s, "rungs": [[n_i, r_i], ...], ...}, ...]}`` from
-``s_max`` down to 0, plus totals.
+``s_max`` down to 0, plus totals. Rungs are what the trainable is asked to
+train: whole epochs when ``--max-t`` is an int (Ray Tune's rounding).
+``--max-resource`` (and/or ``--max-trials``) prints instead every bracket a
+run with that budget opens, in order, including the cut-down last bracket
+that spends the remainder, and what is left unspent.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -20,7 +25,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schedulers._rungs import Bracket, Number, asha_rungs, hyperband_brackets
+from schedulers._rungs import (
+    Bracket,
+    Number,
+    asha_rungs,
+    hyperband_brackets,
+    hyperband_schedule,
+    promotion_fraction,
+)
+from schedulers.asha import bracket_probabilities
 from schedulers.validation import (
     SchedulerArgumentError,
     check_grace_period,
@@ -37,6 +50,7 @@ _OPTION = {
     "grace_period": "--grace-period",
     "brackets": "--brackets",
     "trials": "--trials",
+    "max_resource": "--max-resource",
 }
 
 
@@ -67,10 +81,30 @@ def _integer(option: str, value: Number, low: int) -> int:
     return value
 
 
-def hyperband_plan(max_t: Number, reduction_factor: Number) -> dict[str, Any]:
-    """The JSON plan of one HyperBand iteration."""
-    brackets = hyperband_brackets(max_t, reduction_factor)
-    return _with_totals([b.to_json() for b in brackets])
+def hyperband_plan(
+    max_t: Number,
+    reduction_factor: Number,
+    max_resource: Number | None = None,
+    max_trials: int | None = None,
+) -> dict[str, Any]:
+    """The JSON plan of one HyperBand iteration, or of a whole run under a budget."""
+    if max_resource is None and max_trials is None:
+        brackets = hyperband_brackets(max_t, reduction_factor)
+        return _with_totals([b.to_json() for b in brackets])
+    if max_resource is not None:
+        check_positive("max_resource", max_resource)
+    full = {b.s: b for b in hyperband_brackets(max_t, reduction_factor)}
+    rows = [
+        {**b.to_json(), "iteration": it, "partial": b.rungs[0][0] < full[b.s].rungs[0][0]}
+        for it, b in hyperband_schedule(
+            max_t, reduction_factor, max_resource=max_resource, max_trials=max_trials
+        )
+    ]
+    plan = _with_totals(rows)
+    if max_resource is not None:
+        plan["max_resource"] = max_resource
+        plan["unspent"] = max_resource - plan["total_resource"]
+    return plan
 
 
 def asha_plan(
@@ -82,8 +116,10 @@ def asha_plan(
 ) -> dict[str, Any]:
     """The expected shape of ASHA once ``trials`` trials per bracket have finished.
 
-    ASHA has no fixed bracket sizes; asymptotically rung ``i`` of a bracket
-    receives ``floor(trials / eta**i)`` trials. ``s`` is the number of
+    ASHA has no fixed bracket sizes; asymptotically rung ``i + 1`` of a bracket
+    receives the fraction ``r_i / r_{i+1}`` of rung ``i``'s trials (``1/eta``
+    between geometric rungs). ``probability`` is the chance that a new trial
+    joins the bracket (``bracket_weights="budget"``). ``s`` is the number of
     promotions a trial of that bracket can get (as in HyperBand, so the most
     exploratory bracket has the largest ``s``); ``bracket`` is ASHA's index.
     Default ``trials`` gives exactly one trial at the top rung of bracket 0.
@@ -99,9 +135,14 @@ def asha_plan(
     rows = []
     for b in range(brackets):
         resources = asha_rungs(grace_period, max_t, reduction_factor, b)
-        counts = [math.floor(trials / reduction_factor**i + 1e-9) for i in range(len(resources))]
+        counts = [trials]
+        for r_i, r_next in itertools.pairwise(resources):
+            counts.append(math.floor(counts[-1] * promotion_fraction(r_i, r_next)))
         plan = Bracket(len(resources) - 1, tuple(zip(counts, resources, strict=True)))
         rows.append({**plan.to_json(), "bracket": b})
+    for row, p in zip(rows, bracket_probabilities(brackets, reduction_factor, "budget"),
+                      strict=True):
+        row["probability"] = p
     return _with_totals(rows)
 
 
@@ -119,14 +160,33 @@ def _fmt(value: Number) -> str:
 
 def _print(plan: dict[str, Any], title: str) -> None:
     table = Table(title=title)
-    for column in ("s", "rungs (n_i, r_i)", "trials", "resource"):
+    schedule = bool(plan["brackets"]) and "iteration" in plan["brackets"][0]
+    weighted = len(plan["brackets"]) > 1 and "probability" in plan["brackets"][0]
+    columns = ["s", "rungs (n_i, r_i)", "trials", "resource"]
+    if schedule:
+        columns = ["iteration", *columns, "note"]
+    if weighted:
+        columns.append("probability")
+    for column in columns:
         table.add_column(column, justify="left" if column.startswith("rungs") else "right")
     for row in plan["brackets"]:
         rungs = "  ".join(f"({n}, {_fmt(r)})" for n, r in row["rungs"])
-        table.add_row(str(row["s"]), rungs, str(row["rungs"][0][0]), _fmt(row["resource"]))
+        cells = [str(row["s"]), rungs, str(row["rungs"][0][0]), _fmt(row["resource"])]
+        if schedule:
+            cells = [str(row["iteration"]), *cells, "partial" if row["partial"] else ""]
+        if weighted:
+            cells.append(f"{row['probability']:.3f}")
+        table.add_row(*cells)
     table.add_section()
-    table.add_row("total", "", str(plan["total_trials"]), _fmt(plan["total_resource"]))
+    total = ["total", "", str(plan["total_trials"]), _fmt(plan["total_resource"])]
+    if schedule:
+        total = ["", *total, ""]
+    if weighted:
+        total.append("")
+    table.add_row(*total)
     Console().print(table)
+    if "unspent" in plan:
+        typer.echo(f"unspent: {_fmt(plan['unspent'])} of max_resource {_fmt(plan['max_resource'])}")
     typer.echo(
         "resource: promoted trials resume from their checkpoints "
         "(what budget.max_resource counts)"
@@ -170,11 +230,30 @@ def register(app: typer.Typer) -> None:
     )
 
     @plan_app.command("hyperband")
-    def plan_hyperband(max_t: MaxT, reduction_factor: Eta = "3", as_json: AsJson = False) -> None:
-        """One HyperBand iteration: brackets s_max .. 0 (Li et al. 2018, Table 1)."""
+    def plan_hyperband(
+        max_t: MaxT,
+        reduction_factor: Eta = "3",
+        max_resource: Annotated[
+            str | None,
+            typer.Option("--max-resource", help="Budget: list every bracket the run opens."),
+        ] = None,
+        max_trials: Annotated[
+            str | None, typer.Option("--max-trials", help="Budget: trials at most.")
+        ] = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """One HyperBand iteration: brackets s_max .. 0 (Li et al. 2018, Table 1).
+
+        With a budget, every bracket the run opens, the last one cut down.
+        """
         with _plan_errors():
             plan = hyperband_plan(
-                _number("--max-t", max_t), _number("--reduction-factor", reduction_factor)
+                _number("--max-t", max_t),
+                _number("--reduction-factor", reduction_factor),
+                None if max_resource is None else _number("--max-resource", max_resource),
+                None if max_trials is None else _integer(
+                    "--max-trials", _number("--max-trials", max_trials), 1
+                ),
             )
         _show(plan, as_json, f"HyperBand R={max_t} eta={reduction_factor}")
 

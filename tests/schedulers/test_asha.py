@@ -146,7 +146,7 @@ def test_promotion_prefers_the_highest_rung() -> None:
 
 
 def test_brackets_round_robin() -> None:
-    s = asha(brackets=2)
+    s = asha(brackets=2, bracket_weights="round_robin")
     actions = s.ask(4)
     assert [(a.info["bracket"], a.stop) for a in actions] == [(0, 1), (1, 3), (0, 1), (1, 3)]
 
@@ -197,3 +197,85 @@ def test_status_extras_is_json() -> None:
     extras = json.loads(json.dumps(s.status_extras()))
     rung0 = extras["brackets"][0]["rungs"][0]
     assert rung0["recorded"] == 20 and rung0["cutoff"] is not None
+
+
+# ----------------------------------------------------------- issue 16: rules
+def record_at(s: ASHAScheduler, tid: str, rung: int, stop: float, loss: float) -> None:
+    """Create ``tid`` and record its result at rung ``rung`` (resource ``stop``)."""
+    config = {"lr": 0.01, "width": 8, "act": "relu"}
+    apply(s, RunSegment(tid, config, 0, stop, new_trial=True, info={"bracket": 0, "rung": rung}))
+    finish(s, tid, 0, stop, loss)
+
+
+@pytest.mark.parametrize("variant", ["promotion", "stopping"])
+def test_promoted_fraction_follows_the_rung_spacing(variant: str) -> None:
+    # Rungs [1, 3, 9, 10]: a third goes on from 1 and from 3, but 9/10 from 9 to 10
+    # (Syne Tune's r_k / r_{k+1}); floor(n / eta) would cull 2/3 for one more epoch.
+    s = asha(max_t=10, variant=variant, budget=Budget(max_trials=100))
+    for i in range(10):
+        record_at(s, f"a{i}", 0, 1, float(i))
+        record_at(s, f"b{i}", 2, 9, float(i))
+    rungs = s.status_extras()["brackets"][0]["rungs"]
+    assert [r["resource"] for r in rungs] == [1, 3, 9, 10]
+    assert (rungs[0]["quota"], rungs[2]["quota"]) == (3, 9)
+    if variant == "promotion":
+        return
+    # Stopping: Ray's percentile (1 - 1/eta) between geometric rungs, 10% before 10.
+    assert rungs[0]["cutoff"] == pytest.approx(np.percentile([-i for i in range(10)], 100 * 2 / 3))
+    assert rungs[2]["cutoff"] == pytest.approx(np.percentile([-i for i in range(10)], 10))
+
+
+def test_promotion_at_a_short_last_step_takes_nine_of_ten() -> None:
+    s = asha(max_t=10, budget=Budget(max_trials=100))
+    for i in range(10):
+        record_at(s, f"b{i}", 2, 9, float(i))
+        apply(s, s.ask(1)[0])  # paused at rung 2
+    promoted = []
+    for _ in range(10):
+        (action,) = s.ask(1)
+        if not (isinstance(action, RunSegment) and action.info.get("promoted")):
+            break
+        promoted.append(action.trial_id)
+        apply(s, action)
+    assert promoted == [f"b{i}" for i in range(9)]
+
+
+def test_ties_at_a_rung_go_to_the_earlier_trial_id() -> None:
+    s = asha(budget=Budget(max_trials=100))
+    for tid in ("t9", "t1", "t5"):  # equal scores, told in this order
+        record_at(s, tid, 0, 1, 0.5)
+        apply(s, s.ask(1)[0])
+    (promo,) = s.ask(1)
+    assert promo.info.get("promoted") and promo.trial_id == "t1"
+    # Stopping: a result equal to the cutoff continues (Ray's `<` test).
+    st_ = asha(variant="stopping", budget=Budget(max_trials=100))
+    for i in range(3):
+        record_at(st_, f"s{i}", 0, 1, 0.5)
+        (decision,) = st_.ask(1)
+        assert isinstance(decision, RunSegment) and decision.info["continued"], decision
+        apply(st_, decision)
+
+
+@pytest.mark.parametrize("rule", ["budget", "exponential"])
+def test_bracket_draws_follow_the_weights(rule: str) -> None:
+    from schedulers.asha import bracket_probabilities
+
+    weights = bracket_probabilities(5, 3, rule)
+    if rule == "budget":  # Optuna: HyperBand's n per bracket, 81 : 34 : 15 : 8 : 5
+        assert weights == pytest.approx([w / 143 for w in (81, 34, 15, 8, 5)])
+    else:  # Ray: e**(rungs - max rungs)
+        assert weights == pytest.approx(np.exp(-np.arange(5)) / np.exp(-np.arange(5)).sum())
+    s = asha(max_t=81, brackets=5, bracket_weights=rule, budget=Budget(max_trials=5000))
+    actions = s.ask(3000)
+    seen = np.bincount([a.info["bracket"] for a in actions], minlength=5) / len(actions)
+    assert seen == pytest.approx(weights, abs=0.03)
+
+
+def test_a_cheaper_bracket_is_tried_before_giving_up() -> None:
+    s = asha(brackets=3, bracket_weights="round_robin", budget=Budget(max_resource=10))
+    actions = s.ask(10)
+    # Round robin wants brackets 0, 1, 2, 0, ... (first rungs 1, 3, 9): bracket 2
+    # does not fit the 6 units left, so bracket 1 does; then 0 while 1 unit is left.
+    assert [(a.info["bracket"], a.stop) for a in actions] == [(0, 1), (1, 3), (1, 3), (0, 1),
+                                                              (0, 1), (0, 1)]
+    assert sum(a.stop for a in actions) == 10

@@ -20,7 +20,7 @@ from schedulers import (
     Stop,
     TrialCreated,
 )
-from schedulers._rungs import hyperband_brackets
+from schedulers._rungs import Bracket, hyperband_brackets
 from schedulers.hyperband import HyperBandScheduler
 from schedulers.simulate import simulate
 from tests.schedulers.conftest import SPACE, objective
@@ -59,8 +59,12 @@ def test_exact_powers_do_not_lose_a_bracket() -> None:
 def test_non_power_and_float_resources() -> None:
     brackets = hyperband_brackets(100, 3)
     assert brackets[0].s == 4
-    assert brackets[0].rungs[0] == (81, 100 / 81)
+    # Whole epochs, rounded down like Ray Tune: R = 100 must not give r0 = 100/81.
+    assert [r for _, r in brackets[0].rungs] == [1, 3, 11, 33, 100]
+    assert all(isinstance(r, int) for b in brackets for _, r in b.rungs)
     assert all(b.rungs[-1][1] == 100 for b in brackets)
+    # The exact rationals are still there for logs written before integer rungs.
+    assert hyperband_brackets(100, 3, integer=False)[0].rungs[0] == (81, 100 / 81)
     assert rungs(1.0, 2.0) == [(0, [[1, 1.0]])]
     assert rungs(4.0, 2.0) == [
         (2, [[4, 1.0], [2, 2.0], [1, 4.0]]),
@@ -81,8 +85,12 @@ def test_bracket_invariants(max_t: int, eta: float) -> None:
         assert b.rungs[-1][1] == max_t
         ns = [n for n, _ in b.rungs]
         assert ns == sorted(ns, reverse=True) and ns[-1] >= 1
-        for (_, r0), (_, r1) in zip(b.rungs, b.rungs[1:], strict=False):
-            assert r1 == pytest.approx(r0 * eta)
+        for i, (_, r_i) in enumerate(b.rungs):
+            # Integer rungs: floor(R * eta**(i - s)), strictly increasing, >= 1.
+            assert isinstance(r_i, int) and r_i >= 1
+            assert r_i == max_t if i == b.s else r_i == int(max_t / eta ** (b.s - i) + 1e-9)
+        rs = [r for _, r in b.rungs]
+        assert rs == sorted(set(rs))
 
 
 # ------------------------------------------------------------------ validation
@@ -179,16 +187,18 @@ def test_survivors_reach_max_t_exactly(max_t: float, eta: float) -> None:
     assert isinstance(result.done, Done)
 
 
-def test_resource_budget_opens_only_whole_brackets() -> None:
+def test_resource_budget_spends_the_remainder_on_a_partial_bracket() -> None:
     budget = Budget(max_resource=130)  # iteration 1 costs 21 + 21 + 27 = 69
     s = hb(budget=budget)
     result = simulate(s, objective, max_concurrency=4)
-    assert result.resource_used <= 130
     created = [e for e in result.events if isinstance(e, TrialCreated)]
-    opened = {(e.info["bracket"], e.info["s"]) for e in created}
-    plans = {b.s: b for b in hyperband_brackets(9, 3)}
-    assert sum(plans[s].resource for _, s in opened) == result.resource_used
-    assert [s for _, s in sorted(opened)] == [2, 1, 0, 2, 1]  # s=0 (27) no longer fits
+    plans = {e.info["bracket"]: e.info for e in created if "plan" in e.info}
+    assert [info["s"] for _, info in sorted(plans.items())] == [2, 1, 0, 2, 1, 0]
+    # 111 for five whole brackets; s = 0 (27) no longer fits, 2 of its 3 trials (18) do.
+    assert plans[5]["plan"] == [[2, 9]]
+    spent = sum(Bracket(i["s"], tuple(map(tuple, i["plan"]))).resource for i in plans.values())
+    assert spent == result.resource_used == 129
+    assert 130 - result.resource_used < 9  # less than one full training left unspent
 
 
 def test_stop_last_trials_false_extends_survivors_within_budget() -> None:
@@ -206,3 +216,59 @@ def test_status_extras_is_json() -> None:
     extras = json.loads(json.dumps(s.status_extras()))
     (bracket,) = extras["brackets"]
     assert bracket["s"] == 2 and len(bracket["rungs"][0]["members"]) == 5
+
+
+# ------------------------------------------------------- stored payloads (issue 14)
+def test_payloads_written_before_plans_were_recorded_replay_their_old_arithmetic() -> None:
+    # A log from before integer rungs: R = 10 ran r0 = 10/9, and its TrialCreated
+    # carried no "plan". Replaying it must keep that bracket's exact-rational rungs.
+    s = hb(max_t=10)
+    old = {"bracket": 0, "s": 2, "iteration": 1, "rung": 0}
+    s.tell(TrialCreated("t0000", {"lr": 0.01, "width": 32, "act": "relu"}, old))
+    s.tell(SegmentStarted("t0000", 0, 10 / 9, {"lr": 0.01, "width": 32, "act": "relu"}, None, old))
+    (nxt,) = s.ask(1)
+    assert isinstance(nxt, RunSegment) and nxt.info["bracket"] == 0
+    assert nxt.stop == 10 / 9 and "plan" not in nxt.info
+    rungs = s.status_extras()["brackets"][0]["rungs"]
+    assert [r["r"] for r in rungs] == [10 / 9, 10 / 3, 10]
+    # A new experiment with the same R trains whole epochs and records its plan.
+    (first,) = hb(max_t=10).ask(1)
+    assert first.stop == 1 and first.info["plan"] == [[9, 1], [3, 3], [1, 10]]
+
+
+def test_info_round_trips_through_the_stored_mapping() -> None:
+    from schedulers.hyperband import HyperBandInfo
+
+    info = HyperBandInfo(3, 1, 2, 1, plan=((5, 3), (1, 9)), promoted=True)
+    stored = json.loads(json.dumps(info.to_info()))
+    assert HyperBandInfo.parse(stored) == info
+    assert HyperBandInfo.parse({"s": 1}) is None
+    legacy = {"bracket": 1, "s": 0, "iteration": 1, "rung": 0, "retry": True, "extra": 1}
+    assert HyperBandInfo.parse(legacy) == HyperBandInfo(1, 0, 1, 0, retry=True)
+
+
+@pytest.mark.parametrize("max_resource", [40, 77, 100, 151])
+def test_less_than_one_full_training_is_left_unspent(max_resource: int) -> None:
+    s = hb(budget=Budget(max_resource=max_resource))
+    result = simulate(s, objective, max_concurrency=3)
+    assert max_resource - 9 < result.resource_used <= max_resource
+
+
+def test_a_trainable_is_asked_for_whole_epochs() -> None:
+    s = hb(max_t=100, budget=Budget(max_trials=60))
+    result = simulate(s, objective, max_concurrency=4)
+    stops = {e.stop for e in result.events if isinstance(e, SegmentStarted)}
+    assert stops <= {1, 3, 11, 33, 100} and all(float(x).is_integer() for x in stops)
+
+
+@pytest.mark.parametrize("max_resource", [130, 500])
+def test_the_schedule_rungflow_plan_prints_is_what_runs(max_resource: int) -> None:
+    from schedulers._rungs import hyperband_schedule
+
+    s = hb(budget=Budget(max_resource=max_resource))
+    result = simulate(s, objective, max_concurrency=4)
+    created = [e for e in result.events if isinstance(e, TrialCreated) and "plan" in e.info]
+    ran = [(e.info["iteration"], e.info["s"], e.info["plan"]) for e in created]
+    planned = hyperband_schedule(9, 3, max_resource=max_resource)
+    assert ran == [(it, b.s, [list(r) for r in b.rungs]) for it, b in planned]
+    assert result.resource_used == sum(b.resource for _, b in planned)

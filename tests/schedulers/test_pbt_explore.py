@@ -180,3 +180,22 @@ def test_callable_mutation_gets_the_decision_rng() -> None:
         for _ in range(2)
     ]
     assert draws[0] == draws[1] and 0.0 <= draws[0] <= 1.0
+
+
+def test_perturbation_factor_is_drawn_uniformly_and_applied() -> None:
+    """Each factor of ``perturbation_factors`` is chosen about equally often, and the
+    value moves by exactly the factor drawn (a rule that always took the first
+    factor, or applied another one than it records, fails here)."""
+    dist = FloatDistribution(0.0, 100.0)
+    rng = np.random.default_rng(7)
+    counts = {"x1.2": 0, "x0.8": 0, "x3": 0}
+    for _ in range(3000):
+        new, op = perturb_value(dist, 10.0, rng, resample_probability=0.0,
+                                perturbation_factors=(1.2, 0.8, 3.0))
+        counts[op] += 1
+        assert new == pytest.approx(10.0 * float(op[1:]))
+    assert all(900 <= c <= 1100 for c in counts.values()), counts
+    # resample_probability = 1 never perturbs by a factor.
+    _, op = perturb_value(dist, 10.0, rng, resample_probability=1.0,
+                          perturbation_factors=(1.2, 0.8))
+    assert op == "resample"

@@ -210,15 +210,20 @@ def drive(scheduler: Scheduler, *, prior: Run | None = None, kill_at: int | None
     now = run.now
     for event in run.events:
         scheduler.tell(event)
-    for event in run.events:  # orphans: the last start of a trial still running
+    last_start: dict[str, SegmentStarted] = {}
+    for event in run.events:
         if isinstance(event, SegmentStarted):
-            t = scheduler.trials[event.trial_id]
-            if t.running == (event.start, event.stop):
-                t0 = run.started_at[(event.trial_id, event.start, event.stop)]
-                action = RunSegment(event.trial_id, event.config, event.start, event.stop,
-                                    event.restore_from)
-                heapq.heappush(heap, (t0 + duration(event.trial_id, event.start, event.stop),
-                                      event.trial_id, event.start, action))
+            last_start[event.trial_id] = event
+    # Orphans: the last start of a trial still running (a member that copied a
+    # donor behind it may have started the same range before).
+    for event in last_start.values():
+        t = scheduler.trials[event.trial_id]
+        if t.running == (event.start, event.stop):
+            t0 = run.started_at[(event.trial_id, event.start, event.stop)]
+            action = RunSegment(event.trial_id, event.config, event.start, event.stop,
+                                event.restore_from)
+            heapq.heappush(heap, (t0 + duration(event.trial_id, event.start, event.stop),
+                                  event.trial_id, event.start, action))
 
     def append(events: list[Event]) -> bool:
         for e in events:

@@ -70,3 +70,28 @@ def test_bad_options_exit_2_naming_the_option(args: list[str], option: str) -> N
     result = runner.invoke(app, ["plan", *args])
     assert result.exit_code == 2
     assert option in result.output
+
+
+def test_hyperband_rungs_are_whole_epochs() -> None:
+    result = runner.invoke(app, ["plan", "hyperband", "--max-t", "100", "--json"])
+    plan = json.loads(result.stdout)
+    assert [r for _, r in plan["brackets"][0]["rungs"]] == [1, 3, 11, 33, 100]
+
+
+def test_hyperband_with_a_budget_lists_every_bracket_and_the_remainder() -> None:
+    args = ["plan", "hyperband", "--max-t", "9", "--max-resource", "130", "--json"]
+    plan = json.loads(runner.invoke(app, args).stdout)
+    assert [(b["iteration"], b["s"], b["partial"]) for b in plan["brackets"]] == [
+        (0, 2, False), (0, 1, False), (0, 0, False), (1, 2, False), (1, 1, False), (1, 0, True),
+    ]
+    assert plan["brackets"][-1]["rungs"] == [[2, 9]]
+    assert (plan["total_resource"], plan["unspent"]) == (129, 1)
+    table = runner.invoke(app, args[:-1])
+    assert table.exit_code == 0 and "partial" in table.stdout and "unspent: 1" in table.stdout
+
+
+def test_asha_counts_follow_the_rung_spacing() -> None:
+    args = ["plan", "asha", "--max-t", "10", "--grace-period", "1", "--reduction-factor", "3"]
+    plan = json.loads(runner.invoke(app, [*args, "--brackets", "2", "--json"]).stdout)
+    assert plan["brackets"][0]["rungs"] == [[27, 1], [9, 3], [3, 9], [2, 10]]
+    assert [round(b["probability"], 3) for b in plan["brackets"]] == [0.6, 0.4]
