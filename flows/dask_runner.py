@@ -22,6 +22,7 @@ spec or a UI form (see :mod:`flows.settings`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -215,11 +216,24 @@ class ImportModules(WorkerPlugin):
 
     name = "rungflow-import-modules"
 
-    def __init__(self, modules: Sequence[str], paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self, modules: Sequence[str], paths: Sequence[str] = (), parent: int | None = None
+    ) -> None:
         self.modules = tuple(modules)
         self.paths = tuple(paths)
+        self.parent = parent
 
     def setup(self, worker: Any) -> None:
+        if self.parent is not None:
+            # A LocalCluster worker of this run: stops are the flow process's to
+            # handle (see init_worker), and it dies with that process.
+            from flows.prefect_api import die_with_parent
+
+            with contextlib.suppress(ValueError):  # only possible in the main thread
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_IGN)
+            if os.getpid() != self.parent:
+                die_with_parent(self.parent, use_prctl=False)
         ensure_packages(self.paths)
         import_modules(self.modules)
 
@@ -247,14 +261,45 @@ def make_dask_runner(
             "task_runner 'dask' needs prefect-dask: pip install 'rungflow[dask]'"
         ) from exc
 
+    local = not address
+
     class _Runner(DaskTaskRunner):
-        """DaskTaskRunner that registers :class:`ImportModules` once connected."""
+        """DaskTaskRunner that registers :class:`ImportModules` once connected,
+        and on an interrupt marks the task runs it abandons Crashed.
+
+        Workers use the flow's Prefect API: Prefect ships this process's
+        settings (``PREFECT_API_URL`` included) with every task, and a local
+        cluster's workers inherit the environment (see :mod:`flows.prefect_api`).
+        """
 
         def __enter__(self) -> Any:
             super().__enter__()
             # Accessing .client connects (or starts the LocalCluster).
-            self.client.register_plugin(ImportModules(modules, source_roots()))
+            self.client.register_plugin(
+                ImportModules(modules, source_roots(), os.getpid() if local else None)
+            )
             return self
+
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            from flows.interrupts import unfinished
+
+            future = super().submit(*args, **kwargs)
+            self.__dict__["_rungflow_futures"] = [
+                *unfinished(self.__dict__.get("_rungflow_futures", [])), future
+            ]
+            return future
+
+        def __exit__(self, *exc_info: Any) -> None:
+            from flows.interrupts import crash_task_runs, is_interrupt
+
+            if exc_info[1] is not None and is_interrupt(exc_info[1]):
+                crash_task_runs(self.__dict__.get("_rungflow_futures", []))
+            super().__exit__(*exc_info)
+
+    # Dask's INFO lines (cluster up, workers registered) drown the progress bar
+    # like Prefect's per-task lines do; the same switch (--verbose) brings them back.
+    if os.environ.get("PREFECT_LOGGING_LEVEL", "").upper() in ("WARNING", "ERROR", "CRITICAL"):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     if address:
         return _Runner(address=address)
