@@ -2,7 +2,8 @@
 
 For each ``--python`` (a venv whose rungflow to measure: e.g. a baseline
 checkout and this one, interleaved) and each task runner, a ``rungflow run``
-with no ``PREFECT_API_URL`` is started, and once segments run:
+with no ``PREFECT_API_URL`` is started, and once a first segment finished
+(so every worker is up):
 
 * ``servers``: Prefect API server processes in the run's process tree (its
   own, plus one per worker that booted its own ephemeral API);
@@ -73,10 +74,10 @@ def tree(pid: int) -> dict[int, str]:
     return found
 
 
-def started(db: Path) -> int:
+def finished(db: Path) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            q = "select count(*) from events where kind = 'SegmentStarted'"
+            q = "select count(*) from events where kind = 'SegmentFinished'"
             return int(conn.execute(q).fetchone()[0])
     except sqlite3.Error:
         return 0
@@ -100,9 +101,10 @@ def launch(py: str, runner: str, work: Path, env: dict[str, str]) -> tuple[Any, 
                             start_new_session=True)
     db = home / "rungflow.db"
     deadline = time.monotonic() + 600
-    while started(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    # A first result: the workers are up (and, before this change, had each
+    # booted their own Prefect API by the time they ran a task).
+    while finished(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1)  # let the workers' own Prefect clients (if any) boot their servers
     return proc, db
 
 
