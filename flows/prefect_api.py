@@ -161,8 +161,11 @@ def drain_prefect_workers(timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def owned_prefect_api(startup_timeout: float = 120.0) -> Iterator[str | None]:
+def owned_prefect_api(startup_timeout: float | None = None) -> Iterator[str | None]:
     """Use the configured Prefect API, or start one owned by this process.
+
+    ``startup_timeout`` defaults to Prefect's
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``.
 
     Yields the API URL, or None when ``PREFECT_API_URL`` was already set (a
     real server, or the test harness): then nothing is started or stopped.
@@ -174,8 +177,10 @@ def owned_prefect_api(startup_timeout: float = 120.0) -> Iterator[str | None]:
     if PREFECT_API_URL.value():
         yield None
         return
-    home = Path(get_current_settings().home)
-    server = OwnedServer(startup_timeout, log_path=home / "rungflow-api.log")
+    settings = get_current_settings()
+    if startup_timeout is None:
+        startup_timeout = float(settings.server.ephemeral.startup_timeout_seconds)
+    server = OwnedServer(startup_timeout, log_path=Path(settings.home) / "rungflow-api.log")
     url = server.start()
     previous = os.environ.get("PREFECT_API_URL")
     # Workers (process pool, Dask LocalCluster) inherit the environment; Prefect
