@@ -116,6 +116,8 @@ def kill_all(pids: list[int]) -> None:
 
 def sigkill(py: str, runner: str, work: Path, env: dict[str, str]) -> dict[str, Any]:
     proc, _ = launch(py, runner, work, env)
+    if proc.poll() is not None:
+        return {"exited_first": proc.returncode, "stderr": proc.stderr.read()[-300:]}
     members = tree(proc.pid)
     servers = sum(any(s in cmd for s in SERVER_SIGNS) for cmd in members.values())
     os.kill(proc.pid, signal.SIGKILL)
@@ -130,6 +132,8 @@ def sigkill(py: str, runner: str, work: Path, env: dict[str, str]) -> dict[str, 
 
 def ctrl_c(py: str, runner: str, work: Path, env: dict[str, str], cap: float) -> dict[str, Any]:
     proc, db = launch(py, runner, work, env)
+    if proc.poll() is not None:
+        return {"exited_first": proc.returncode, "stderr": proc.stderr.read()[-300:]}
     members = list(tree(proc.pid))
     t0 = time.perf_counter()
     os.killpg(proc.pid, signal.SIGINT)
