@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 from flows.prefect_api import MARKER
 from storage import EventStore
 from tests.log_checks import assert_log_integrity
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -84,14 +84,6 @@ def count(db: Path, kind: str) -> int:
 
 def started_segments(db: Path) -> int:
     return count(db, "SegmentStarted")
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def processes() -> dict[int, tuple[int, str]]:
