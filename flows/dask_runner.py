@@ -22,8 +22,11 @@ spec or a UI form (see :mod:`flows.settings`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,6 +42,7 @@ __all__ = [
     "WorkerTrainableError",
     "ensure_packages",
     "import_modules",
+    "init_worker",
     "make_dask_runner",
     "make_process_runner",
     "source_roots",
@@ -92,12 +96,69 @@ def import_modules(modules: Sequence[str]) -> None:
         importlib.import_module(name)
 
 
+def init_worker(modules: Sequence[str], parent: int) -> None:
+    """Process-pool worker initializer: import ``modules``, leave stops to the parent.
+
+    A Ctrl-C or SIGTERM sent to the run's whole process group is the flow
+    process's to handle (it marks the experiment interrupted and ends the
+    workers); a worker that died of it first would be recorded as a failed
+    segment. A worker whose parent died (even by SIGKILL) exits instead of
+    training on as an orphan.
+    """
+    from flows.prefect_api import die_with_parent
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # No prctl: the kernel ties PR_SET_PDEATHSIG to the parent *thread*, and
+    # the pool spawns workers from short-lived helper threads.
+    die_with_parent(parent, use_prctl=False)
+    import_modules(modules)
+
+
+class _ProcessRunner(ProcessPoolTaskRunner):
+    """Prefect's process pool that, on an interrupt, kills its workers instead
+    of waiting for their segments, and marks their task runs Crashed.
+
+    Workers get ``PREFECT_API_URL`` from the environment (and Prefect's settings
+    with each task): they use the flow's API, never an ephemeral server of
+    their own (see :mod:`flows.prefect_api`).
+    """
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        from flows.interrupts import unfinished
+
+        future = super().submit(*args, **kwargs)
+        self.__dict__["_rungflow_futures"] = [
+            *unfinished(self.__dict__.get("_rungflow_futures", [])), future
+        ]
+        return future
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        from flows.interrupts import crash_task_runs, is_interrupt
+
+        if exc_value is None or not is_interrupt(exc_value):
+            super().__exit__(exc_type, exc_value, traceback)
+            return
+        crash_task_runs(self.__dict__.get("_rungflow_futures", []))
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            workers = list(getattr(executor, "_processes", {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.kill()
+        resolver, self._resolver_executor = self._resolver_executor, None
+        if resolver is not None:
+            resolver.shutdown(wait=False, cancel_futures=True)
+        self._stop_message_forwarding()
+        self._started = False
+
+
 def make_process_runner(spec: ExperimentSpec, modules: Sequence[str]) -> ProcessPoolTaskRunner:
     """A process pool of ``max_concurrency`` workers that import ``modules`` first."""
-    return ProcessPoolTaskRunner(
+    return _ProcessRunner(
         max_workers=spec.max_concurrency,
-        initializer=import_modules,
-        initargs=(tuple(modules),),
+        initializer=init_worker,
+        initargs=(tuple(modules), os.getpid()),
     )
 
 
@@ -155,11 +216,24 @@ class ImportModules(WorkerPlugin):
 
     name = "rungflow-import-modules"
 
-    def __init__(self, modules: Sequence[str], paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self, modules: Sequence[str], paths: Sequence[str] = (), parent: int | None = None
+    ) -> None:
         self.modules = tuple(modules)
         self.paths = tuple(paths)
+        self.parent = parent
 
     def setup(self, worker: Any) -> None:
+        if self.parent is not None:
+            # A LocalCluster worker of this run: stops are the flow process's to
+            # handle (see init_worker), and it dies with that process.
+            from flows.prefect_api import die_with_parent
+
+            with contextlib.suppress(ValueError):  # only possible in the main thread
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_IGN)
+            if os.getpid() != self.parent:
+                die_with_parent(self.parent, use_prctl=False)
         ensure_packages(self.paths)
         import_modules(self.modules)
 
@@ -187,14 +261,45 @@ def make_dask_runner(
             "task_runner 'dask' needs prefect-dask: pip install 'rungflow[dask]'"
         ) from exc
 
+    local = not address
+
     class _Runner(DaskTaskRunner):
-        """DaskTaskRunner that registers :class:`ImportModules` once connected."""
+        """DaskTaskRunner that registers :class:`ImportModules` once connected,
+        and on an interrupt marks the task runs it abandons Crashed.
+
+        Workers use the flow's Prefect API: Prefect ships this process's
+        settings (``PREFECT_API_URL`` included) with every task, and a local
+        cluster's workers inherit the environment (see :mod:`flows.prefect_api`).
+        """
 
         def __enter__(self) -> Any:
             super().__enter__()
             # Accessing .client connects (or starts the LocalCluster).
-            self.client.register_plugin(ImportModules(modules, source_roots()))
+            self.client.register_plugin(
+                ImportModules(modules, source_roots(), os.getpid() if local else None)
+            )
             return self
+
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            from flows.interrupts import unfinished
+
+            future = super().submit(*args, **kwargs)
+            self.__dict__["_rungflow_futures"] = [
+                *unfinished(self.__dict__.get("_rungflow_futures", [])), future
+            ]
+            return future
+
+        def __exit__(self, *exc_info: Any) -> None:
+            from flows.interrupts import crash_task_runs, is_interrupt
+
+            if exc_info[1] is not None and is_interrupt(exc_info[1]):
+                crash_task_runs(self.__dict__.get("_rungflow_futures", []))
+            super().__exit__(*exc_info)
+
+    # Dask's INFO lines (cluster up, workers registered) drown the progress bar
+    # like Prefect's per-task lines do; the same switch (--verbose) brings them back.
+    if os.environ.get("PREFECT_LOGGING_LEVEL", "").upper() in ("WARNING", "ERROR", "CRITICAL"):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     if address:
         return _Runner(address=address)

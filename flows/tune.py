@@ -15,12 +15,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.engine.retention import Retention
 from flows.engine.runner import ExperimentRunner, RunSummary
 from flows.engine.segment import SegmentJob, run_segment
+from flows.interrupts import ThreadRunner, is_interrupt
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
@@ -64,7 +65,7 @@ def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
     or starts a LocalCluster of ``max_concurrency`` worker processes.
     """
     if spec.task_runner == "thread":
-        return ThreadPoolTaskRunner(max_workers=spec.max_concurrency)
+        return ThreadRunner(max_workers=spec.max_concurrency)
     from flows.dask_runner import make_dask_runner, make_process_runner, worker_modules
 
     settings = get_settings()
@@ -133,9 +134,10 @@ def run_experiment(
         with make_task_runner(spec) as task_runner:
             try:
                 summary = runner.run(PrefectExecutor(task_runner, spec.segment_retries))
-            except BaseException:
+            except BaseException as exc:
                 if store.has_experiment(spec.name):
-                    store.set_state(spec.name, "failed")
+                    # A stop (Ctrl-C, SIGTERM) leaves it resumable, not failed.
+                    store.set_state(spec.name, "interrupted" if is_interrupt(exc) else "failed")
                 raise
         if retention is not None:
             retention.sweep(runner)  # finished: only each trial's newest remain

@@ -55,8 +55,10 @@ __all__ = [
     "TrialRow",
 ]
 
-#: Allowed values of ``experiments.state``.
-STATES = ("running", "finished", "failed")
+#: Allowed values of ``experiments.state``. ``interrupted``: a run was stopped
+#: (Ctrl-C, SIGTERM) and the experiment resumes where it stopped; the column is
+#: an unconstrained string, so no migration was needed to add it.
+STATES = ("running", "finished", "failed", "interrupted")
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,14 @@ def run(
 
     from flows.cli.progress import CliProgress
     from flows.engine.runner import ResumeRefusedError
+    from flows.interrupts import stoppable_run
     from flows.trainable import MetricNotReportedError
     from flows.tune import tune
 
     progress = CliProgress(parsed, console=err, enabled=not as_json)
     try:
-        with progress:
+        # One owned Prefect API for the run; Ctrl-C/SIGTERM: one line, exit 130/143.
+        with stoppable_run(parsed.name, say=lambda line: err.print(line, markup=False)), progress:
             summary = tune(parsed)
     except (ResumeRefusedError, MetricNotReportedError) as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -52,6 +52,17 @@ def test_serve_builds_one_runner_deployment_per_entry() -> None:
     assert manual.parameters == BY_NAME["manual"]["parameters"]
     assert manual.entrypoint == "flows/tune.py:tune"
     assert not serve_script.build_deployments(["manual"], schedules=False)[0].schedules
+    # Like `prefect deploy`: `active: false` in prefect.yaml is registered paused.
+    hourly = next(d for d in deployments if d.name == "hourly-resume")
+    assert [(s.schedule.cron, s.active) for s in hourly.schedules] == [("0 * * * *", False)]
+    assert nightly.schedules[0].active
+
+
+def test_no_schedules_registers_every_schedule_paused() -> None:
+    deployments = serve_script.build_deployments(schedules=False)
+    schedules = [s for d in deployments for s in d.schedules]
+    assert {s.schedule.cron for s in schedules} == {"0 2 * * *", "0 * * * *"}
+    assert not any(s.active for s in schedules)
 
 
 def test_serve_refuses_unknown_names() -> None:
@@ -84,6 +95,7 @@ def test_prefect_deploy_registers_every_deployment(prefect_api_url: str, tmp_pat
     by_name = {d.name: d for d in deployments}
     assert by_name["nightly"].schedules[0].schedule.cron == "0 2 * * *"
     assert by_name["nightly"].schedules[0].active
+    assert not by_name["hourly-resume"].schedules[0].active  # registered, paused
     assert not by_name["manual"].schedules
     assert by_name["manual"].parameters == BY_NAME["manual"]["parameters"]
     assert by_name["manual"].work_pool_name == "rungflow-pool"

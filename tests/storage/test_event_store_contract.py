@@ -257,6 +257,8 @@ def test_list_experiments_and_states(store: EventStore) -> None:
     assert all(s.created_at.tzinfo is not None for s in summaries.values())
     store.set_state("c", "running")
     assert {s.name: s.state for s in store.list_experiments()}["c"] == "running"
+    store.set_state("c", "interrupted")  # a stopped run: resumable, not failed
+    assert {s.name: s.state for s in store.list_experiments()}["c"] == "interrupted"
 
 
 def test_set_state_validates(store: EventStore, exp: str) -> None:
