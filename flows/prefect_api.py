@@ -35,11 +35,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MARKER", "OwnedServer", "drain_prefect_workers", "owned_prefect_api"]
+__all__ = ["MARKER", "SERVER_DEFAULTS", "OwnedServer", "drain_prefect_workers", "owned_prefect_api"]
 
 #: On the owned server's command line: how tests and people find it in ``ps``.
 MARKER = "rungflow-owned-prefect-api"
 _APP = "prefect.server.api.server:create_app"
+#: Server settings that halve its CPU per task without changing what the UI
+#: shows (``benchmarks/prefect_settings.py``): task runs and events are
+#: written in batches instead of one transaction each. A user's own value wins.
+SERVER_DEFAULTS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "50",
+}
 #: uvicorn's exit code when the port is taken (another process won the race).
 _PORT_IN_USE = 3
 
@@ -74,6 +83,7 @@ class OwnedServer:
 
         self.port = _free_port()
         env = {
+            **SERVER_DEFAULTS,
             **os.environ,
             **get_current_settings().to_environment_variables(exclude_unset=True),
             # What Prefect's own ephemeral server sets: no UI, ephemeral services.
