@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Allowed values of ``experiments.state``.
-STATES = ("running", "finished", "failed")
+STATES = ("running", "finished", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class TrialRow:
     """Projected state of one trial.
 
     Attributes:
-        status: ``running``, ``paused``, ``stopped`` or ``failed``.
+        status: ``running``, ``paused``, ``completed``, ``pruned`` or ``failed``
+            (``schedulers.outcomes``); rows folded by older versions may say ``stopped``.
         config: Current config (a PBT perturbation replaces it).
         resource: Resource reached by the last finished segment (or inherited
             from a PBT donor).
