@@ -40,11 +40,9 @@ def leaderboard_table(status: dict[str, Any], limit: int | None = 10) -> Table:
     metric = status["metric"]
     ranked = ranked_trials(status)
     shown = ranked if limit is None else ranked[:limit]
-    scope = (
-        f"top {len(shown)} of {len(ranked)} with a {metric}"
-        if len(shown) < len(ranked)
-        else f"{len(ranked)} with a {metric}"
-    )
+    scope = f"top {len(shown)} of {len(ranked)} trial(s) with a {metric}"
+    if len(ranked) != len(status["trials"]):
+        scope += f" ({len(status['trials'])} in all)"
     table = Table(
         title=f"{status['experiment']} ({status['state']}, {status['scheduler']}): {scope}"
     )
