@@ -77,10 +77,33 @@ class SpecError(ValueError):
         return cls(errors)
 
 
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _hoist_bounds(schema: dict[str, Any]) -> None:
+    """Move the bounds of optional numbers out of their ``anyOf`` (for the form's errors).
+
+    Pydantic writes ``int | None`` with ``ge=1`` as ``anyOf: [{integer, minimum:
+    1}, {null}]``; a negative value then fails both branches and the Prefect
+    API can only say "-1 is not valid under any of the given schemas". With the
+    bounds beside the ``anyOf`` (they apply to numbers only, so null still
+    passes) the API says "-1 is less than the minimum of 1" for that field.
+    """
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf")
+        if not isinstance(branches, list):
+            continue
+        for branch in branches:
+            if branch.get("type") in ("integer", "number"):
+                for key in _BOUNDS:
+                    if key in branch:
+                        prop[key] = branch.pop(key)
+
+
 class BudgetSpec(BaseModel):
     """How much the whole experiment may spend."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_hoist_bounds)
 
     max_trials: Annotated[
         int | None, Field(ge=1, le=1_000_000, description="Most trials (configurations) created.")
