@@ -135,9 +135,9 @@ class LiveTrial:
     trial_id: str
     status: str
     resource: float
-    value: float | None  # the metric as reported (not rungflow's signed score)
+    score: float | None  # rungflow's signed score (lower is better)
     config: dict[str, Any]
-    history: tuple[tuple[float, float], ...]  # (resource, value as reported)
+    history: tuple[tuple[float, float], ...]  # (resource, score); only for drawn trials
 
 
 @dataclass(frozen=True)
@@ -149,23 +149,52 @@ class LiveSnapshot:
     trials: tuple[LiveTrial, ...]
     best: str | None
 
+    def value(self, score: float) -> float:
+        """A signed score back as the user reported it."""
+        return score if self.mode == "min" else -score
+
+    def curves(self) -> dict[str, list[tuple[float, float]]]:
+        """``trial_id -> [(resource, metric as reported)]`` of the trials drawn."""
+        return {
+            t.trial_id: [(r, self.value(v)) for r, v in t.history]
+            for t in self.trials
+            if t.history
+        }
+
 
 def live_snapshot(spec: ExperimentSpec, scheduler: Scheduler) -> LiveSnapshot:
-    """Copy what a live update needs, so the background thread never reads live state."""
-    sign = 1.0 if spec.mode == "min" else -1.0
-    trials = tuple(
+    """Copy what a live update needs, so the background thread never reads live state.
+
+    This runs on the flow thread, so it copies as little as it can: a few
+    attributes per trial, and the report history only of the trials the
+    curves image will draw (the best :data:`~flows.curves_image.MAX_CURVES`).
+    """
+    import heapq
+
+    from flows.curves_image import MAX_CURVES
+
+    trials = list(scheduler.trials.values())
+    drawn = {
+        t.trial_id
+        for t in heapq.nsmallest(
+            MAX_CURVES,
+            (t for t in trials if t.last_score is not None),
+            key=lambda t: (-t.resource, t.last_score),
+        )
+    }
+    copied = tuple(
         LiveTrial(
             t.trial_id,
             t.status,
             t.resource,
-            None if t.last_score is None else sign * t.last_score,
+            t.last_score,
             t.config,  # replaced, never mutated, by the fold
-            tuple((r, sign * v) for r, v in t.history),
+            tuple(t.history) if t.trial_id in drawn else (),
         )
-        for t in scheduler.trials.values()
+        for t in trials
     )
     best = scheduler.best_trial()
-    return LiveSnapshot(spec.metric, spec.mode, trials, None if best is None else best.trial_id)
+    return LiveSnapshot(spec.metric, spec.mode, copied, None if best is None else best.trial_id)
 
 
 def live_rows(snap: LiveSnapshot, limit: int = 10) -> list[dict[str, Any]]:
@@ -179,7 +208,9 @@ def live_rows(snap: LiveSnapshot, limit: int = 10) -> list[dict[str, Any]]:
                 "status": t.status,
                 "resource": t.resource,
                 "config": t.config,
-                "segments": [] if t.value is None else [{"metrics": {snap.metric: t.value}}],
+                "segments": []
+                if t.score is None
+                else [{"metrics": {snap.metric: snap.value(t.score)}}],
             }
             for t in snap.trials
         ],
@@ -344,7 +375,7 @@ class ExperimentArtifacts:
         self._set_progress(fraction, description)
         if snap is not None:
             rows = live_rows(snap, self.leaderboard_size)
-            ranked = sum(1 for t in snap.trials if t.value is not None)
+            ranked = sum(1 for t in snap.trials if t.score is not None)
             self._set_live(rows, ranked, len(snap.trials), snap=snap)
 
     def _set_live(
@@ -359,7 +390,7 @@ class ExperimentArtifacts:
         final: bool = False,
     ) -> None:
         """Create, then update in place, the leaderboard table and curves artifacts."""
-        from flows.curves_image import MAX_CURVES, curves_markdown
+        from flows.curves_image import curves_markdown
 
         name, metric = self.spec.name, self.spec.metric
         when = "final" if final else "live"
@@ -369,10 +400,7 @@ class ExperimentArtifacts:
         )
         if snap is not None:
             best = snap.best
-            top = {r["trial_id"] for r in rows} | ({best} if best else set())
-            chosen = [t for t in snap.trials if t.trial_id in top]
-            chosen += [t for t in snap.trials if t.trial_id not in top and t.history]
-            curves = {t.trial_id: list(t.history) for t in chosen[:MAX_CURVES]}
+            curves = snap.curves()
         try:
             self._table_id = self._put(
                 self._table_id, "table", "leaderboard", json.dumps(rows), description
