@@ -77,10 +77,33 @@ class SpecError(ValueError):
         return cls(errors)
 
 
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _hoist_bounds(schema: dict[str, Any]) -> None:
+    """Move the bounds of optional numbers out of their ``anyOf`` (for the form's errors).
+
+    Pydantic writes ``int | None`` with ``ge=1`` as ``anyOf: [{integer, minimum:
+    1}, {null}]``; a negative value then fails both branches and the Prefect
+    API can only say "-1 is not valid under any of the given schemas". With the
+    bounds beside the ``anyOf`` (they apply to numbers only, so null still
+    passes) the API says "-1 is less than the minimum of 1" for that field.
+    """
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf")
+        if not isinstance(branches, list):
+            continue
+        for branch in branches:
+            if branch.get("type") in ("integer", "number"):
+                for key in _BOUNDS:
+                    if key in branch:
+                        prop[key] = branch.pop(key)
+
+
 class BudgetSpec(BaseModel):
     """How much the whole experiment may spend."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_hoist_bounds)
 
     max_trials: Annotated[
         int | None, Field(ge=1, le=1_000_000, description="Most trials (configurations) created.")
@@ -102,12 +125,23 @@ def _ui_schema(schema: dict[str, Any]) -> None:
     ``scheduler_args``, which is free-form because it depends on ``scheduler``.
     """
     schema["description"] = "Everything that defines an experiment."
+    # A drop-down of the trainables registered where the schema is built (the
+    # deployment's process, at deploy time); validation still checks the name.
+    from flows.trainable import available_trainables
+
+    names = available_trainables()
+    if names:
+        schema["properties"]["trainable"]["enum"] = names
     lines = []
     for name in SchedulerName.__args__:  # type: ignore[attr-defined]
         accepted = _keyword_arguments(scheduler_class(name)) or set()
         lines.append(f"{name}: {', '.join(sorted(accepted - _RESERVED - _CODE_ARGUMENTS))}")
     args = schema["properties"]["scheduler_args"]
-    args["description"] = "Arguments of the chosen scheduler. " + "; ".join(lines)
+    args["description"] = (
+        "Arguments of the chosen scheduler. " + "; ".join(lines) + ". Async PBT and ASHA "
+        "(and any scheduler with max_concurrency > 1) decide in completion order: "
+        "only max_concurrency 1 repeats a run exactly."
+    )
     args["examples"] = [{"max_t": 9, "reduction_factor": 3}]
 
 
@@ -130,7 +164,12 @@ class ExperimentSpec(BaseModel):
         Field(pattern=NAME_PATTERN, description="Experiment name; running it again resumes it."),
     ]
     trainable: Annotated[
-        str, Field(pattern=NAME_PATTERN, description="Registered trainable name (see `list`).")
+        str,
+        Field(
+            pattern=NAME_PATTERN,
+            description="Registered trainable (`@trainable` or the rungflow.trainables "
+            "entry points); the form lists those the deployment's process knows.",
+        ),
     ]
     metric: Annotated[
         str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", description="Metric to optimise.")
@@ -152,9 +191,23 @@ class ExperimentSpec(BaseModel):
     budget: BudgetSpec = Field(
         default_factory=BudgetSpec, description="Limits on trials and total resource."
     )
-    max_concurrency: Annotated[int, Field(ge=1, le=256, description="Segments in flight.")] = 2
+    max_concurrency: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=256,
+            description="Segments in flight. 1 is the reproducible mode: with more, results "
+            "arrive in completion order and async PBT, ASHA and DyHPO decide on that order.",
+        ),
+    ] = 2
     seed: Annotated[
-        int, Field(ge=0, le=2**32 - 1, description="Root seed; same seed, same decisions.")
+        int,
+        Field(
+            ge=0,
+            le=2**32 - 1,
+            description="Root seed. Same seed and max_concurrency 1: the same decisions; "
+            "with more segments in flight, decisions follow completion order.",
+        ),
     ] = 0
     segment_retries: Annotated[
         int, Field(ge=0, le=10, description="Task retries of a failing segment.")

@@ -14,14 +14,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.engine.retention import Retention
 from flows.engine.runner import ExperimentRunner, RunSummary
 from flows.engine.segment import SegmentJob, run_segment
-from flows.interrupts import ThreadRunner, is_interrupt
+from flows.interrupts import ThreadRunner, interrupt_requested, is_interrupt
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
@@ -136,8 +138,7 @@ def run_experiment(
                 summary = runner.run(PrefectExecutor(task_runner, spec.segment_retries))
             except BaseException as exc:
                 if store.has_experiment(spec.name):
-                    # A stop (Ctrl-C, SIGTERM) leaves it resumable, not failed.
-                    store.set_state(spec.name, "interrupted" if is_interrupt(exc) else "failed")
+                    store.set_state(spec.name, _ended_state(exc))
                 raise
         if retention is not None:
             retention.sweep(runner)  # finished: only each trial's newest remain
@@ -145,6 +146,43 @@ def run_experiment(
         return summary
     finally:
         store.close()
+
+
+def _ended_state(exc: BaseException) -> str:
+    """The experiment state a run left by ``exc`` leaves behind.
+
+    A stop the CLI saw (Ctrl-C, SIGTERM: see :mod:`flows.interrupts`) leaves
+    it resumable; a TerminationSignal nobody asked the CLI for is Prefect
+    cancelling the flow run (the UI's Cancel signals its process).
+    """
+    prefect_cancel = isinstance(exc, TerminationSignal) and not interrupt_requested()
+    if not prefect_cancel and (isinstance(exc, SystemExit) or is_interrupt(exc)):
+        return "interrupted"
+    if isinstance(exc, TerminationSignal):
+        return "cancelled"
+    return "failed"
+
+
+def _verdict(spec: ExperimentSpec, summary: RunSummary) -> State[Any]:
+    """Completed, or Failed when every trial failed or none reported the metric."""
+    from flows.engine.status import experiment_status, run_verdict
+
+    store = EventStore(get_settings().resolved_database_url)
+    try:
+        if store.has_experiment(spec.name):
+            message = run_verdict(experiment_status(store, spec.name))
+        else:
+            message = None
+        if message is not None:
+            store.set_state(spec.name, "failed")
+    finally:
+        store.close()
+    if message is not None:
+        return Failed(message=f"{spec.name}: {message}")
+    return Completed(
+        message=f"{spec.name} {summary.state}: best trial {summary.best_trial_id}",
+        data=summary.to_json(),
+    )
 
 
 def _chain(
@@ -194,10 +232,16 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
         for hook in hooks:
             hook(runner)
 
+    for hook in hooks:  # Prefect is up: say what the wait is for now (CLI progress)
+        phase = getattr(hook, "phase", None)
+        if phase is not None:
+            phase("replaying the log, first segments running...")
+
     with artifacts if artifacts is not None else nullcontext():
         summary = run_experiment(spec, on_progress=on_progress if hooks else None)
         if artifacts:
             artifacts.summary = summary
+        verdict = _verdict(spec, summary)
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,
@@ -207,4 +251,8 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
         spec.metric,
         summary.best_metric,
     )
-    return summary.to_json()
+    if verdict.is_failed():
+        logger.error("%s", verdict.message)
+    # Prefect makes a returned state the run's final state; callers of
+    # tune(spec) get the summary dict, or FailedRun for a Failed verdict.
+    return verdict  # type: ignore[return-value]

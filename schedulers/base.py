@@ -41,6 +41,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
+from schedulers.outcomes import TrialStatus, next_status
 from schedulers.space import SearchSpace
 from schedulers.validation import (
     SchedulerArgumentError,
@@ -63,7 +64,6 @@ __all__ = [
 ]
 
 Mode = Literal["min", "max"]
-TrialStatus = Literal["running", "paused", "stopped", "failed"]
 
 _EPS = 1e-9
 
@@ -209,6 +209,13 @@ class Scheduler(ABC):
     def _fold_common(self, event: Event) -> None:
         if isinstance(event, ExperimentCreated):
             return
+        # Status words come from the one fold shared with the stored
+        # projections (schedulers.outcomes); the rest is scheduler bookkeeping.
+        trial_id = event.trial
+        known = None if trial_id is None else self.trials.get(trial_id)
+        previous = None if known is None else known.status
+        if known is not None:
+            known.status = next_status(previous, event)  # type: ignore[assignment]
         if isinstance(event, TrialCreated):
             self.trials[event.trial_id] = TrialState(
                 event.trial_id, dict(event.config), created_seq=self.n_events, info=dict(event.info)
@@ -218,14 +225,11 @@ class Scheduler(ABC):
             if t.running != (event.start, event.stop):
                 self.resource_used += event.stop - event.start
             t.running = (event.start, event.stop)
-            t.status = "running"
             t.config = dict(event.config)
         elif isinstance(event, SegmentFinished):
             t = self.trials[event.trial_id]
             t.running = None
             t.resource = event.stop
-            if t.status == "running":
-                t.status = "paused"
             for report in event.reports:
                 score = self.score(report)
                 if score is not None and "resource" in report:
@@ -238,16 +242,9 @@ class Scheduler(ABC):
             if event.checkpoint is not None:
                 t.checkpoint = event.checkpoint
         elif isinstance(event, SegmentFailed):
-            t = self.trials[event.trial_id]
-            t.running = None
-            if event.final:
-                t.status = "failed"
-        elif isinstance(event, TrialPaused):
-            self.trials[event.trial_id].status = "paused"
-        elif isinstance(event, TrialStopped):
-            t = self.trials[event.trial_id]
-            if t.status != "failed":
-                t.status = "stopped"
+            self.trials[event.trial_id].running = None
+        elif isinstance(event, (TrialPaused, TrialStopped)):
+            pass  # status only (above)
         elif isinstance(event, TrialPerturbed):
             t = self.trials[event.trial_id]
             t.config = dict(event.new_config)
@@ -267,10 +264,10 @@ class Scheduler(ABC):
             )
         elif isinstance(event, TrialRetried):
             retried = self.trials.get(event.trial_id)
-            # Only a failed trial can be retried; anything else is a no-op so
-            # that the fold stays total over hand-made logs.
-            if retried is not None and retried.status == "failed":
-                retried.status = "paused"
+            # Only a failed trial can be retried (next_status made it paused
+            # above); anything else is a no-op so the fold stays total over
+            # hand-made logs.
+            if retried is not None and previous == "failed":
                 retried.running = None
                 # A finished experiment reopens: the scheduler must be able to
                 # decide about the retried result (pause, promote, stop).

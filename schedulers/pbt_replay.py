@@ -30,6 +30,7 @@ from schedulers.events import (
     TrialCreated,
     TrialPerturbed,
 )
+from schedulers.outcomes import ENDED
 from schedulers.validation import check_max_t
 
 __all__ = ["PBTReplay", "pbt_lineage", "pbt_policy"]
@@ -219,7 +220,7 @@ class PBTReplay(Scheduler):
 
     def ask(self, n: int = 1) -> list[Action]:
         trial = self.trials.get(self.trial_id)
-        if self.finished or (trial is not None and trial.status in ("failed", "stopped")):
+        if self.finished or (trial is not None and trial.status in ENDED):
             return [Done("replay finished", self.trial_id if trial else None)]
         if trial is not None and trial.running is not None:
             return [Wait()]

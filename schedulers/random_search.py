@@ -45,7 +45,7 @@ class _FullBudget(Scheduler):
 
     def ask(self, n: int = 1) -> list[Action]:
         # A trial that reached max_t is completed: record it, so status shows
-        # "stopped" rather than a pause that will never be resumed.
+        # "completed" rather than a pause that will never be resumed.
         actions: list[Action] = []
         for trial_id in list(self._to_stop)[:n]:
             actions.append(Stop(trial_id, "completed"))

@@ -56,9 +56,10 @@ __all__ = [
 ]
 
 #: Allowed values of ``experiments.state``. ``interrupted``: a run was stopped
-#: (Ctrl-C, SIGTERM) and the experiment resumes where it stopped; the column is
-#: an unconstrained string, so no migration was needed to add it.
-STATES = ("running", "finished", "failed", "interrupted")
+#: (Ctrl-C, SIGTERM) and the experiment resumes where it stopped; ``cancelled``:
+#: Prefect cancelled the flow run. The column is an unconstrained string, so no
+#: migration was needed to add either.
+STATES = ("running", "finished", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class TrialRow:
     """Projected state of one trial.
 
     Attributes:
-        status: ``running``, ``paused``, ``stopped`` or ``failed``.
+        status: ``running``, ``paused``, ``completed``, ``pruned`` or ``failed``
+            (``schedulers.outcomes``); rows folded by older versions may say ``stopped``.
         config: Current config (a PBT perturbation replaces it).
         resource: Resource reached by the last finished segment (or inherited
             from a PBT donor).

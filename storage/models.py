@@ -72,7 +72,7 @@ class Base(DeclarativeBase):
 
 
 class ExperimentModel(Base):
-    """One row per experiment; ``state`` is running, finished, failed or interrupted."""
+    """One row per experiment; ``state`` is one of ``storage.event_store.STATES``."""
 
     __tablename__ = "experiments"
 

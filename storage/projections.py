@@ -3,9 +3,9 @@
 One fold serves both :meth:`EventStore.append` (incrementally, inside the
 append's transaction) and :meth:`EventStore.rebuild_projections` (from the
 whole log), so the two can never disagree. Trial status follows the same rules
-as ``schedulers.base.Scheduler._fold_common``: a new trial is ``paused`` until
-its first segment starts, a finished segment parks a running trial again,
-``TrialStopped`` never overrides ``failed``.
+as ``schedulers.base.Scheduler._fold_common`` because both call the one fold
+:func:`schedulers.outcomes.next_status` (running, paused, completed, pruned,
+failed).
 
 Events naming a trial that was never created are ignored rather than
 rejected: the log is the truth and must accept what the flow recorded; the
@@ -28,8 +28,10 @@ from schedulers.events import (
     TrialCreated,
     TrialPaused,
     TrialPerturbed,
+    TrialRetried,
     TrialStopped,
 )
+from schedulers.outcomes import next_status
 from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 
@@ -117,30 +119,24 @@ class Projection:
         t = None if trial_id is None else self.trials.get(trial_id)
         if t is None:
             return  # experiment-level event, or a trial never created (see module doc)
+        status = next_status(t.status, event)
+        changed = status != t.status
+        t.status = status or t.status
         if isinstance(event, SegmentStarted):
-            t.status = "running"
             t.config = dict(event.config)
         elif isinstance(event, SegmentFinished):
             t.resource = float(event.stop)
-            if t.status == "running":
-                t.status = "paused"
             t.metrics = dict(event.metrics)
             t.n_segments += 1
             self.results.append(
                 ResultRecord(seq, t.trial_id, float(event.start), float(event.stop), t.metrics)
             )
-        elif isinstance(event, SegmentFailed):
-            if event.final:
-                t.status = "failed"
-        elif isinstance(event, TrialPaused):
-            t.status = "paused"
-        elif isinstance(event, TrialStopped):
-            if t.status != "failed":
-                t.status = "stopped"
         elif isinstance(event, TrialPerturbed):
             t.config = dict(event.new_config)
             t.resource = float(event.donor_resource)
-        else:
+        elif not changed and not isinstance(
+            event, (SegmentFailed, TrialPaused, TrialStopped, TrialRetried)
+        ):
             return
         self.touched.add(t.trial_id)
 

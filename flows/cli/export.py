@@ -7,10 +7,14 @@ segments) and the segment's range::
     rungflow export digits --format csv --output digits.csv
     rungflow export digits --format json            # to stdout
 
-CSV columns: ``trial_id, segment_start, segment_stop, resource``, then
-``config.<name>`` per hyperparameter, then one column per metric. JSON: a list
-of ``{"trial_id", "segment_start", "segment_stop", "resource", "config": {...},
-"metrics": {...}}`` objects.
+CSV columns: ``trial_id, status, segment_start, segment_stop, resource,
+finished_at``, then ``config.<name>`` per hyperparameter, then one column per
+metric. ``status`` is the trial's outcome now (running, paused, completed,
+pruned, failed: see :mod:`schedulers.outcomes`), the same word ``rungflow
+status`` prints; ``finished_at`` is when the segment's result was recorded
+(ISO 8601, UTC). JSON: a list of ``{"trial_id", "status", "segment_start",
+"segment_stop", "resource", "finished_at", "config": {...}, "metrics":
+{...}}`` objects.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Annotated, Any
 
 import typer
 
-from schedulers import Event, SegmentFinished, SegmentStarted
+from schedulers import Event, ExperimentFinished, SegmentFinished, SegmentStarted, TrialRetried
+from schedulers.outcomes import final_status, next_status
 
 __all__ = ["ExportFormat", "history_records", "register", "to_csv", "to_json"]
 
@@ -38,25 +43,43 @@ class ExportFormat(StrEnum):
     json = "json"
 
 
-def history_records(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """One record per report, in log order (see module docs for the fields)."""
+def history_records(events: Sequence[Any]) -> list[dict[str, Any]]:
+    """One record per report, in log order (see module docs for the fields).
+
+    ``events`` are stored events (with ``created_at``, giving ``finished_at``)
+    or bare events (``finished_at`` is then None).
+    """
     config: dict[str, dict[str, Any]] = {}
+    status: dict[str, str | None] = {}
+    finished = False
     records = []
-    for event in events:
-        if isinstance(event, SegmentStarted):
+    for item in events:
+        event: Event = getattr(item, "event", item)
+        stamp = getattr(item, "created_at", None)
+        if event.trial is not None and not event.coordination:
+            status[event.trial] = next_status(status.get(event.trial), event)
+        if isinstance(event, ExperimentFinished):
+            finished = True
+        elif isinstance(event, TrialRetried):
+            finished = False
+        elif isinstance(event, SegmentStarted):
             config[event.trial_id] = dict(event.config)
         elif isinstance(event, SegmentFinished):
             for report in event.reports:
                 records.append(
                     {
                         "trial_id": event.trial_id,
+                        "status": None,  # filled in below: the trial's outcome now
                         "segment_start": event.start,
                         "segment_stop": event.stop,
                         "resource": report.get("resource"),
+                        "finished_at": None if stamp is None else stamp.isoformat(),
                         "config": dict(config.get(event.trial_id, {})),
                         "metrics": {k: v for k, v in report.items() if k != "resource"},
                     }
                 )
+    for record in records:
+        record["status"] = final_status(status.get(str(record["trial_id"])) or "paused", finished)
     return records
 
 
@@ -71,14 +94,11 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     metrics = sorted({k for r in records for k in r["metrics"]})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["trial_id", "segment_start", "segment_stop", "resource"]
-        + [f"config.{p}" for p in params]
-        + metrics
-    )
+    fixed = ["trial_id", "status", "segment_start", "segment_stop", "resource", "finished_at"]
+    writer.writerow(fixed + [f"config.{p}" for p in params] + metrics)
     for r in records:
         writer.writerow(
-            [r["trial_id"], r["segment_start"], r["segment_stop"], r["resource"]]
+            [_cell(r.get(k)) for k in fixed]
             + [_cell(r["config"].get(p)) for p in params]
             + [_cell(r["metrics"].get(m)) for m in metrics]
         )
@@ -129,11 +149,11 @@ def register(app: typer.Typer) -> None:
             export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
             return
         from flows.cli._common import _reading, err
-        from flows.engine.status import load_events
+        from flows.engine.status import read_records
 
         with _reading(db) as store:
-            events = load_events(store, experiment)
-        records = history_records(events)
+            stored = read_records(store, experiment)
+        records = history_records(stored)
         text = to_csv(records) if fmt is ExportFormat.csv else to_json(records)
         if output is None:
             sys.stdout.write(text)

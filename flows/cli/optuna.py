@@ -44,7 +44,29 @@ def export_command(
         store.close()
     # Plain stdout, so that scripts can capture the study name.
     typer.echo(name)
+    err.print(_exported_line(to_optuna, name))
     return name
+
+
+def _exported_line(storage_url: str, name: str) -> str:
+    """``exported N trials (a COMPLETE, b PRUNED, ...)`` and the dashboard command."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    try:  # never echo a password
+        import sqlalchemy as sa
+
+        storage_url = sa.make_url(storage_url).render_as_string(hide_password=True)
+    except Exception:
+        storage_url = "STORAGE_URL"
+    return (
+        f"exported {sum(counts.values())} trial(s) ({states or 'none'}) to study {name!r}; "
+        f"view them with: optuna-dashboard {storage_url}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,10 @@
 One line per trial (metric against resource, a dot per report), the best
 trial drawn on top in red, and a dashed vertical line at
 every resource where segments end: the rungs of HyperBand/ASHA, the
-perturbation intervals of PBT. Needs matplotlib (``pip install
+perturbation intervals of PBT. A PBT exploit (the trial took a donor's
+weights and a new config) breaks the trial's line: a dotted link runs from
+the donor's point to where the trial continues, marked with a triangle, so
+an exploit never reads as a straight jump of one curve. Needs matplotlib (``pip install
 'rungflow[plot]'``); the error says so when it is missing.
 """
 
@@ -15,9 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from schedulers import Event, SegmentFinished
+from schedulers import Event, SegmentFinished, TrialPerturbed
 
-__all__ = ["MAX_BOUNDARIES", "curves", "plot_curves", "register"]
+__all__ = [
+    "MAX_BOUNDARIES",
+    "Exploit",
+    "curves",
+    "exploits",
+    "pieces",
+    "plot_curves",
+    "register",
+]
 
 #: Above this many distinct segment ends (e.g. DyHPO's one-unit segments) the
 #: lines would hide the curves, so none are drawn.
@@ -41,6 +52,43 @@ def curves(
     return points, sorted(boundaries)
 
 
+#: One exploit: ``(trial_id, donor_id, resource)``, where the trial continues from.
+Exploit = tuple[str, str, float]
+
+
+def exploits(events: Sequence[Event]) -> list[Exploit]:
+    """Every PBT exploit in log order, as ``(trial_id, donor_id, donor_resource)``."""
+    return [
+        (e.trial_id, e.donor_id, float(e.donor_resource))
+        for e in events
+        if isinstance(e, TrialPerturbed) and e.donor_id != e.trial_id
+    ]
+
+
+def pieces(events: Sequence[Event], metric: str) -> dict[str, list[list[tuple[float, float]]]]:
+    """Per trial its ``(resource, metric)`` reports, split into one piece per exploit."""
+    out: dict[str, list[list[tuple[float, float]]]] = {}
+    for event in events:
+        if isinstance(event, TrialPerturbed) and event.donor_id != event.trial_id:
+            out.setdefault(event.trial_id, [[]]).append([])
+        elif isinstance(event, SegmentFinished):
+            piece = out.setdefault(event.trial_id, [[]])[-1]
+            for report in event.reports:
+                value = report.get(metric)
+                if isinstance(value, (int, float)) and report.get("resource") is not None:
+                    piece.append((float(report["resource"]), float(value)))
+    return out  # empty pieces kept: piece k+1 follows the trial's k-th exploit
+
+
+def _value_at(line: list[tuple[float, float]], resource: float) -> float | None:
+    """The donor's last reported value at ``resource`` (None if it reported none there)."""
+    found = None
+    for r, v in line:
+        if abs(r - resource) < 1e-9:
+            found = v
+    return found
+
+
 def plot_curves(status: dict[str, Any], events: Sequence[Event], output: Path) -> None:
     """Write the learning-curve PNG of an experiment to ``output``.
 
@@ -60,14 +108,35 @@ def plot_curves(status: dict[str, Any], events: Sequence[Event], output: Path) -
         if len(boundaries) <= MAX_BOUNDARIES:
             for b in boundaries:
                 ax.axvline(b, color="0.85", linestyle="--", linewidth=0.8, zorder=0)
+        moves = exploits(events)
+        split = pieces(events, metric)
+
+        def draw(trial_id: str, **style: Any) -> None:
+            for i, piece in enumerate(p for p in split.get(trial_id, []) if p):
+                xs, ys = zip(*piece, strict=True)
+                ax.plot(xs, ys, **(style if i == 0 else {**style, "label": None}))
+
         for trial_id, line in sorted(points.items()):
-            if not line or trial_id == best:
-                continue
-            xs, ys = zip(*line, strict=True)
-            ax.plot(xs, ys, color="tab:blue", alpha=0.35, linewidth=1, marker=".", markersize=4)
+            if line and trial_id != best:
+                draw(trial_id, color="tab:blue", alpha=0.35, linewidth=1, marker=".",
+                     markersize=4)
         if best is not None and points.get(best):
-            xs, ys = zip(*points[best], strict=True)
-            ax.plot(xs, ys, color="tab:red", linewidth=2, marker=".", label=f"best: {best}")
+            draw(best, color="tab:red", linewidth=2, marker=".", label=f"best: {best}")
+        seen: dict[str, int] = {}
+        for n, (trial_id, donor, resource) in enumerate(moves):
+            seen[trial_id] = seen.get(trial_id, 0) + 1
+            start = _value_at(points.get(donor, []), resource)
+            later = split.get(trial_id, [])[seen[trial_id]:]
+            after = later[0] if later else []
+            if start is None:
+                continue
+            ax.plot([resource], [start], linestyle="none", marker="^", markersize=6,
+                    color="tab:orange", label="exploit (from donor)" if n == 0 else None,
+                    zorder=3)
+            if after:
+                ax.plot([resource, after[0][0]], [start, after[0][1]], linestyle=":",
+                        color="tab:orange", linewidth=1, zorder=2)
+        if best is not None or moves:
             ax.legend(loc="best")
         ax.set_xlabel("resource")
         ax.set_ylabel(f"{metric} ({status['mode']})")

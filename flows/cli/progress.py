@@ -19,6 +19,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from flows.hooks import PROGRESS_HOOKS
 from flows.spec import ExperimentSpec
@@ -34,26 +35,50 @@ class CliProgress(AbstractContextManager["CliProgress"]):
 
     The bar is the share of the budget spent (see
     :func:`flows.artifacts.progress_fraction`; it pulses when the budget gives
-    no end point); the text says segments done and failed, trials against
-    ``budget.max_trials``, resource against ``budget.max_resource`` and the best
-    metric so far.
+    no end point, and reads 100% once the experiment is finished); the text
+    says segments done and failed, trials against ``budget.max_trials``,
+    resource against ``budget.max_resource`` and the best metric so far.
+
+    Layout: name, bar, percentage and elapsed time come first and keep their
+    width; the detail text takes what is left and is cut with an ellipsis, so
+    an 80-column terminal still shows the bar and the numbers. Off a terminal
+    (a CI log, a pipe) there is no live bar: one plain line is printed at the
+    end, never cut. Before the first result the detail names the phase
+    (Prefect starting, replaying the log).
     """
 
     def __init__(self, spec: ExperimentSpec, console: Console, enabled: bool = True) -> None:
         self.spec = spec
+        self.console = console
         self.enabled = enabled
+        self.live = enabled and console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            TextColumn(
+                "[bold]{task.description}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", max_width=24),
+            ),
+            BarColumn(bar_width=16),
             TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
+            TextColumn(
+                "{task.fields[detail]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
             console=console,
             transient=False,
+            expand=True,
         )
         self.task_id = self.progress.add_task(
-            spec.name, total=None, detail="starting", start=True
+            spec.name, total=None, detail="starting Prefect...", start=True
         )
+        self._last_detail = "no segment finished"
+        self._fraction: float | None = None
+        self._runner: ExperimentRunner | None = None
+
+    def phase(self, label: str) -> None:
+        """Show ``label`` (e.g. "replaying the log") until the first result."""
+        if self._runner is None:
+            self.progress.update(self.task_id, detail=label)
 
     def detail(self, runner: ExperimentRunner) -> str:
         """The text next to the bar."""
@@ -70,24 +95,39 @@ class CliProgress(AbstractContextManager["CliProgress"]):
         if budget.max_resource is not None:
             resource += f"/{budget.max_resource:g}"
         return (
-            f"segments {s.segments_run} ({s.segments_failed} failed) | {trials} | "
-            f"{resource} | best {self.spec.metric}={best_text}"
+            f"best {self.spec.metric}={best_text} | segments {s.segments_run} "
+            f"({s.segments_failed} failed) | {trials} | {resource}"
         )
 
     def __call__(self, runner: ExperimentRunner) -> None:
         from flows.artifacts import progress_fraction
 
+        self._runner = runner
         fraction = progress_fraction(self.spec, runner.scheduler)
+        self._fraction = fraction
+        self._last_detail = self.detail(runner)
         self.progress.update(
             self.task_id,
             total=None if fraction is None else 1.0,
             completed=fraction or 0.0,
-            detail=self.detail(runner),
+            detail=self._last_detail,
         )
+
+    def final_line(self, failed: bool = False) -> str:
+        """The plain one-line summary printed off a terminal."""
+        runner = self._runner
+        if runner is not None and runner.scheduler.finished:
+            state = "finished"
+        else:
+            state = "stopped" if failed else "ended"
+        percent = "" if self._fraction is None else f" {100 * self._fraction:.0f}%"
+        elapsed = self.progress.tasks[0].elapsed or 0.0
+        return f"{self.spec.name}: {state}{percent} | {self._last_detail} | {elapsed:.1f} s"
 
     def __enter__(self) -> CliProgress:
         if self.enabled:
-            self.progress.start()
+            if self.live:
+                self.progress.start()
             PROGRESS_HOOKS.append(self)
         return self
 
@@ -99,5 +139,15 @@ class CliProgress(AbstractContextManager["CliProgress"]):
     ) -> None:
         if self in PROGRESS_HOOKS:
             PROGRESS_HOOKS.remove(self)
-        if self.enabled:
+        runner = self._runner
+        if runner is not None:
+            self(runner)  # the last result may have come before the final decision
+            if runner.scheduler.finished:
+                self._fraction = 1.0
+                self.progress.update(self.task_id, total=1.0, completed=1.0)
+        if not self.enabled:
+            return
+        if self.live:
             self.progress.stop()
+        else:
+            self.console.print(self.final_line(exc_type is not None), soft_wrap=True)

@@ -68,6 +68,8 @@ def run(
         source_checkpoints=warm_start_checkpoints,
     )
 
+    from prefect.exceptions import FailedRun
+
     from flows.cli.progress import CliProgress
     from flows.engine.runner import ResumeRefusedError
     from flows.interrupts import stoppable_run
@@ -80,6 +82,12 @@ def run(
         with stoppable_run(parsed.name, say=lambda line: err.print(line, markup=False)), progress:
             summary = tune(parsed)
     except (ResumeRefusedError, MetricNotReportedError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except FailedRun as exc:
+        # Every trial failed, or none reported the metric: show what is known.
+        if not as_json:
+            print_leaderboard(parsed.name, db)
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     if as_json:

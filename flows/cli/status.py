@@ -12,7 +12,7 @@ from rich.table import Table
 from flows.cli._common import DbOption, _bytes, _fmt, _open_store, _reading, console
 
 
-def print_leaderboard(name: str, db: str | None, limit: int = 10) -> None:
+def print_leaderboard(name: str, db: str | None, limit: int | None = 10) -> None:
     from flows.engine.status import experiment_status
 
     store = _open_store(db)
@@ -20,39 +20,89 @@ def print_leaderboard(name: str, db: str | None, limit: int = 10) -> None:
         status = experiment_status(store, name)
     finally:
         store.close()
-    console.print(leaderboard_table(status, limit))
-    best = status["best"]
-    if best:
-        console.print(
-            f"best trial [bold]{best['trial_id']}[/bold] {status['metric']}="
-            f"{best[status['metric']]:.4g} at resource {best['resource']:g}: {best['config']}"
-        )
+    print_status(status, limit)
 
 
-def leaderboard_table(status: dict[str, Any], limit: int = 10) -> Table:
-    """Top trials by metric at their highest resource."""
+def ranked_trials(status: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """Trials with a metric, best first: highest resource, then metric (rungflow's ranking)."""
     metric, sign = status["metric"], (1 if status["mode"] == "min" else -1)
     rows = []
     for t in status["trials"]:
         if t["segments"] and t["segments"][-1]["metrics"].get(metric) is not None:
             value = t["segments"][-1]["metrics"][metric]
-            rows.append((-t["resource"], sign * value, t, value))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    table = Table(title=f"{status['experiment']} ({status['state']}, {status['scheduler']})")
+            rows.append(((-t["resource"], sign * value, t["trial_id"]), t, value))
+    rows.sort(key=lambda r: r[0])
+    return [(t, value) for _, t, value in rows]
+
+
+def leaderboard_table(status: dict[str, Any], limit: int | None = 10) -> Table:
+    """Top trials by metric at their highest resource ("top 10 of N" in the title)."""
+    metric = status["metric"]
+    ranked = ranked_trials(status)
+    shown = ranked if limit is None else ranked[:limit]
+    scope = f"top {len(shown)} of {len(ranked)} trial(s) with a {metric}"
+    if len(ranked) != len(status["trials"]):
+        scope += f" ({len(status['trials'])} in all)"
+    table = Table(
+        title=f"{status['experiment']} ({status['state']}, {status['scheduler']}): {scope}"
+    )
     for col in ("trial", "status", "resource", metric, "config"):
         table.add_column(col)
-    for _, _, t, value in rows[:limit]:
+    for t, value in shown:
         config = ", ".join(f"{k}={_fmt(v)}" for k, v in t["config"].items())
         table.add_row(t["trial_id"], t["status"], f"{t['resource']:g}", f"{value:.4g}", config)
     return table
+
+
+def print_status(status: dict[str, Any], limit: int | None = 10) -> None:
+    """The leaderboard, then failed trials, trials without a report and the totals."""
+    from schedulers.outcomes import TRIAL_STATUSES
+
+    console.print(leaderboard_table(status, limit))
+    metric = status["metric"]
+    failed = [t for t in status["trials"] if t["status"] == "failed"]
+    if failed:
+        table = Table(title=f"failed trials ({len(failed)})")
+        for col in ("trial", "resource", "error"):
+            table.add_column(col)
+        for t in failed if limit is None else failed[:limit]:
+            table.add_row(t["trial_id"], f"{t['resource']:g}", t.get("error", "?"))
+        if limit is not None and len(failed) > limit:
+            table.caption = f"{len(failed) - limit} more: --all"
+        console.print(table)
+    ranked = {t["trial_id"] for t, _ in ranked_trials(status)}
+    waiting = [
+        t for t in status["trials"] if t["trial_id"] not in ranked and t["status"] != "failed"
+    ]
+    if waiting:
+        ids = ", ".join(f"{t['trial_id']} ({t['status']})" for t in waiting[:20])
+        more = f" and {len(waiting) - 20} more" if len(waiting) > 20 else ""
+        console.print(f"no {metric} reported yet: {ids}{more}")
+    best = status["best"]
+    if best:
+        console.print(
+            f"best trial [bold]{best['trial_id']}[/bold] {metric}="
+            f"{best[metric]:.4g} at resource {best['resource']:g}: {best['config']}"
+        )
+    counts = status.get("counts", {})
+    state = status["state"] + (f" ({status['reason']})" if status.get("reason") else "")
+    console.print(
+        f"state {state}; {status['n_trials']} trials: "
+        + ", ".join(f"{counts[k]} {k}" for k in TRIAL_STATUSES if counts.get(k))
+        + f"; resource used {status['resource_used']:g}"
+    )
 
 
 def status(
     experiment: Annotated[str, typer.Argument(help="Experiment name.")],
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="Trials in the leaderboard.")
+    ] = 10,
+    all_: Annotated[bool, typer.Option("--all", help="Show every trial.")] = False,
 ) -> None:
-    """Show an experiment's trials, segments and best trial."""
+    """Show an experiment's trials (top 10 by default), failures and best trial."""
     from flows.engine.status import experiment_status
 
     with _reading(db) as store:
@@ -60,15 +110,7 @@ def status(
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         return
-    console.print(leaderboard_table(data))
-    counts: dict[str, int] = {}
-    for t in data["trials"]:
-        counts[t["status"]] = counts.get(t["status"], 0) + 1
-    console.print(
-        f"state {data['state']}; {data['n_trials']} trials "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        + f"; resource used {data['resource_used']:g}"
-    )
+    print_status(data, None if all_ else limit)
     disk = data.get("checkpoints") or {}
     if disk.get("bytes") is not None:
         console.print(f"checkpoints: {disk['files']} file(s), {_bytes(disk['bytes'])}")

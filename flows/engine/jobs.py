@@ -630,7 +630,7 @@ class Experiment:
         if t.status == "failed":
             return FAILED
         view = self._views[job_id]
-        if not view.ever_started and t.status != "stopped":
+        if not view.ever_started and t.status not in ("completed", "pruned"):
             return QUEUED
         return DONE
 

@@ -15,15 +15,18 @@ from schedulers import (
     SegmentFinished,
     TrialCreated,
 )
-from schedulers.events import ImportCompleted, ObservationImported, TrialRetried
+from schedulers.events import ImportCompleted, ObservationImported, TrialRetried, TrialStopped
+from schedulers.outcomes import error_summary, final_status, most_common_error
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
 
 __all__ = [
     "checkpoint_usage",
+    "experiment_reason",
     "experiment_status",
     "imported_summary",
     "load_events",
     "read_records",
+    "run_verdict",
 ]
 
 
@@ -61,52 +64,86 @@ def experiment_status(
 ) -> dict[str, Any]:
     """The JSON printed by ``rungflow status --json``.
 
-    Keys: ``experiment``, ``state`` (running|finished|failed), ``scheduler``,
-    ``metric``, ``mode``, ``trials`` (id, config, status, segments as
-    ``{"start", "stop", "metrics"}`` in order, ``error`` if failed), ``best``,
-    ``resource_used``, ``imported`` (warm-start observations per source, see
-    :func:`imported_summary`), ``checkpoints`` (``{"bytes", "files"}`` on disk now,
-    after retention) and the scheduler's own ``extras`` (brackets, schedule
-    records...).
+    Keys: ``experiment``, ``state`` (running|finished|interrupted|cancelled|
+    failed, see :mod:`schedulers.outcomes`) and ``reason`` (why it ended, or
+    None), ``scheduler``, ``metric``, ``mode``, ``trials`` (id, config,
+    ``status`` in the words of :mod:`schedulers.outcomes` (running, paused,
+    completed, pruned, failed), ``reason`` (the scheduler's stop reason, or
+    why a paused trial ended), ``error`` (``Type: first line``) if failed,
+    ``started_at`` / ``ended_at`` (ISO timestamps of its first and last
+    event), segments as ``{"start", "stop", "metrics", "finished_at"}`` in
+    order), ``counts`` (trials per status), ``failures`` (``{"trials",
+    "most_common", "most_common_count"}``), ``best``, ``resource_used``,
+    ``imported`` (warm-start observations per source, see
+    :func:`imported_summary`), ``checkpoints`` (``{"bytes", "files"}`` on
+    disk now, after retention) and the scheduler's own ``extras`` (brackets,
+    schedule records...).
 
     Args:
         store: The event store.
         name: Experiment name.
         checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
     """
-    events = load_events(store, name)
+    records = read_records(store, name)
+    events = [r.event for r in records]
     spec = stored_spec(events[0])
     scheduler = spec.build_scheduler()
     segments: dict[str, list[dict[str, Any]]] = {}
     errors: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    times: dict[str, list[str]] = {}
     finished: ExperimentFinished | None = None
-    for event in events:
+    for record in records:
+        event = record.event
         scheduler.tell(event)
+        stamp = record.created_at.isoformat()
+        trial_id = event.trial
+        if trial_id is not None and not event.coordination:
+            times.setdefault(trial_id, [stamp, stamp])[1] = stamp
         if isinstance(event, TrialCreated):
             segments[event.trial_id] = []
         elif isinstance(event, SegmentFinished):
             segments[event.trial_id].append(
-                {"start": event.start, "stop": event.stop, "metrics": dict(event.metrics)}
+                {"start": event.start, "stop": event.stop, "metrics": dict(event.metrics),
+                 "finished_at": stamp}
             )
         elif isinstance(event, SegmentFailed):
-            errors[event.trial_id] = event.error
+            if event.final:
+                errors[event.trial_id] = event.error
+        elif isinstance(event, TrialStopped):
+            reasons[event.trial_id] = event.reason
         elif isinstance(event, ExperimentFinished):
             finished = event
         elif isinstance(event, TrialRetried):
             finished = None  # a retry reopens a finished experiment (flows.retry)
-    state = next((e.state for e in store.list_experiments() if e.name == name), "running")
+            errors.pop(event.trial_id, None)
+    stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     trials = []
+    counts: dict[str, int] = {}
     for t in scheduler.trials.values():
+        status = final_status(t.status, finished is not None)
         row: dict[str, Any] = {
             "trial_id": t.trial_id,
             "config": t.config,
-            "status": t.status,
+            "status": status,
             "resource": t.resource,
             "segments": segments.get(t.trial_id, []),
         }
-        if t.trial_id in errors:
-            row["error"] = errors[t.trial_id]
+        if t.trial_id in times:
+            row["started_at"], row["ended_at"] = times[t.trial_id]
+        if status == "failed":
+            if t.trial_id in errors:
+                row["error"] = error_summary(errors[t.trial_id])
+            elif t.trial_id in reasons:
+                row["error"] = reasons[t.trial_id]
+        elif t.trial_id in reasons:
+            row["reason"] = reasons[t.trial_id]
+        elif status != t.status:
+            row["reason"] = "never promoted before the experiment finished"
+        counts[status] = counts.get(status, 0) + 1
         trials.append(row)
+    failed_errors = [r["error"] for r in trials if r["status"] == "failed" and "error" in r]
+    common = most_common_error(failed_errors)
     best = scheduler.best_trial()
     best_json = None
     if best is not None and best.last_score is not None:
@@ -118,14 +155,28 @@ def experiment_status(
             spec.metric: value,
             "checkpoint": None if best.checkpoint is None else best.checkpoint.key,
         }
-    return {
+    state = "finished" if finished is not None else stored_state
+    if state == "running" and scheduler.running and not _live_runner(store, name):
+        state = "interrupted"  # open segments, nobody heartbeating: a killed run
+    if state == "finished" and trials and (
+        counts.get("failed", 0) == len(trials) or best_json is None
+    ):
+        state = "failed"  # the search ended, but nothing in it worked
+    status_json: dict[str, Any] = {
         "experiment": name,
-        "state": "finished" if finished is not None else state,
+        "state": state,
+        "reason": None,
         "scheduler": spec.scheduler,
         "metric": spec.metric,
         "mode": spec.mode,
         "resource_used": scheduler.resource_used,
         "n_trials": len(trials),
+        "counts": counts,
+        "failures": {
+            "trials": counts.get("failed", 0),
+            "most_common": None if common is None else common[0],
+            "most_common_count": 0 if common is None else common[1],
+        },
         "trials": trials,
         "best": best_json,
         "checkpoints": checkpoint_usage(
@@ -134,6 +185,68 @@ def experiment_status(
         "extras": scheduler.status_extras(),
         "imported": imported_summary(events),
     }
+    status_json["reason"] = experiment_reason(
+        status_json, None if finished is None else finished.reason
+    )
+    return status_json
+
+
+def _live_runner(store: EventStore, name: str) -> bool:
+    """Whether any runner still holds a lease on ``name`` (see flows.engine.leases)."""
+    from flows.engine.leases import LeaseSettings, Owner, pid_alive
+
+    try:
+        leases = store.leases(name)
+    except Exception:  # status is a view: a missing lease table must not break it
+        return True
+    me, timeout = Owner.current(LeaseSettings().worker_host), LeaseSettings().lease_timeout
+    for lease in leases.values():
+        if lease.host == me.host and not pid_alive(lease.pid):
+            continue
+        if lease.age <= timeout:
+            return True
+    return False
+
+
+def experiment_reason(status: dict[str, Any], finished_reason: str | None = None) -> str | None:
+    """Why the experiment is in its state, in one line (None while running well).
+
+    ``finished``: the scheduler's reason (``budget exhausted``...). ``failed``:
+    the most common trial error, or that no trial reported the metric.
+    ``cancelled`` / ``interrupted``: the flow run was stopped; the log keeps
+    every finished segment and ``rungflow run`` resumes it.
+    """
+    state = status["state"]
+    failures = status["failures"]
+    n = status["n_trials"]
+    if state == "finished":
+        return finished_reason
+    if state == "failed":
+        if failures["most_common"] is not None and failures["trials"]:
+            return (
+                f"{failures['trials']} of {n} trial(s) failed; most common error "
+                f"({failures['most_common_count']}x): {failures['most_common']}"
+            )
+        if status["best"] is None:
+            return f"no trial reported the metric {status['metric']!r}"
+        return "the flow run failed; see its logs"
+    if state == "cancelled":
+        return "the flow run was cancelled; `rungflow run` resumes it"
+    if state == "interrupted":
+        return "the flow run was interrupted; `rungflow run` resumes it"
+    return None
+
+
+def run_verdict(status: dict[str, Any]) -> str | None:
+    """The message a flow run should fail with, or None if it succeeded.
+
+    A run fails when its experiment ended and every trial failed or no trial
+    ever reported the metric: a green run with an empty leaderboard hides
+    the error (``KeyError: 'width'``) in the logs.
+    """
+    if status["state"] != "failed":
+        return None
+    return str(status["reason"] or "the experiment failed")
 
 
 def imported_summary(events: Sequence[Event]) -> dict[str, Any]:

@@ -27,17 +27,22 @@ How the event log maps onto a study:
 * ``value``: the metric at the trial's highest resource (the last report of
   its last finished segment), with the sign the user reported, not rungflow's
   internal "lower is better" score;
-* ``state``: ``FAIL`` for a failed trial; ``COMPLETE`` for one that reached
-  the scheduler's ``max_t`` (or, for schedulers without one, the highest
-  resource any trial reached); ``PRUNED`` for every other trial (culled at a
-  rung, stopped early, or still paused or running), carrying its last value
-  as Optuna does for pruned trials;
+* ``state`` follows rungflow's trial outcome (:mod:`schedulers.outcomes`, the
+  word ``rungflow status`` prints): ``failed`` is ``FAIL``; ``completed`` is
+  ``COMPLETE``, as is any trial that reached the scheduler's ``max_t`` (or,
+  for schedulers without one, the highest resource any trial reached);
+  ``pruned`` (culled at a rung, stopped early, left paused when the experiment
+  finished) and trials still paused or running are ``PRUNED``, carrying their
+  last value as Optuna does for pruned trials. A trial with finished segments
+  but no value of the metric is ``FAIL``;
 * ``direction``: ``minimize`` for ``mode: min``, ``maximize`` for ``max``;
 * ``user_attrs``: ``rungflow_trial_id``, ``rungflow_resource``,
   ``rungflow_status``, ``rungflow_metrics`` (every metric of the final report)
   and, where there is one, ``rungflow_stop_reason`` / ``rungflow_error``;
   the study gets ``rungflow_experiment``, ``rungflow_scheduler``,
-  ``rungflow_metric`` and ``rungflow_step_scale``.
+  ``rungflow_metric`` and ``rungflow_step_scale``, and its objective is named
+  after the metric (``study.set_metric_names``), so optuna-dashboard labels
+  the axis ``loss`` rather than ``Objective 0``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from optuna.trial import TrialState
 from flows.engine.status import read_records
 from flows.spec import ExperimentSpec, stored_spec
 from schedulers import (
+    ExperimentFinished,
     SegmentFailed,
     SegmentFinished,
     SegmentStarted,
@@ -63,6 +69,7 @@ from schedulers import (
     TrialRetried,
     TrialStopped,
 )
+from schedulers.outcomes import final_status, next_status
 from storage import EventStore, StoredEvent
 
 __all__ = ["StudyExistsError", "export_to_optuna", "step_scale"]
@@ -92,6 +99,7 @@ class _TrialRecord:
     error: str | None = None
     stop_reason: str | None = None
     running: bool = False
+    status: str = "paused"
 
 
 def step_scale(resources: Sequence[float]) -> int:
@@ -117,8 +125,13 @@ def step_scale(resources: Sequence[float]) -> int:
 
 def _fold(events: Sequence[StoredEvent], metric: str) -> list[_TrialRecord]:
     trials: dict[str, _TrialRecord] = {}
+    finished = False
     for stored in events:
         event = stored.event
+        if isinstance(event, ExperimentFinished):
+            finished = True
+        elif isinstance(event, TrialRetried):
+            finished = False
         if isinstance(event, TrialCreated):
             trials[event.trial_id] = _TrialRecord(
                 event.trial_id,
@@ -133,6 +146,7 @@ def _fold(events: Sequence[StoredEvent], metric: str) -> list[_TrialRecord]:
             continue
         t = trials[trial_id]
         t.ended_at = stored.created_at
+        t.status = next_status(t.status, event) or t.status
         if isinstance(event, SegmentStarted):
             t.running = True
             if dict(event.config) != t.config:
@@ -163,6 +177,8 @@ def _fold(events: Sequence[StoredEvent], metric: str) -> list[_TrialRecord]:
         elif isinstance(event, TrialPerturbed):
             t.config = dict(event.new_config)
             t.configs.append(dict(event.new_config))
+    for t in trials.values():
+        t.status = final_status(t.status, finished)
     return list(trials.values())
 
 
@@ -264,6 +280,7 @@ def export_to_optuna(
     study.set_user_attr("rungflow_scheduler", spec.scheduler)
     study.set_user_attr("rungflow_metric", spec.metric)
     study.set_user_attr("rungflow_step_scale", scale)
+    study.set_metric_names([spec.metric])
 
     for record in records:
         study.add_trial(_frozen_trial(record, space, spec.metric, scale, max_t))
@@ -279,9 +296,9 @@ def _frozen_trial(
 ) -> optuna.trial.FrozenTrial:
     params, dists, outside = _params(record.config, space)
     final = None if record.final_metrics is None else _number(record.final_metrics.get(metric))
-    if record.failed:
+    if record.failed or record.status == "failed":
         state, final = TrialState.FAIL, None
-    elif final is not None and record.resource >= max_t - _EPS:
+    elif final is not None and (record.status == "completed" or record.resource >= max_t - _EPS):
         state = TrialState.COMPLETE
     elif final is None and not record.running and record.final_metrics is not None:
         # Finished segments but the metric is missing: Optuna cannot store a
@@ -292,7 +309,7 @@ def _frozen_trial(
     user_attrs: dict[str, Any] = {
         "rungflow_trial_id": record.trial_id,
         "rungflow_resource": record.resource,
-        "rungflow_status": _status(record),
+        "rungflow_status": record.status,
         "rungflow_metrics": record.final_metrics or {},
     }
     if len(record.configs) > 1:
@@ -316,11 +333,3 @@ def _frozen_trial(
     trial.datetime_start = record.started_at
     trial.datetime_complete = record.ended_at
     return trial
-
-
-def _status(record: _TrialRecord) -> str:
-    if record.failed:
-        return "failed"
-    if record.running:
-        return "running"
-    return "stopped" if record.stop_reason is not None else "paused"

@@ -80,13 +80,13 @@ def run_tune(**changes: Any) -> tuple[UUID, dict[str, Any]]:
 def test_run_creates_progress_leaderboard_and_summary(rungflow_home: Path) -> None:
     flow_run_id, summary = run_tune()
     found = read_artifacts(flow_run_id)
-    keys = {artifact_key("Art_1", k) for k in ("progress", "leaderboard", "summary")}
-    assert keys == {
-        "rungflow-art-1-progress",
-        "rungflow-art-1-leaderboard",
-        "rungflow-art-1-summary",
-    }
+    kinds = ("progress", "leaderboard", "curves", "summary")
+    keys = {artifact_key("Art_1", k) for k in kinds}
+    assert keys == {f"rungflow-art-1-{k}" for k in kinds}
     assert keys <= set(found)
+    # Learning curves: an embedded PNG (matplotlib is a dev dependency).
+    assert "data:image/png;base64," in found["rungflow-art-1-curves"].data
+    assert "top " in found["rungflow-art-1-leaderboard"].description
 
     assert float(found["rungflow-art-1-progress"].data) == 100.0
 
@@ -115,6 +115,37 @@ def test_run_creates_progress_leaderboard_and_summary(rungflow_home: Path) -> No
     assert "Art_1" in text
     assert str(rungflow_home) not in text
     assert "sqlite" not in text
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_where_every_trial_failed_ends_failed_naming_the_error(
+    rungflow_home: Path,
+) -> None:
+    """The synthetic trainable without `width` in the space raises KeyError in every trial."""
+    spec = load_spec(
+        {
+            **SPEC, "name": "all-fail", "trainable": "synthetic",
+            "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},
+            "budget": {"max_trials": 3},
+        }
+    )
+    state = tune(spec, return_state=True)
+    assert state.is_failed(), state
+    assert "3 of 3 trial(s) failed" in str(state.message)
+    assert "KeyError: 'width'" in str(state.message)
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    markdown = read_artifacts(flow_run_id)["rungflow-all-fail-summary"].data
+    assert "Failed trials (3)" in markdown and "KeyError: 'width'" in markdown
+    store = EventStore(f"sqlite:///{rungflow_home / 'rungflow.db'}")
+    try:
+        status = experiment_status(store, "all-fail")
+        listed = {e.name: e.state for e in store.list_experiments()}
+    finally:
+        store.close()
+    assert status["state"] == listed["all-fail"] == "failed"
+    assert {t["status"] for t in status["trials"]} == {"failed"}
+    assert all(t["error"] == "KeyError: 'width'" for t in status["trials"])
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -180,6 +211,10 @@ def test_experiment_name_rules() -> None:
 class FakeScheduler:
     resource_used: float = 0.0
     trials: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+    def best_trial(self) -> None:
+        return None
 
 
 @dataclass

@@ -113,10 +113,10 @@ def check_form_schema(schema: dict[str, Any]) -> None:
     assert (spec["max_concurrency"]["minimum"], spec["max_concurrency"]["maximum"]) == (1, 256)
     assert spec["max_concurrency"]["default"] == 2
     assert (spec["seed"]["minimum"], spec["segment_retries"]["maximum"]) == (0, 10)
-    max_trials = next(o for o in budget["max_trials"]["anyOf"] if o["type"] == "integer")
-    assert max_trials["minimum"] == 1
-    max_resource = next(o for o in budget["max_resource"]["anyOf"] if o["type"] == "number")
-    assert max_resource["exclusiveMinimum"] == 0
+    # Bounds of optional numbers sit beside their anyOf, so errors name the rule.
+    assert budget["max_trials"]["minimum"] == 1
+    assert budget["max_resource"]["exclusiveMinimum"] == 0
+    assert "noop" in spec["trainable"]["enum"]  # a drop-down of registered trainables
     assert "hyperband: max_t, reduction_factor" in spec["scheduler_args"]["description"]
     for name, prop in spec.items():
         assert prop.get("description"), f"{name} has no description"
@@ -129,6 +129,29 @@ def check_form_schema(schema: dict[str, Any]) -> None:
 
 def test_flow_parameter_schema_is_a_proper_form() -> None:
     check_form_schema(parameter_schema(tune).model_dump())
+
+
+@pytest.mark.parametrize(
+    ("budget", "rule"),
+    [
+        ({"max_trials": -1}, "-1 is less than the minimum of 1"),
+        ({"max_resource": 0}, "0 is less than or equal to the minimum of 0"),
+    ],
+)
+def test_api_schema_check_names_the_field_and_the_range(
+    budget: dict[str, Any], rule: str
+) -> None:
+    """What the Prefect API answers a form submission with (its own validate())."""
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    schema = parameter_schema(tune).model_dump()
+    with pytest.raises(ValidationError) as info:
+        validate(with_spec(budget=budget), schema, raise_on_error=True)
+    message = str(info.value)
+    assert "spec.budget." + next(iter(budget)) in message and rule in message, message
+    assert "any of the given schemas" not in message
+    validate(with_spec(budget={"max_trials": None, "max_resource": 5}), schema,
+             raise_on_error=True)
 
 
 # ------------------------------------------------------------- real server

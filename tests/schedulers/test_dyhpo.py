@@ -238,7 +238,7 @@ def test_max_t_reached_exactly_and_completed_trials_stopped() -> None:
     stopped = {e.trial_id for e in result.events if isinstance(e, TrialStopped)}
     assert completed <= stopped
     for tid in completed:
-        assert s.trials[tid].status == "stopped" and s.trials[tid].resource == 9
+        assert s.trials[tid].status == "completed" and s.trials[tid].resource == 9
 
 
 def test_trial_budget_runs_to_done_without_creating_more() -> None:
@@ -348,7 +348,7 @@ def test_nan_metrics_do_not_crash_and_are_stopped() -> None:
     for e in result.events:
         if isinstance(e, SegmentStarted) and e.trial_id in nan_trials:
             assert e.start == 0  # never promoted past a NaN
-    assert all(s.trials[t].status == "stopped" for t in nan_trials if s.trials[t].resource > 0)
+    assert all(s.trials[t].status == "failed" for t in nan_trials if s.trials[t].resource > 0)
 
 
 @pytest.mark.parametrize("case", ["constant", "single", "duplicates"])
@@ -391,7 +391,7 @@ def test_max_t_trial_is_stopped_before_anything_else() -> None:
     assert action == Stop("done", "reached max_t", {"resource": 9})
     for e in action_events(action):
         s.tell(e)
-    assert s.trials["done"].status == "stopped"
+    assert s.trials["done"].status == "completed"
     assert s.ask(1)[0] != action
 
 

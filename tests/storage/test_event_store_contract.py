@@ -303,7 +303,7 @@ def test_projections_of_a_short_log(store: EventStore, exp: str) -> None:
             {"resource": 1, "loss": 0.7, "note": "ok", "flag": True},
             1,
         ),
-        TrialRow(exp, "t0001", "stopped", {"lr": 0.02, "act": "relu", "width": 32}, 1.0, None, 0),
+        TrialRow(exp, "t0001", "pruned", {"lr": 0.02, "act": "relu", "width": 32}, 1.0, None, 0),
     ]
     expected = [
         ResultRow(

@@ -103,8 +103,14 @@ def invoke(monkeypatch: pytest.MonkeyPatch) -> Any:
     return run
 
 
+ANSI = re.compile(r"\x1b\[[?0-9;]*[A-Za-z]")
+
+
 def normalise(text: str) -> str:
+    text = ANSI.sub("", text)  # cursor control of the live bar
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "TIMESTAMP", text)  # log times
     text = re.sub(r"\d+:\d\d:\d\d", "H:MM:SS", text)  # elapsed times
+    text = re.sub(r"\d+\.\d s$", "S.S s", text, flags=re.M)  # elapsed seconds
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
@@ -125,6 +131,19 @@ def test_status(experiment: str, invoke: Any) -> None:
     assert_snapshot("status.txt", result.stdout)
 
 
+def test_status_limit_and_all(experiment: str, invoke: Any) -> None:
+    limited = invoke("status", experiment, "--limit", "2")
+    assert limited.exit_code == 0, limited.output
+    assert "top 2 of 4 trial(s) with a loss" in limited.stdout
+    assert "t0000" not in limited.stdout.split("best trial")[0]
+    everything = invoke("status", experiment, "--all")
+    assert "top 4 of 4" in everything.stdout and "t0000" in everything.stdout
+    data = json.loads(invoke("status", experiment, "--json").stdout)
+    assert data["counts"] == {"completed": 1, "pruned": 3}
+    assert data["reason"] == "budget exhausted"
+    assert all(t["started_at"] <= t["ended_at"] for t in data["trials"])
+
+
 def test_status_unknown_experiment(rungflow_home: Path, invoke: Any) -> None:
     result = invoke("status", "nope")
     assert result.exit_code == 1
@@ -137,9 +156,12 @@ def test_export_csv(experiment: str, invoke: Any) -> None:
     assert_snapshot("export.csv", result.stdout)
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert set(rows[0]) == {
-        "trial_id", "segment_start", "segment_stop", "resource",
+        "trial_id", "status", "segment_start", "segment_stop", "resource", "finished_at",
         "config.depth", "config.x", "loss",
     }
+    # The same outcome words as `rungflow status`, and when each result landed.
+    assert {r["status"] for r in rows} <= {"completed", "pruned", "failed"}
+    assert all(r["finished_at"].endswith("+00:00") for r in rows)
 
 
 def test_export_json_to_file(experiment: str, invoke: Any, rungflow_home: Path) -> None:
@@ -148,9 +170,9 @@ def test_export_json_to_file(experiment: str, invoke: Any, rungflow_home: Path) 
     assert result.exit_code == 0, result.output
     records = json.loads(out.read_text())
     store = EventStore(f"sqlite:///{rungflow_home / 'rungflow.db'}")
-    events = [r.event for r in store.read(experiment)]
+    stored = store.read(experiment)
     store.close()
-    assert records == history_records(events)
+    assert records == history_records(stored)
     # One row per report: the faults trainable reports once per resource unit.
     assert len(records) == 8
     longest = [r["resource"] for r in records if (r["segment_start"], r["segment_stop"]) == (2, 4)]
@@ -201,7 +223,51 @@ def test_progress_line(experiment: str, rungflow_home: Path) -> None:
         store.close()
     runner.summary.segments_run, runner.summary.segments_failed = 9, 1
     out = io.StringIO()
-    progress = CliProgress(load_spec(SPEC), Console(file=out, width=WIDTH, color_system=None))
+    console = Console(file=out, width=WIDTH, color_system=None, force_terminal=True)
+    progress = CliProgress(load_spec(SPEC), console)
     with progress:
         progress(runner)
     assert_snapshot("progress.txt", out.getvalue())
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_progress_keeps_bar_and_numbers_in_a_narrow_terminal(
+    experiment: str, rungflow_home: Path, width: int
+) -> None:
+    """The name and detail give way (ellipsis); bar, 100% and elapsed time stay."""
+    store = EventStore(f"sqlite:///{rungflow_home / 'rungflow.db'}")
+    try:
+        runner = ExperimentRunner(
+            store, load_spec({**SPEC, "name": "snap"}), str(rungflow_home / "checkpoints")
+        )
+        runner.open()
+    finally:
+        store.close()
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, force_terminal=True)
+    progress = CliProgress(load_spec(SPEC), console)
+    with progress:
+        progress(runner)
+    last = [line for line in ANSI.sub("", out.getvalue()).splitlines() if line.strip()][-1]
+    assert "━" in last and "100%" in last, last  # finished: the bar is full
+    assert re.search(r"\d:\d\d:\d\d", last), last
+    assert len(last.rstrip()) <= width
+
+
+def test_progress_off_a_terminal_prints_one_whole_final_line(
+    experiment: str, rungflow_home: Path
+) -> None:
+    store = EventStore(f"sqlite:///{rungflow_home / 'rungflow.db'}")
+    try:
+        runner = ExperimentRunner(store, load_spec(SPEC), str(rungflow_home / "checkpoints"))
+        runner.open()
+    finally:
+        store.close()
+    out = io.StringIO()
+    progress = CliProgress(load_spec(SPEC), Console(file=out, width=40, color_system=None))
+    with progress:
+        progress(runner)
+    text = out.getvalue()
+    assert "━" not in text  # no live bar in a log file
+    assert text.count("\n") == 1 and text.startswith("snap: finished 100% | best loss=")
+    assert "resource 8" in text  # never cut at the console width
