@@ -9,17 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli._common import DbOption, _bytes, _fmt, _open_store, _reading, console
+from flows.cli._common import DbOption, _bytes, _fmt, _reading, console
 
 
-def print_leaderboard(name: str, db: str | None, limit: int = 10) -> None:
+def print_leaderboard(name: str, store: Any, limit: int = 10) -> None:
+    """The leaderboard and best trial of ``name``, read from an open ``store``."""
     from flows.engine.status import experiment_status
 
-    store = _open_store(db)
-    try:
-        status = experiment_status(store, name)
-    finally:
-        store.close()
+    status = experiment_status(store, name)
     console.print(leaderboard_table(status, limit))
     best = status["best"]
     if best:
@@ -81,11 +78,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List experiments in the store."""
-    store = _open_store(db)
-    try:
+    with _reading(db) as store:
         rows = store.list_experiments()
-    finally:
-        store.close()
     if as_json:
         payload = [
             {"name": r.name, "state": r.state, "created_at": r.created_at.isoformat(),
