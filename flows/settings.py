@@ -10,6 +10,13 @@ parameters or its logs:
 * ``RUNGFLOW_DATABASE_BLOCK``: name of a Prefect ``Secret`` block holding the
   database URL, for workers that should not carry credentials in their
   environment; used when ``RUNGFLOW_DATABASE_URL`` is not set
+* ``RUNGFLOW_DATABASE_URL`` may also be a reference instead of a literal URL:
+  ``env:VAR`` (the URL is in environment variable ``VAR``) or ``block:NAME``
+  (a Prefect ``Secret`` block), so a password never has to be typed on a
+  command line, where every user of the machine sees it in ``ps``
+* ``RUNGFLOW_CONNECT_TIMEOUT`` (default 10): seconds opening a PostgreSQL
+  connection may take before the command fails (SQLite's busy timeout is
+  separate, see :mod:`storage.engine`)
 * ``RUNGFLOW_ARTIFACTS`` (default on): progress/leaderboard/summary artifacts
 * ``RUNGFLOW_DASK_ADDRESS``: scheduler of an existing ``distributed`` cluster
   (``tcp://host:8786``) for ``task_runner: dask``; unset, a LocalCluster with
@@ -31,7 +38,66 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RungflowSettings", "get_settings"]
+__all__ = [
+    "BLOCK_PREFIX",
+    "ENV_PREFIX",
+    "DatabaseReferenceError",
+    "RungflowSettings",
+    "get_settings",
+    "resolve_database_reference",
+]
+
+#: ``--db env:VAR``: the URL is in environment variable ``VAR``.
+ENV_PREFIX = "env:"
+#: ``--db block:NAME``: the URL is in the Prefect ``Secret`` block ``NAME``.
+BLOCK_PREFIX = "block:"
+
+
+class DatabaseReferenceError(ValueError):
+    """A database reference (``env:VAR``, ``block:NAME``) that leads nowhere."""
+
+
+def resolve_database_reference(value: str) -> str:
+    """The database URL ``value`` stands for: itself, or what ``env:``/``block:`` names.
+
+    Raises:
+        DatabaseReferenceError: the variable is unset or empty, or the block
+            cannot be loaded.
+    """
+    if value.startswith(ENV_PREFIX):
+        import os
+
+        var = value[len(ENV_PREFIX) :]
+        url = os.environ.get(var, "") if var else ""
+        if not url:
+            raise DatabaseReferenceError(
+                f"database reference {value!r}: environment variable {var!r} is not set or empty; "
+                f"export {var or 'VAR'}=postgresql+psycopg://... (or sqlite:///...) first"
+            )
+        if url.startswith((ENV_PREFIX, BLOCK_PREFIX)):
+            raise DatabaseReferenceError(
+                f"database reference {value!r} points at another reference; put the URL itself "
+                f"in {var}"
+            )
+        return url
+    if value.startswith(BLOCK_PREFIX):
+        return _load_block(value[len(BLOCK_PREFIX) :])
+    return value
+
+
+def _load_block(name: str) -> str:
+    # Loaded on use, not at import: the Prefect API may not be up yet, and the
+    # CLI checks everything else before it starts Prefect.
+    from prefect.blocks.system import Secret
+
+    try:
+        secret: Any = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise DatabaseReferenceError(
+            f"Prefect Secret block {name!r} cannot be loaded ({exc}); create it with "
+            f"Secret(value='postgresql+psycopg://...').save({name!r})"
+        ) from None
+    return str(secret.get())
 
 
 class RungflowSettings(BaseSettings):
@@ -51,17 +117,19 @@ class RungflowSettings(BaseSettings):
     retention: bool = True
     keep_last: int = Field(default=2, ge=1, le=1_000_000)
     retain_every: int = Field(default=10, ge=1, le=1_000_000)
+    connect_timeout: float = Field(default=10.0, gt=0, le=3600)
 
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        if self.database_block:
-            # Loaded on use, not at import: the Prefect API may not be up yet.
-            from prefect.blocks.system import Secret
+        """The database URL, with an ``env:``/``block:`` reference resolved.
 
-            secret: Any = Secret.load(self.database_block, _sync=True)  # type: ignore[call-arg]
-            return str(secret.get())
+        Raises:
+            DatabaseReferenceError: see :func:`resolve_database_reference`.
+        """
+        if self.database_url:
+            return resolve_database_reference(self.database_url)
+        if self.database_block:
+            return _load_block(self.database_block)
         return f"sqlite:///{(self.home / 'rungflow.db').resolve()}"
 
     @property

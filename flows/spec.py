@@ -26,6 +26,7 @@ from pydantic import (
 
 from schedulers import (
     Budget,
+    Done,
     Event,
     ExperimentCreated,
     SchedulerArgumentError,
@@ -62,6 +63,9 @@ class SpecError(ValueError):
 
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
+        if len(errors) == 1:  # the common case: one line, "error: invalid ... field: rule"
+            super().__init__(f"invalid experiment spec: {errors[0][0]}: {errors[0][1]}")
+            return
         lines = "\n".join(f"  {f}: {m}" for f, m in errors)
         super().__init__(f"invalid experiment spec:\n{lines}")
 
@@ -100,6 +104,16 @@ def _hoist_bounds(schema: dict[str, Any]) -> None:
                         prop[key] = branch.pop(key)
 
 
+def _refuse_bool(value: Any, info: ValidationInfo) -> Any:
+    # YAML reads "seed: yes"/"true" as a bool, and pydantic would take it as 1.
+    if isinstance(value, bool):
+        raise ValueError(
+            f"{info.field_name} is {str(value).lower()}, but must be a number (true/false "
+            "is not a number)"
+        )
+    return value
+
+
 class BudgetSpec(BaseModel):
     """How much the whole experiment may spend."""
 
@@ -112,6 +126,11 @@ class BudgetSpec(BaseModel):
         float | None,
         Field(gt=0, le=1e12, description="Most total resource (e.g. epochs) over all segments."),
     ] = None
+
+    @field_validator("max_trials", "max_resource", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_bool(value, info)
 
     def to_budget(self) -> Budget:
         return Budget(self.max_trials, self.max_resource)
@@ -223,6 +242,11 @@ class ExperimentSpec(BaseModel):
         default_factory=dict, description="Fixed keyword arguments passed to the trainable."
     )
 
+    @field_validator("seed", "max_concurrency", "segment_retries", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_bool(value, info)
+
     @field_validator("trainable")
     @classmethod
     def _registered(cls, value: str, info: ValidationInfo) -> str:
@@ -270,7 +294,19 @@ class ExperimentSpec(BaseModel):
                     f"budget is empty, but scheduler {self.scheduler!r} needs "
                     "budget.max_trials or budget.max_resource to end"
                 )
-        self.build_scheduler()
+        first = self.build_scheduler().ask(1)[0]
+        if isinstance(first, Done):
+            # A budget smaller than the first segment would "finish" with 0 trials.
+            limits = ", ".join(
+                f"budget.{k} is {v:g}" for k, v in self.budget.model_dump().items() if v is not None
+            )
+            max_t = self.scheduler_args.get("max_t")
+            reach = f" (max_t is {max_t:g})" if isinstance(max_t, (int, float)) else ""
+            raise ValueError(
+                f"{limits}, but scheduler {self.scheduler!r} cannot start a single segment "
+                f"within it{reach}: it would finish with 0 trials ({first.reason}); raise the "
+                "budget or lower max_t"
+            )
         return self
 
     @property
@@ -329,8 +365,138 @@ def _keyword_arguments(cls: type) -> set[str] | None:
     return names
 
 
+#: Largest spec file read; a spec is a few hundred bytes, a big one a few KiB.
+MAX_SPEC_BYTES = 1 << 20
+#: Deepest nesting of lists and mappings in a spec file (a spec needs about 4).
+MAX_SPEC_DEPTH = 64
+#: Most values a spec file may hold once its aliases are expanded. Checked on
+#: the parser's events, before any alias is expanded: a 2.6 KB "billion laughs"
+#: file would otherwise expand to hundreds of millions of values.
+MAX_SPEC_NODES = 100_000
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SpecLoader(_Loader):
+    """Safe YAML loading that refuses duplicate keys (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *defaults" entries may be overridden on purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r}; each key may appear once",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_yaml_shape(text: str, path: Path) -> None:
+    """Refuse deep nesting and alias bombs on the event stream, before composing.
+
+    The parser is a state machine (no recursion, no expansion); only the
+    composer and constructor recurse and share aliased nodes, and everything
+    after them (validation, JSON) walks the expanded tree.
+    """
+    frames: list[list[Any]] = []  # [expanded size so far, anchor]
+    sizes: dict[str, int] = {}
+    open_anchors: set[str] = set()
+
+    def add(n: int) -> None:
+        if frames:
+            frames[-1][0] += n
+            if frames[-1][0] > MAX_SPEC_NODES:
+                raise SpecError([("spec", (
+                    f"{path} expands to more than {MAX_SPEC_NODES} values (YAML aliases "
+                    "repeating aliases?); write the spec out plainly")
+                )])
+
+    for ev in yaml.parse(text, Loader=_Loader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(frames) >= MAX_SPEC_DEPTH:
+                raise SpecError([("spec", (
+                    f"{path} nests lists/mappings deeper than {MAX_SPEC_DEPTH} levels "
+                    f"({_line(ev)}); a spec needs a handful")
+                )])
+            frames.append([0, ev.anchor])
+            if ev.anchor:
+                open_anchors.add(ev.anchor)
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            size, anchor = frames.pop()
+            if anchor:
+                sizes[anchor] = size + 1
+                open_anchors.discard(anchor)
+            add(size + 1)
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor:
+                sizes[ev.anchor] = 1
+            add(1)
+        elif isinstance(ev, yaml.AliasEvent):
+            if ev.anchor in open_anchors:
+                raise SpecError([("spec", (
+                    f"{path} has a recursive alias *{ev.anchor} ({_line(ev)}); "
+                    "a spec cannot contain itself")
+                )])
+            add(sizes.get(ev.anchor or "", 1))
+
+
+def _line(event: Any) -> str:
+    mark = event.start_mark
+    return "line ?" if mark is None else f"line {mark.line + 1}"
+
+
+def _read_spec_file(path: Path) -> Any:
+    """Parse a YAML/JSON spec file with every bound checked before anything expands."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([("spec", f"cannot read {path}: {exc.strerror}")]) from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([("spec", (
+            f"{path} is larger than {MAX_SPEC_BYTES // 1024} KiB, but a spec is a few KiB at "
+            "most; is it the right file?")
+        )])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError([("spec", (
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8")
+        )]) from None
+    try:
+        _check_yaml_shape(text, path)
+        return yaml.load(text, Loader=_SpecLoader)
+    except yaml.YAMLError as exc:
+        problem = _yaml_problem(exc)
+        raise SpecError([("spec", f"{path} is not valid YAML/JSON: {problem}")]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: where, then what."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
 def load_spec(source: str | Path | Mapping[str, Any], **overrides: Any) -> ExperimentSpec:
     """Validate a spec from a YAML/JSON file path or a mapping.
+
+    A file is refused before it is expanded when it is larger than
+    :data:`MAX_SPEC_BYTES`, not UTF-8, nested deeper than
+    :data:`MAX_SPEC_DEPTH` or would expand (through YAML aliases) to more than
+    :data:`MAX_SPEC_NODES` values; a key given twice is an error.
 
     Raises:
         SpecError: with one ``(field, message)`` per problem.
@@ -339,14 +505,7 @@ def load_spec(source: str | Path | Mapping[str, Any], **overrides: Any) -> Exper
         data: Any = dict(source)
     else:
         path = Path(source)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpecError([("spec", f"cannot read {path}: {exc.strerror}")]) from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError([("spec", f"{path} is not valid YAML/JSON: {exc}")]) from exc
+        data = _read_spec_file(path)
         if not isinstance(data, Mapping):
             raise SpecError([("spec", f"{path} must contain a mapping at the top level")])
         data = dict(data)

@@ -27,13 +27,16 @@ from flows.interrupts import ThreadRunner, interrupt_requested, is_interrupt
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
-from storage import CheckpointError, EventStore
+from storage import CheckpointError, EventStore, StoreUnavailableError
 from storage.checkpoints import is_process_local, resolve_root
 
 __all__ = ["PrefectExecutor", "make_task_runner", "train_segment", "tune"]
 
-#: Errors a retry cannot fix: retrying them only burns time.
-_PERMANENT = (MetricNotReportedError, CheckpointError, TrainableNotFoundError)
+#: Errors a retry cannot fix: retrying them only burns time. A full or
+#: unwritable store stops the run instead (see ExperimentRunner._finish).
+_PERMANENT = (
+    MetricNotReportedError, CheckpointError, TrainableNotFoundError, StoreUnavailableError
+)
 
 
 def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
@@ -128,17 +131,25 @@ def run_experiment(
         if settings.retention
         else None
     )
-    store = EventStore(database_url or settings.resolved_database_url)
+    store = EventStore(
+        database_url or settings.resolved_database_url, connect_timeout=settings.connect_timeout
+    )
     try:
         runner = ExperimentRunner(
             store, spec, root, on_progress=_chain(retention, on_progress)
         )
+        # The stored state changes only by what happened to the experiment (the
+        # runner marks it failed when it itself failed): a refused resume, an
+        # infrastructure error or this runner stopping leaves it as it was.
         with make_task_runner(spec) as task_runner:
             try:
                 summary = runner.run(PrefectExecutor(task_runner, spec.segment_retries))
             except BaseException as exc:
-                if store.has_experiment(spec.name):
-                    store.set_state(spec.name, _ended_state(exc))
+                ended = _ended_state(exc)
+                # "failed" is the runner's to record (the experiment itself failed);
+                # a stop or a Prefect cancel is recorded here, and nothing else is.
+                if ended != "failed" and store.has_experiment(spec.name):
+                    store.set_state(spec.name, ended)
                 raise
         if retention is not None:
             retention.sweep(runner)  # finished: only each trial's newest remain

@@ -10,11 +10,15 @@ from storage.checkpoints import CheckpointStore, validate_name
 from storage.engine import display_url
 from storage.errors import (
     CheckpointError,
+    CheckpointStoreUnavailableError,
     ConcurrencyError,
+    DatabaseUnavailableError,
+    DatabaseURLError,
     ExperimentExistsError,
     ExperimentNotFoundError,
     SchemaVersionError,
     StoreError,
+    StoreUnavailableError,
 )
 from storage.event_store import (
     STATES,
@@ -30,7 +34,10 @@ __all__ = [
     "STATES",
     "CheckpointError",
     "CheckpointStore",
+    "CheckpointStoreUnavailableError",
     "ConcurrencyError",
+    "DatabaseURLError",
+    "DatabaseUnavailableError",
     "EventStore",
     "ExperimentExistsError",
     "ExperimentNotFoundError",
@@ -39,6 +46,7 @@ __all__ = [
     "ResultRow",
     "SchemaVersionError",
     "StoreError",
+    "StoreUnavailableError",
     "StoredEvent",
     "TrialRow",
     "display_url",

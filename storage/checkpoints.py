@@ -12,6 +12,7 @@ restoring the wrong weights.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 import uuid
@@ -23,7 +24,7 @@ import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
 from schedulers.events import CheckpointRef
-from storage.errors import CheckpointError
+from storage.errors import CheckpointError, CheckpointStoreUnavailableError
 
 __all__ = [
     "NAME_PATTERN",
@@ -140,7 +141,39 @@ class CheckpointStore:
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = str(path).rstrip("/") or "/"
         self.url = str(root)
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise self._unavailable("cannot be created", exc) from exc
+
+    def _unavailable(self, what: str, exc: OSError) -> CheckpointStoreUnavailableError:
+        """An infrastructure error (disk full, read-only, gone): never a trial's fault."""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        hint = (
+            "free space, then run the same command again to resume"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "make it writable or choose another --checkpoints / RUNGFLOW_CHECKPOINTS, "
+            "then run the same command again to resume"
+        )
+        return CheckpointStoreUnavailableError(
+            f"checkpoint store {self.url} {what}: {reason}; {hint}"
+        )
+
+    def check_writable(self) -> None:
+        """Write, read back and delete a small probe file under the root.
+
+        Raises:
+            CheckpointStoreUnavailableError: the root cannot be written (read-only,
+                no permission, full disk, not a directory).
+        """
+        probe = f"{self.root}/.rungflow-probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.pipe_file(probe, b"rungflow")
+            self.fs.rm_file(probe)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.fs.rm_file(probe)
+            raise self._unavailable("is not writable", exc) from exc
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.url!r})"
@@ -161,15 +194,18 @@ class CheckpointStore:
         key = make_key(experiment, trial_id, segment)
         path = self._path(key)
         parent = path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
         tmp = f"{parent}/.{segment}.{uuid.uuid4().hex}.tmp"
         data = bytes(data)
         try:
+            self.fs.makedirs(parent, exist_ok=True)
             self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, path)
-        except BaseException:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+            if isinstance(exc, OSError):
+                raise self._unavailable(f"cannot store {key}", exc) from exc
             raise
         return CheckpointRef(
             key=key,
@@ -192,6 +228,8 @@ class CheckpointStore:
             data = self.fs.cat_file(self._path(ref.key))
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint for {where} is missing from {self.url}") from None
+        except OSError as exc:
+            raise self._unavailable(f"cannot read {ref.key}", exc) from exc
         if len(data) != ref.size:
             raise CheckpointError(
                 f"checkpoint for {where} has {len(data)} bytes, but the log recorded {ref.size}"

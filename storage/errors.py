@@ -9,11 +9,15 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointStoreUnavailableError",
     "ConcurrencyError",
+    "DatabaseURLError",
+    "DatabaseUnavailableError",
     "ExperimentExistsError",
     "ExperimentNotFoundError",
     "SchemaVersionError",
     "StoreError",
+    "StoreUnavailableError",
 ]
 
 
@@ -54,3 +58,28 @@ class SchemaVersionError(StoreError):
 
 class CheckpointError(StoreError):
     """A checkpoint is missing or does not match its recorded size or sha256."""
+
+
+class DatabaseURLError(StoreError, ValueError):
+    """The database URL is malformed or names a backend rungflow does not support.
+
+    Bad input (the CLI exits 2): nothing was contacted.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The database or the checkpoint store cannot be used right now.
+
+    An infrastructure error, never a trial's fault: the disk is full or
+    read-only, the server is down, the file is corrupt. The run stops (exit 1)
+    and leaves the segments it was running un-finished, so a resume after the
+    problem is fixed runs them again.
+    """
+
+
+class DatabaseUnavailableError(StoreUnavailableError):
+    """The database cannot be opened or stopped answering (see the message for the fix)."""
+
+
+class CheckpointStoreUnavailableError(StoreUnavailableError):
+    """The checkpoint store cannot be written or read: full, read-only or unreachable."""

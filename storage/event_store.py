@@ -167,8 +167,14 @@ class EventStore:
             ``postgresql+psycopg://user:pw@host/db``. It is kept only to
             re-open the store after pickling; show :attr:`url_for_display`.
 
+        connect_timeout: Seconds a PostgreSQL connection attempt may take
+            (default :data:`storage.engine.CONNECT_TIMEOUT_S`).
+
     Raises:
         SchemaVersionError: the database was migrated by a newer rungflow.
+        DatabaseURLError: ``url`` is malformed or names an unsupported backend.
+        DatabaseUnavailableError: the database cannot be reached, opened or
+            written (also raised by any later call when it goes away).
 
     Example:
         >>> from schedulers.events import TrialCreated
@@ -181,11 +187,12 @@ class EventStore:
         >>> store.close()
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connect_timeout: float | None = None) -> None:
         self._url = str(url)
+        self._connect_timeout = connect_timeout
         #: The URL with its password masked; the only form that may be logged.
         self.url_for_display: str = display_url(self._url)
-        self._engine = create_store_engine(self._url)
+        self._engine = create_store_engine(self._url, connect_timeout=connect_timeout)
         self._reader = self._engine.execution_options(**{READ_ONLY: True})
         try:
             upgrade_schema(self._engine)
@@ -214,7 +221,7 @@ class EventStore:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Engines do not pickle; a store sent to a worker process re-opens from the URL.
-        return (type(self), (self._url,))
+        return (_reopen, (self._url, self._connect_timeout))
 
     # ---------------------------------------------------------- experiments
     def create_experiment(self, name: str, spec: Mapping[str, Any]) -> None:
@@ -389,6 +396,19 @@ class EventStore:
             raise ConcurrencyError(name, expected_seq, self.last_seq(name)) from exc
         return expected_seq + len(rows)
 
+    def read_one(self, name: str, seq: int) -> StoredEvent | None:
+        """The event at ``seq`` (None if there is none); cheap on any log length."""
+        ev = _EVENTS.c
+        stmt = sa.select(ev.kind, ev.trial_id, ev.payload, ev.created_at).where(
+            ev.experiment_id == name, ev.seq == seq
+        )
+        with self._reader.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        kind, trial_id, payload, created = row
+        return StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
+
     def read(self, name: str, after_seq: int = 0) -> list[StoredEvent]:
         """Events with ``seq > after_seq`` in seq order (empty for an unknown experiment)."""
         ev = _EVENTS.c
@@ -525,3 +545,7 @@ class EventStore:
         with self._engine.begin() as conn:
             result = conn.execute(sa.delete(_LEASES).where(_LEASES.c.experiment_id == name))
             return int(result.rowcount)
+
+
+def _reopen(url: str, connect_timeout: float | None) -> EventStore:
+    return EventStore(url, connect_timeout=connect_timeout)

@@ -13,14 +13,19 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from flows.settings import get_settings
-
 console = Console()
 err = Console(stderr=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="SQLAlchemy URL (default: sqlite in ./.rungflow).", envvar=None),
+    typer.Option(
+        "--db",
+        help="SQLAlchemy URL (default: sqlite in ./.rungflow), or a reference to one: "
+        "env:VAR (an environment variable) or block:NAME (a Prefect Secret block). "
+        "Use a reference when the URL holds a password: a command line is visible to "
+        "every user of the machine (ps).",
+        envvar=None,
+    ),
 ]
 
 
@@ -28,33 +33,63 @@ def _apply_storage_options(db: str | None, checkpoints: str | None = None) -> No
     # Settings are read from the environment so the flow run (which takes no
     # storage parameters) sees the same locations as this command.
     if db:
+        _warn_if_password(db)
         os.environ["RUNGFLOW_DATABASE_URL"] = db
     if checkpoints:
         os.environ["RUNGFLOW_CHECKPOINTS"] = checkpoints
 
 
+def _warn_if_password(db: str) -> None:
+    """One line when ``--db`` carries a password: every user of the machine sees it in ``ps``."""
+    from flows.settings import BLOCK_PREFIX, ENV_PREFIX
+
+    if db.startswith((ENV_PREFIX, BLOCK_PREFIX)):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(db).password
+    except ArgumentError:
+        return  # the preflight reports the bad URL
+    if password:
+        err.print(
+            "[yellow]warning:[/yellow] --db holds a password, which every user of this machine "
+            "can read in `ps`; put the URL in a variable and pass --db env:VAR, or use "
+            "--db block:NAME (a Prefect Secret block)",
+            soft_wrap=True,
+        )
+
+
+def _fail(exc: BaseException, code: int) -> typer.Exit:
+    """Print ``error: <exc>`` on one line and return the exit to raise."""
+    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
+    return typer.Exit(code)
+
+
 def _open_store(db: str | None) -> Any:
-    from storage import EventStore, StoreError
+    """The store, or ``error: ...`` and exit 2 (bad URL) / 1 (database unusable)."""
+    from flows.engine.preflight import PreflightError, load_settings, open_store
 
     _apply_storage_options(db)
     try:
-        return EventStore(get_settings().resolved_database_url)
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        return open_store(load_settings())
+    except PreflightError as exc:
+        raise _fail(exc, exc.exit_code) from None
 
 
 @contextmanager
 def _reading(db: str | None) -> Iterator[Any]:
     """The store, closed afterwards; a missing experiment is ``error: ...`` and exit 1."""
-    from storage import ExperimentNotFoundError
+    from storage import ExperimentNotFoundError, StoreError
 
     store = _open_store(db)
     try:
         yield store
     except ExperimentNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(exc, 1) from None
+    except StoreError as exc:  # e.g. the database went away after it opened
+        raise _fail(exc, 1) from None
     finally:
         store.close()
 

@@ -9,18 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli._common import DbOption, _bytes, _fmt, _open_store, _reading, console
+from flows.cli._common import DbOption, _bytes, _fmt, _reading, console
 
 
-def print_leaderboard(name: str, db: str | None, limit: int | None = 10) -> None:
+def print_leaderboard(name: str, store: Any, limit: int | None = 10) -> None:
+    """The leaderboard, failures and best trial of ``name``, read from an open ``store``."""
     from flows.engine.status import experiment_status
 
-    store = _open_store(db)
-    try:
-        status = experiment_status(store, name)
-    finally:
-        store.close()
-    print_status(status, limit)
+    print_status(experiment_status(store, name), limit)
 
 
 def ranked_trials(status: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
@@ -123,11 +119,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List experiments in the store."""
-    store = _open_store(db)
-    try:
+    with _reading(db) as store:
         rows = store.list_experiments()
-    finally:
-        store.close()
     if as_json:
         payload = [
             {"name": r.name, "state": r.state, "created_at": r.created_at.isoformat(),

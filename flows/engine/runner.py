@@ -49,13 +49,14 @@ from schedulers import (
     Wait,
     action_events,
 )
-from storage import ConcurrencyError, EventStore, ExperimentExistsError
+from storage import ConcurrencyError, EventStore, ExperimentExistsError, StoreUnavailableError
 
 __all__ = [
     "ExperimentRunner",
     "ResumeRefusedError",
     "RunSummary",
     "SegmentExecutor",
+    "refused_resume",
     "unfinished_segments",
 ]
 
@@ -64,6 +65,14 @@ log = logging.getLogger("rungflow")
 
 class ResumeRefusedError(ValueError):
     """The spec given differs from the stored experiment in a way that matters."""
+
+
+def refused_resume(name: str, differences: Sequence[str]) -> ResumeRefusedError:
+    """The error for resuming ``name`` with a spec that differs by ``differences``."""
+    return ResumeRefusedError(
+        f"experiment {name!r} exists with a different spec; use a new name or the stored "
+        "spec. Differences: " + "; ".join(differences)
+    )
 
 
 class SegmentExecutor(Protocol):
@@ -187,10 +196,7 @@ class ExperimentRunner:
         assert isinstance(first, ExperimentCreated)
         diffs = spec_differences(first.spec, self.spec)
         if diffs:
-            raise ResumeRefusedError(
-                f"experiment {self.name!r} exists with a different spec; "
-                "use a new name or the stored spec. Differences:\n  " + "\n  ".join(diffs)
-            )
+            raise refused_resume(self.name, diffs)
         for record in stored:
             self._fold(record.event, record.seq)
         self.seq = stored[-1].seq
@@ -426,6 +432,10 @@ class ExperimentRunner:
                 # Every later segment would fail the same way: stop now, say why.
                 self.store.set_state(self.name, "failed")
                 raise
+        except StoreUnavailableError:
+            # Disk full, store read-only or gone: not the trial's fault. Stop with the
+            # segment un-finished (no SegmentFailed), so a resume runs it again.
+            raise
         except Exception as exc:  # a trainable may raise anything; it fails its trial only
             self._fail(job, f"{type(exc).__name__}: {exc}")
         else:

@@ -88,6 +88,16 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (with_(checkpoints="/etc"), "checkpoints"),
     (with_(unknown_key=1), "unknown_key"),
     (with_(trainable_args={"x": float("nan")}), "trainable_args"),
+    # bool is not a number, although pydantic (and YAML's "yes") would make it 1
+    (with_(seed=True), "seed is true"),
+    (with_(max_concurrency=True), "max_concurrency is true"),
+    (with_(segment_retries=False), "segment_retries is false"),
+    (with_(budget={"max_trials": True}), "max_trials is true"),
+    (with_(budget={"max_resource": True}), "max_resource is true"),
+    # a budget that cannot start one segment would "finish" with 0 trials
+    (with_(budget={"max_resource": 2}, scheduler_args={"max_t": 3}), "0 trials"),
+    (with_(scheduler="hyperband", scheduler_args={"max_t": 100}, budget={"max_trials": 3}),
+     "cannot start a single segment"),
 ]
 
 
@@ -140,3 +150,80 @@ def test_differences_name_what_changed() -> None:
     assert any(d.startswith("scheduler_args") for d in spec_differences(stored, other))
     faster = load_spec(with_(max_concurrency=4))
     assert spec_differences(stored, faster) == []
+
+
+# ---------------------------------------------------------------- spec files
+def _alias_bomb() -> str:
+    """The issue's "billion laughs": 2.6 KB that would expand to ~10^9 values."""
+    lines = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines += [f"pad{i}: [" + ", ".join(["*i"] * 30) + "]" for i in range(18)]
+    return "\n".join(lines) + "\n"
+
+
+GOOD_YAML = (
+    "name: y\ntrainable: digits\nmetric: error\n"
+    "space: {lr: {type: float, low: 0.1, high: 1}}\n"
+    "scheduler_args: {max_t: 2}\nbudget: {max_trials: 2}\n"
+)
+
+BAD_FILES: list[tuple[bytes, str]] = [
+    (_alias_bomb().encode(), "expands to more than"),
+    # 50,000 levels: refused by libyaml's own bound or by ours, never a RecursionError
+    (b"name: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "spec.yaml"),
+    (b"space: " + b"{a: " * 50_000 + b"1" + b"}" * 50_000 + b"\n", "spec.yaml"),
+    ("".join(f"{'  ' * i}k{i}:\n" for i in range(100)).encode() + b"x: 1\n", "deeper than 64"),
+    (b"a: &a [1, *a]\n", "recursive alias"),
+    (GOOD_YAML.replace("name: y", "name: caf\xe9").encode("latin-1"), "not UTF-8"),
+    (b"\xff\xfe" + GOOD_YAML.encode("utf-16-le"), "not UTF-8"),
+    (GOOD_YAML.encode() + b"# " + b"x" * (1 << 20) + b"\n", "larger than 1024 KiB"),
+    (GOOD_YAML.encode() + b"name: z\n", "duplicate key 'name'"),
+    (GOOD_YAML.replace("high: 1}", "high: 1, low: 0.2}").encode(), "duplicate key 'low'"),
+    (GOOD_YAML.encode() + b"seed: true\n", "seed is true"),
+    (GOOD_YAML.encode() + b"seed: yes\n", "seed is true"),  # YAML 1.1: yes is true
+    (b"- just\n- a list\n", "mapping at the top level"),
+    (b"", "mapping at the top level"),
+    (GOOD_YAML.encode() + b"---\nname: second\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"), BAD_FILES, ids=[f"file{i}" for i in range(len(BAD_FILES))]
+)
+def test_bad_spec_file_is_refused_before_it_expands(
+    content: bytes, needle: str, tmp_path: Any
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert needle in message, message
+    assert "\n" not in message, "one problem, one line"
+
+
+def test_the_alias_bomb_is_small_and_refused_without_expanding(tmp_path: Any) -> None:
+    bomb = _alias_bomb()
+    assert 2_500 < len(bomb) < 2_800
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    with pytest.raises(SpecError, match="expands to more than 100000 values"):
+        load_spec(path)
+
+
+def test_merge_keys_and_a_few_aliases_are_fine(tmp_path: Any) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: y\ntrainable: digits\nmetric: error\n"
+        "space: {lr: &d {type: float, low: 0.1, high: 1}, wd: {<<: *d, high: 0.5}}\n"
+        "scheduler_args: {max_t: 2}\nbudget: {max_trials: 2}\n"
+    )
+    space = load_spec(path).search_space.to_json()
+    assert space["lr"] != space["wd"] and "0.5" in str(space["wd"])
+
+
+def test_utf8_with_a_byte_order_mark_is_fine(tmp_path: Any) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_YAML.encode())
+    assert load_spec(path).name == "y"
