@@ -35,8 +35,8 @@ if not in_ci():  # CI installs the extra: there a missing prefect-ray is a failu
 
 import psutil
 
+from flows.engine.segment import SegmentJob
 from flows.ray_runner import _check_resources, remote_options
-from flows.segment import SegmentJob
 from flows.spec import load_spec
 from flows.trainable import SegmentOutcome
 from flows.tune import PrefectExecutor, make_task_runner, tune
@@ -312,7 +312,7 @@ def test_cooperating_runs_on_ray_one_killed(
 ) -> None:
     """Two ``rungflow run`` on one experiment and one Ray cluster; one is SIGKILLed
     mid-segment: its segments are reclaimed, none is lost or finished twice."""
-    from tests.flows.test_cooperation import cooperate
+    from tests.flows.engine.test_cooperation import cooperate
 
     cooperate(tmp_path, prefect_api_url, f"sqlite:///{tmp_path / 'coop.db'}", n=2,
               victim_host=None, task_runner="ray", max_resource=40)
