@@ -175,14 +175,7 @@ def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(temp_dir)}
     ray = str(Path(sys.executable).with_name("ray"))
-    with open(tmp / f"ray-head-{workers}.log", "wb") as log:
-        proc = subprocess.Popen(
-            [ray, "start", "--head", "--port", str(port), "--num-cpus", str(workers),
-             "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
-             "--disable-usage-stats", "--temp-dir", str(temp_dir)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    group = proc.pid
+    group = 0
     saved = {k: os.environ.get(k) for k in ("RUNGFLOW_RAY_ADDRESS", "RAY_AUTH_MODE")}
 
     def members() -> list[psutil.Process]:
@@ -193,9 +186,31 @@ def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
                     out.append(p)
         return out
 
+    def stop() -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+            _, alive = psutil.wait_procs(members(), timeout=20)
+            if not alive:
+                break
+
     try:
-        if proc.wait(timeout=600) != 0:
-            raise RuntimeError(f"ray start failed: see {tmp}/ray-head-{workers}.log")
+        # Ray gives a raylet 30 s to register: a loaded machine may need a retry.
+        for attempt in range(3):
+            with open(tmp / f"ray-head-{workers}.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [ray, "start", "--head", "--port", str(port), "--num-cpus", str(workers),
+                     "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+                     "--disable-usage-stats", "--temp-dir", str(temp_dir)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            group = proc.pid
+            if proc.wait(timeout=600) == 0:
+                break
+            stop()
+            if attempt == 2:
+                log_text = (tmp / f"ray-head-{workers}.log").read_text()[-2000:]
+                raise RuntimeError(f"ray start failed:\n{log_text}")
         os.environ.update(RUNGFLOW_RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="disabled")
         yield CpuMeter(cluster=members)
     finally:
@@ -204,12 +219,7 @@ def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, sig)
-            _, alive = psutil.wait_procs(members(), timeout=20)
-            if not alive:
-                break
+        stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

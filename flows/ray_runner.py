@@ -42,6 +42,7 @@ __all__ = [
     "MAX_RETRIES",
     "MODULES_ENV",
     "PATHS_ENV",
+    "RayResourceError",
     "flow_api_url",
     "make_ray_runner",
     "remote_options",
@@ -58,6 +59,10 @@ PATHS_ENV = "RUNGFLOW_RAY_WORKER_PATHS"
 #: Ray re-runs a segment whose worker died this many times before the flow
 #: sees the failure (Ray's own default, made explicit).
 MAX_RETRIES = 3
+
+
+class RayResourceError(ValueError):
+    """No node of the Ray instance can ever hold one segment (``num_cpus``/``num_gpus``)."""
 
 
 def setup_worker() -> None:
@@ -125,7 +130,7 @@ def _check_resources(spec: ExperimentSpec, address: str | None, have: dict[str, 
                 # An autoscaling cluster may add nodes: say so, do not refuse.
                 log.warning("%s; segments wait until the cluster grows", message)
             else:
-                raise ValueError(message)
+                raise RayResourceError(message)
 
 
 def make_ray_runner(spec: ExperimentSpec, modules: Sequence[str], address: str | None) -> Any:

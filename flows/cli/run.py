@@ -70,6 +70,7 @@ def run(
 
     from flows.cli.progress import CliProgress
     from flows.engine.runner import ResumeRefusedError
+    from flows.ray_runner import RayResourceError
     from flows.trainable import MetricNotReportedError
     from flows.tune import tune
 
@@ -77,7 +78,7 @@ def run(
     try:
         with progress:
             summary = tune(parsed)
-    except (ResumeRefusedError, MetricNotReportedError) as exc:
+    except (ResumeRefusedError, MetricNotReportedError, RayResourceError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     if as_json:
