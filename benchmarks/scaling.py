@@ -356,8 +356,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rungflow-scaling-") as tmp:
         for workers in opts.workers:
             with contextlib.ExitStack() as stack:
+                # Ray first: its nodes must register within 30 s, easier on a
+                # machine not yet busy with the Dask cluster.
                 meters = {r: stack.enter_context(cluster_for(r, workers, Path(tmp)))
-                          for r in runners}
+                          for r in sorted(runners, key=lambda r: r != "ray")}
                 for runner in runners:
                     # Warm-up (not reported): workers import Prefect, rungflow and
                     # the trainable on their first task.
