@@ -1,121 +1,234 @@
-"""Throughput and worker utilization of rungflow on Dask, for 1, 2 and 4 workers.
+"""Throughput, worker utilization and CPU cost per segment: threads, Dask and Ray.
 
 Each run trains the installed ``synthetic`` trainable with
 ``trainable_args.seconds_per_unit`` (default 0.2 s of sleep per resource unit),
-so the useful work of every segment is known exactly and the rest is
-orchestration. For every worker count a LocalCluster of that many
-single-threaded worker processes is started once (startup is not measured) and
-reached through ``RUNGFLOW_DASK_ADDRESS``, exactly as an external cluster is.
+so the useful work of every segment is known exactly and every CPU second
+spent is orchestration. The same experiment (same scheduler, seed and
+budget, so the same segments) runs on every task runner, variants interleaved
+within each repeat:
+
+* ``thread``: a thread pool in the flow process (the baseline);
+* ``dask``: a LocalCluster of ``workers`` single-threaded worker processes,
+  started once per worker count and reached through ``RUNGFLOW_DASK_ADDRESS``,
+  as an external cluster is;
+* ``ray``: a Ray head node of ``workers`` CPUs (``ray start --head``), started
+  once per worker count and reached through ``RUNGFLOW_RAY_ADDRESS``; every
+  run is a Ray job of its own.
 
 Schedulers: ASHA (max_t 4, grace 1, eta 2: segments of 1 or 2 units) and
-asynchronous PBT (perturbation interval 1: segments of 1 unit), each with a
-resource budget proportional to the worker count so every run has the same
-ideal length. Two concurrency levels:
+asynchronous PBT (perturbation interval 1: segments of 1 unit), with a
+resource budget proportional to the worker count.
 
-* ``in flight = workers``: a worker that finishes a segment idles until the
-  flow has recorded the result, asked the scheduler, recorded the start and
-  submitted the next task;
-* ``in flight = 2 x workers``: Dask keeps the second task queued on the worker
-  (worker-saturation), so the flow's turnaround overlaps with training.
+Figures per variant, min / median / max over ``--repeats``:
 
-Figures per run:
-
-* throughput: finished segments per second of wall time (first submit to last
-  result) and its ideal, ``segments / (useful / workers)``;
-* utilization: useful seconds / (workers x wall) -- the ratio to ideal;
-* where the flow thread's time went: ``submit`` (Prefect task submission, the
-  call site), ``wait`` (idle in ``as_completed``), ``result`` and ``record``
-  (event-log appends, scheduler ask/tell, retention); and the implied
-  per-segment loss, ``(workers x wall - useful) / segments``, which includes
-  the Prefect task engine in the worker (task-run creation, state events).
+* util: useful seconds / (workers x wall), wall = first submit to last result;
+* seg/s: finished segments per second of wall;
+* CPU per segment in ms, read from /proc for process trees before and after
+  the run: ``flow`` (the flow process: the Prefect client, the runner loop,
+  the event log, and for ``thread`` the task engine too), ``api`` (every
+  Prefect API server process: the flow's ephemeral one, and any a worker
+  started for itself), ``workers`` (the cluster's processes: Dask nanny and
+  worker processes, Ray daemons and worker processes); ``client+server`` is
+  flow + api + workers, i.e. all CPU that rungflow, Prefect and the engine
+  spent per segment (the trainable only sleeps).
 
 Usage:
-    python benchmarks/scaling.py [--workers 1 2 4] [--seconds 0.2] [--units 30]
-        [--schedulers asha pbt] [--oversubscribe 1 2]
+    python benchmarks/scaling.py [--runners thread dask ray] [--workers 2]
+        [--seconds 0.2] [--units 20] [--schedulers asha] [--oversubscribe 2]
+        [--repeats 3]
 
-Runs in about 4 minutes on 2 busy cores with the defaults.
-
-Figures (2 cores, load average ~7 from other jobs, 0.2 s per unit, 40 units
-per worker; util / segments per second; "x2" = two in flight per worker)::
-
-    ASHA  1 worker  60% / 2.6   x2 69% / 3.1     PBT  56% / 2.8   x2 56% / 2.8
-    ASHA  2 workers 51% / 4.4   x2 50% / 4.4     PBT  53% / 5.3   x2 50% / 5.0
-    ASHA  4 workers 34% / 5.9   x2 35% / 6.2     PBT  32% / 6.5   x2 34% / 6.7
-
-Where the time goes: the Prefect task engine around each segment in the worker
-costs ~90-300 ms of CPU (per task run it rebuilds Prefect's settings from the
-serialized context with pydantic-settings and opens a new API client, whose
-SSL context alone loads the CA bundle), and submitting a task to Dask costs the
-flow thread 30-110 ms (context serialization, pickling). Queuing a second
-segment per worker hides the flow's turnaround (idle drops from ~60-90 ms to
-<10 ms per segment) but not the engine. With 4 workers on 2 cores both are
-CPU-bound and the flow thread (submit + result + record ~150 ms per segment)
-caps throughput near 6-7 segments/s. The 95% goal needs segments ~20x longer
-than that fixed cost (a few seconds: a real epoch), not 0.2 s sleeps.
+Figures: see docs/scaling.md ("Which task runner") for a full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 # Quiet the cluster before distributed is imported (workers inherit the env).
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A loaded machine starts the ephemeral API slowly (Prefect waits 20 s by default).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+RUNNERS = ("thread", "dask", "ray")
 
 
 @dataclass
 class TimedExecutor:
-    """A SegmentExecutor that times the flow thread's calls into the task runner."""
+    """A SegmentExecutor that times the first submit and the last result."""
 
     inner: Any
-    submit_s: float = 0.0
-    wait_s: float = 0.0
-    result_s: float = 0.0
     first_submit: float | None = None
     last_result: float = 0.0
     segments: int = 0
     sleeps: int = 0
 
     def submit(self, job: Any) -> Hashable:
-        t0 = time.perf_counter()
         if self.first_submit is None:
-            self.first_submit = t0
+            self.first_submit = time.perf_counter()
         handle: Hashable = self.inner.submit(job)
-        self.submit_s += time.perf_counter() - t0
         return handle
 
     def wait_first(self, handles: Sequence[Hashable], *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return self.inner.wait_first(handles, *args, **kwargs)
-        finally:
-            self.wait_s += time.perf_counter() - t0
+        return self.inner.wait_first(handles, *args, **kwargs)
 
     def result(self, handle: Hashable) -> Any:
-        t0 = time.perf_counter()
         try:
             outcome = self.inner.result(handle)
         finally:
             self.last_result = time.perf_counter()
-            self.result_s += self.last_result - t0
         self.segments += 1
         # The synthetic trainable sleeps once per report (one per unit).
         self.sleeps += len(outcome.reports)
         return outcome
 
 
-def spec_for(
-    scheduler: str, workers: int, in_flight: int, units: int, seconds: float, tag: str = ""
-) -> Any:
-    """The experiment: same ideal length for every worker count."""
+# -- CPU of process trees, from /proc ------------------------------------------
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _is_api(proc: psutil.Process) -> bool:
+    cmd = " ".join(proc.cmdline())
+    return "prefect.server" in cmd or "uvicorn" in cmd
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the flow process, Prefect API servers and cluster processes.
+
+    ``cluster`` lists the cluster's root processes besides this process's
+    children (a Ray head's process group); every descendant counts too.
+    Processes are sampled by pid before and after a run, so one that starts
+    during the run counts from zero and one that exits during it is missed
+    (the engines' worker processes live as long as their cluster).
+    """
+
+    cluster: Callable[[], list[psutil.Process]] = list
+
+    def sample(self) -> dict[str, float]:
+        me = psutil.Process()
+        seen: dict[int, psutil.Process] = {}
+        for root in [*me.children(), *self.cluster()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for proc in [root, *root.children(recursive=True)]:
+                    seen[proc.pid] = proc
+        out = {"flow": _cpu(me), "api": 0.0, "workers": 0.0}
+        for proc in seen.values():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                out["api" if _is_api(proc) else "workers"] += _cpu(proc)
+        return out
+
+
+# -- clusters ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def cluster_for(runner: str, workers: int, tmp: Path) -> Iterator[CpuMeter]:
+    """Start the runner's cluster once; point RUNGFLOW_*_ADDRESS at it."""
+    if runner == "thread":
+        yield CpuMeter()
+    elif runner == "dask":
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster:
+            os.environ["RUNGFLOW_DASK_ADDRESS"] = cluster.scheduler_address
+            try:
+                yield CpuMeter()  # workers are children of this process
+            finally:
+                os.environ.pop("RUNGFLOW_DASK_ADDRESS", None)
+    else:
+        yield from _ray_head(workers, tmp)
+
+
+def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
+    """``ray start --head`` in a process group of its own, killed at the end."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rf-ray-", dir="/tmp"))  # short socket paths
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(temp_dir)}
+    ray = str(Path(sys.executable).with_name("ray"))
+    group = 0
+    saved = {k: os.environ.get(k) for k in ("RUNGFLOW_RAY_ADDRESS", "RAY_AUTH_MODE")}
+
+    def members() -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if os.getpgid(p.pid) == group:
+                    out.append(p)
+        return out
+
+    def stop() -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+            _, alive = psutil.wait_procs(members(), timeout=20)
+            if not alive:
+                break
+
+    try:
+        # Ray gives a raylet 30 s to register: a loaded machine may need a retry.
+        for attempt in range(3):
+            with open(tmp / f"ray-head-{workers}.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [ray, "start", "--head", "--port", str(port), "--num-cpus", str(workers),
+                     "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+                     "--disable-usage-stats", "--temp-dir", str(temp_dir)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            group = proc.pid
+            if proc.wait(timeout=600) == 0:
+                break
+            stop()
+            if attempt == 2:
+                log_text = (tmp / f"ray-head-{workers}.log").read_text()[-2000:]
+                raise RuntimeError(f"ray start failed:\n{log_text}")
+        os.environ.update(RUNGFLOW_RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="disabled")
+        yield CpuMeter(cluster=members)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# -- one run ----------------------------------------------------------------------
+
+
+def spec_for(scheduler: str, runner: str, workers: int, in_flight: int, units: int,
+             seconds: float, tag: str = "") -> Any:
+    """The experiment: the same decisions on every runner (same seed and budget)."""
     from examples.synthetic import SPACE
     from flows.spec import load_spec
 
@@ -125,7 +238,7 @@ def spec_for(
         args = {"perturbation_interval": 1, "population_size": max(2 * in_flight, 4)}
     return load_spec(
         {
-            "name": f"scaling-{scheduler}-w{workers}-f{in_flight}{tag}-{os.getpid()}",
+            "name": f"scaling-{scheduler}-{runner}-w{workers}-f{in_flight}{tag}-{os.getpid()}",
             "trainable": "synthetic",
             "metric": "loss",
             "space": SPACE.to_json(),
@@ -133,7 +246,7 @@ def spec_for(
             "scheduler_args": args,
             "budget": {"max_resource": float(units * workers)},
             "max_concurrency": in_flight,
-            "task_runner": "dask",
+            "task_runner": runner,
             "trainable_args": {"seconds_per_unit": seconds},
             "seed": 0,
         }
@@ -142,17 +255,16 @@ def spec_for(
 
 @dataclass
 class Run:
-    """Timings of one experiment run."""
+    """One experiment run: wall time, useful time, CPU by process tree."""
 
-    executor: TimedExecutor
-    total: float  # flow thread, run() start to end
-    compute: float  # Dask task-stream compute time summed over tasks (worker side)
-    tasks: int
+    segments: int
+    wall: float
+    useful: float
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
-def run_one(spec: Any, root: Path) -> Run:
-    """Run ``spec`` in a flow on the cluster at RUNGFLOW_DASK_ADDRESS; time it."""
-    from distributed import get_task_stream
+def run_one(spec: Any, root: Path, meter: CpuMeter, seconds: float) -> Run:
+    """Run ``spec`` in a flow on its runner; time it and meter the CPU."""
     from prefect import flow
 
     from flows.engine.retention import Retention
@@ -168,26 +280,20 @@ def run_one(spec: Any, root: Path) -> Run:
         ckpt = str(root / "checkpoints")
         try:
             runner = ExperimentRunner(store, spec, ckpt, on_progress=Retention(ckpt))
-            task_runner: Any = make_task_runner(spec)  # a DaskTaskRunner
-            with task_runner:
-                # Connect before timing: the first submit would otherwise pay it.
-                client = task_runner.client
+            with make_task_runner(spec) as task_runner:  # connected before timing
                 executor = TimedExecutor(PrefectExecutor(task_runner, retries=0))
-                with get_task_stream(client) as stream:
-                    t0 = time.perf_counter()
-                    summary = runner.run(executor)
-                    total = time.perf_counter() - t0
-                if summary.segments_failed:
-                    raise RuntimeError(f"{summary.segments_failed} segment(s) failed")
-                # Each Dask task is one Prefect task run: the Prefect task engine
-                # (task-run creation, state events) plus the trainable.
-                compute = [
-                    ss["stop"] - ss["start"]
-                    for rec in stream.data
-                    for ss in rec.get("startstops", ())
-                    if ss.get("action") == "compute"
-                ]
-                out["run"] = Run(executor, total, sum(compute), len(compute))
+                before = meter.sample()
+                summary = runner.run(executor)
+                after = meter.sample()
+            if summary.segments_failed:
+                raise RuntimeError(f"{summary.segments_failed} segment(s) failed")
+            assert executor.first_submit is not None
+            out["run"] = Run(
+                executor.segments,
+                executor.last_result - executor.first_submit,
+                executor.sleeps * seconds,
+                {k: after[k] - before[k] for k in before},
+            )
         finally:
             store.close()
 
@@ -195,73 +301,97 @@ def run_one(spec: Any, root: Path) -> Run:
     return out["run"]
 
 
+def _mmm(values: Sequence[float], fmt: str) -> str:
+    return "/".join(format(v, fmt) for v in (min(values), statistics.median(values),
+                                               max(values)))
+
+
+def report(label: str, workers: int, runs: Sequence[Run], base: Sequence[Run] | None) -> str:
+    """One table row: min/median/max over repeats; CPU ratio to the baseline's median."""
+    util = [r.useful / (workers * r.wall) for r in runs]
+    rate = [r.segments / r.wall for r in runs]
+
+    def per_seg(r: Run, *keys: str) -> float:
+        return 1000 * sum(r.cpu[k] for k in keys) / r.segments
+
+    flow_ms = [per_seg(r, "flow") for r in runs]
+    api_ms = [per_seg(r, "api") for r in runs]
+    work_ms = [per_seg(r, "workers") for r in runs]
+    total = [per_seg(r, "flow", "api", "workers") for r in runs]
+    ratio = ""
+    if base:
+        ref = statistics.median(per_seg(r, "flow", "api", "workers") for r in base)
+        ratio = f"{statistics.median(total) / ref:5.2f}x"
+    return (f"{label:22} {runs[0].segments:>5} {_mmm(util, '.0%'):>14} {_mmm(rate, '.1f'):>14} | "
+            f"{statistics.median(flow_ms):>6.0f} {statistics.median(api_ms):>5.0f} "
+            f"{statistics.median(work_ms):>7.0f} | {_mmm(total, '.0f'):>14} {ratio:>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS)
+    parser.add_argument("--runner", dest="runners_extra", action="append", choices=RUNNERS,
+                        default=[], help="add a runner to the thread baseline (repeatable)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--seconds", type=float, default=0.2, help="sleep per resource unit")
-    parser.add_argument("--units", type=int, default=30, help="budget units per worker")
-    parser.add_argument("--schedulers", nargs="+", default=["asha", "pbt"],
-                        choices=["asha", "pbt"])
-    parser.add_argument("--oversubscribe", type=int, nargs="+", default=[1, 2],
+    parser.add_argument("--units", type=int, default=20, help="budget units per worker")
+    parser.add_argument("--schedulers", nargs="+", default=["asha"], choices=["asha", "pbt"])
+    parser.add_argument("--oversubscribe", type=int, nargs="+", default=[2],
                         help="segments in flight per worker")
+    parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
-
-    from distributed import LocalCluster
+    # SIGTERM runs the cleanup (clusters, the Ray head's process group) too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    runners = opts.runners
+    if opts.runners_extra:  # --runner ray: the thread baseline next to ray
+        runners = list(dict.fromkeys(["thread", *opts.runners_extra]))
 
     import examples.objectives  # noqa: F401  (registers 'synthetic' in this process)
 
-    load = os.getloadavg()[0]
-    print(f"{os.cpu_count()} CPU(s), load average {load:.1f} at start; {opts.seconds:g} s "
-          f"of sleep per resource unit; budget {opts.units} units per worker\n")
-    header = (f"{'scheduler':9} {'workers':>7} {'in flight':>9} {'segs':>5} "
-              f"{'seg/s':>6} {'ideal':>6} {'util':>6} | {'train':>6} {'engine':>6} "
-              f"{'idle':>6} | {'submit':>6} {'wait':>6} {'result':>6} {'record':>6}")
-    print(header)
-    print("-" * len(header))
+    print(f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start; "
+          f"{opts.seconds:g} s of sleep per resource unit; budget {opts.units} units per "
+          f"worker; {opts.repeats} repeats, runners interleaved; min/median/max\n")
+    header = (f"{'variant':22} {'segs':>5} {'util':>14} {'seg/s':>14} | {'flow':>6} "
+              f"{'api':>5} {'workers':>7} | {'client+server':>14} {'vs thr':>6}")
     with tempfile.TemporaryDirectory(prefix="rungflow-scaling-") as tmp:
         for workers in opts.workers:
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster:
-                os.environ["RUNGFLOW_DASK_ADDRESS"] = cluster.scheduler_address
-                # Warm-up (not reported): workers import Prefect, rungflow and
-                # the trainable on their first task.
-                warm = spec_for("asha", workers, workers, 2, 0.0, tag="warmup")
-                (Path(tmp) / warm.name).mkdir()
-                run_one(warm, Path(tmp) / warm.name)
+            with contextlib.ExitStack() as stack:
+                # Ray first: its nodes must register within 30 s, easier on a
+                # machine not yet busy with the Dask cluster.
+                meters = {r: stack.enter_context(cluster_for(r, workers, Path(tmp)))
+                          for r in sorted(runners, key=lambda r: r != "ray")}
+                for runner in runners:
+                    # Warm-up (not reported): workers import Prefect, rungflow and
+                    # the trainable on their first task.
+                    warm = spec_for("asha", runner, workers, workers, 2, 0.0, tag="warm")
+                    (Path(tmp) / warm.name).mkdir()
+                    run_one(warm, Path(tmp) / warm.name, meters[runner], 0.0)
+                print(header)
+                print("-" * len(header), flush=True)
                 for scheduler in opts.schedulers:
                     for factor in opts.oversubscribe:
                         in_flight = workers * factor
-                        spec = spec_for(scheduler, workers, in_flight, opts.units, opts.seconds)
-                        root = Path(tmp) / spec.name
-                        root.mkdir()
-                        report(scheduler, workers, in_flight, run_one(spec, root), opts.seconds)
-                os.environ.pop("RUNGFLOW_DASK_ADDRESS", None)
+                        runs: dict[str, list[Run]] = {r: [] for r in runners}
+                        for rep in range(opts.repeats):
+                            for runner in runners:  # interleaved within each repeat
+                                spec = spec_for(scheduler, runner, workers, in_flight,
+                                                opts.units, opts.seconds, tag=f"r{rep}")
+                                root = Path(tmp) / spec.name
+                                root.mkdir()
+                                runs[runner].append(
+                                    run_one(spec, root, meters[runner], opts.seconds))
+                        base = runs.get("thread")
+                        for runner in runners:
+                            label = f"{scheduler} {runner} w{workers} x{factor}"
+                            print(report(label, workers, runs[runner], base), flush=True)
     print(
-        "\nutil = training seconds / (workers x wall), wall = first submit to last result.\n"
-        "Per segment, worker side: train (the trainable's sleep), engine (Prefect task\n"
-        "engine around it in the worker), idle (worker waiting: flow turnaround, Dask\n"
-        "dispatch, start/end of the run). Flow thread: submit (Prefect task submission),\n"
-        "wait (blocked in as_completed), result, record (event log, scheduler, retention)."
+        f"\nload average {os.getloadavg()[0]:.1f} at the end.\n"
+        "util = training seconds / (workers x wall); CPU in ms per segment (median):\n"
+        "flow = the flow process (Prefect client, runner loop, event log; the task engine\n"
+        "too for threads), api = Prefect API server processes, workers = the cluster's\n"
+        "processes; client+server = their sum (min/median/max), vs thr = its median over\n"
+        "the thread runner's."
     )
-
-
-def report(scheduler: str, workers: int, in_flight: int, run: Run, seconds: float) -> None:
-    """Print one row of the table."""
-    ex = run.executor
-    assert ex.first_submit is not None
-    wall = ex.last_result - ex.first_submit
-    useful = ex.sleeps * seconds
-    n = ex.segments
-    ms = 1000 / n
-    train = useful * ms
-    engine = max(run.compute - useful, 0.0) * ms
-    idle = max(workers * wall - run.compute, 0.0) * ms
-    record = run.total - ex.submit_s - ex.wait_s - ex.result_s
-    print(f"{scheduler:9} {workers:>7} {in_flight:>9} {n:>5} "
-          f"{n / wall:>6.2f} {n / (useful / workers):>6.2f} {useful / (workers * wall):>6.1%} | "
-          f"{train:>6.0f} {engine:>6.0f} {idle:>6.0f} | "
-          f"{ex.submit_s * ms:>6.1f} {ex.wait_s * ms:>6.0f} {ex.result_s * ms:>6.1f} "
-          f"{record * ms:>6.1f}", flush=True)
 
 
 if __name__ == "__main__":

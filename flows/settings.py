@@ -21,8 +21,11 @@ parameters or its logs:
 * ``RUNGFLOW_DASK_ADDRESS``: scheduler of an existing ``distributed`` cluster
   (``tcp://host:8786``) for ``task_runner: dask``; unset, a LocalCluster with
   ``max_concurrency`` single-threaded worker processes is started per run
+* ``RUNGFLOW_RAY_ADDRESS``: an existing Ray cluster (``ray://host:10001``,
+  ``host:6379`` or ``auto``) for ``task_runner: ray``; unset, a local Ray
+  instance with ``max_concurrency`` CPUs is started per run
 * ``RUNGFLOW_WORKER_MODULES``: comma-separated modules every worker process
-  (process pool, Dask) imports before it trains, so that trainables registered
+  (process pool, Dask, Ray) imports before it trains, so that trainables registered
   with ``@trainable`` there are found. The module of the experiment's
   trainable is added automatically when it is importable.
 * ``RUNGFLOW_RETENTION`` (default on), ``RUNGFLOW_KEEP_LAST`` (default 2) and
@@ -113,6 +116,7 @@ class RungflowSettings(BaseSettings):
     # Infrastructure addresses live here, never in the spec: a Prefect UI form
     # must not be able to choose where a flow run connects to.
     dask_address: str | None = None
+    ray_address: str | None = None
     worker_modules: str = ""
     retention: bool = True
     keep_last: int = Field(default=2, ge=1, le=1_000_000)

@@ -232,12 +232,29 @@ class ExperimentSpec(BaseModel):
         int, Field(ge=0, le=10, description="Task retries of a failing segment.")
     ] = 0
     task_runner: Annotated[
-        Literal["thread", "process", "dask"],
+        Literal["thread", "process", "dask", "ray"],
         Field(
-            description="Run segments in threads, in a local process pool, or on Dask "
-            "(the cluster address comes from RUNGFLOW_DASK_ADDRESS, never from the spec)."
+            description="Run segments in threads, in a local process pool, on Dask or on Ray "
+            "(cluster addresses come from RUNGFLOW_DASK_ADDRESS and RUNGFLOW_RAY_ADDRESS, "
+            "never from the spec)."
         ),
     ] = "thread"
+    num_cpus: Annotated[
+        float | None,
+        Field(
+            ge=0, le=1024,
+            description="CPUs Ray reserves for each segment (task_runner ray only; "
+            "default 1). Above 1, a whole number.",
+        ),
+    ] = None
+    num_gpus: Annotated[
+        float | None,
+        Field(
+            ge=0, le=64,
+            description="GPUs Ray reserves for each segment (task_runner ray only; "
+            "default 0). Above 1, a whole number.",
+        ),
+    ] = None
     trainable_args: dict[str, Any] = Field(
         default_factory=dict, description="Fixed keyword arguments passed to the trainable."
     )
@@ -283,6 +300,27 @@ class ExperimentSpec(BaseModel):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"must be plain JSON (numbers, strings, lists, maps): {exc}") from exc
         return value
+
+    @field_validator("num_cpus", "num_gpus")
+    @classmethod
+    def _ray_quantity(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # Ray's rule: fractions of one device, or whole devices.
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError(
+                f"{info.field_name} is {value:g}, but must be in [0, 1] or a whole number "
+                f"up to {1024 if info.field_name == 'num_cpus' else 64}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_resources(self) -> ExperimentSpec:
+        for name in ("num_cpus", "num_gpus"):
+            if getattr(self, name) is not None and self.task_runner != "ray":
+                raise ValueError(
+                    f"{name} is set, but only task_runner 'ray' reserves resources per "
+                    f"segment (task_runner is {self.task_runner!r}); remove {name} or use ray"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_scheduler(self) -> ExperimentSpec:
@@ -527,7 +565,9 @@ def stored_spec(created: Event) -> ExperimentSpec:
 
 #: Fields that may change when an experiment is resumed: they do not change
 #: what has been decided, only how fast the rest runs.
-RESUMABLE_CHANGES = {"max_concurrency", "segment_retries", "task_runner", "budget"}
+RESUMABLE_CHANGES = {
+    "max_concurrency", "segment_retries", "task_runner", "budget", "num_cpus", "num_gpus",
+}
 
 
 def spec_differences(stored: Mapping[str, Any], new: ExperimentSpec) -> list[str]:

@@ -64,10 +64,11 @@ def train_segment(job: SegmentJob) -> SegmentOutcome:
 def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
     """A bounded task runner for the spec (unbounded thread pools are a trap).
 
-    ``process`` and ``dask`` run segments in other processes, which import the
-    trainable's module and ``RUNGFLOW_WORKER_MODULES`` first (see
-    :mod:`flows.dask_runner`); ``dask`` connects to ``RUNGFLOW_DASK_ADDRESS``
-    or starts a LocalCluster of ``max_concurrency`` worker processes.
+    ``process``, ``dask`` and ``ray`` run segments in other processes, which
+    import the trainable's module and ``RUNGFLOW_WORKER_MODULES`` first (see
+    :mod:`flows.dask_runner`, :mod:`flows.ray_runner`); ``dask`` and ``ray``
+    connect to ``RUNGFLOW_DASK_ADDRESS`` / ``RUNGFLOW_RAY_ADDRESS`` or start a
+    local cluster sized for ``max_concurrency`` segments.
     """
     if spec.task_runner == "thread":
         return ThreadRunner(max_workers=spec.max_concurrency)
@@ -77,6 +78,10 @@ def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
     modules = worker_modules(spec, settings.worker_module_list)
     if spec.task_runner == "process":
         return make_process_runner(spec, modules)
+    if spec.task_runner == "ray":
+        from flows.ray_runner import make_ray_runner
+
+        return make_ray_runner(spec, modules, settings.ray_address)
     runner: TaskRunner[Any] = make_dask_runner(spec, modules, settings.dask_address)
     return runner
 

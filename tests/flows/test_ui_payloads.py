@@ -118,6 +118,10 @@ def check_form_schema(schema: dict[str, Any]) -> None:
     assert budget["max_resource"]["exclusiveMinimum"] == 0
     assert "noop" in spec["trainable"]["enum"]  # a drop-down of registered trainables
     assert "hyperband: max_t, reduction_factor" in spec["scheduler_args"]["description"]
+    assert spec["task_runner"]["enum"] == ["thread", "process", "dask", "ray"]
+    for name, most in (("num_cpus", 1024), ("num_gpus", 64)):
+        bounds = next(o for o in spec[name]["anyOf"] if o["type"] == "number")
+        assert (bounds["minimum"], bounds["maximum"]) == (0, most)
     for name, prop in spec.items():
         assert prop.get("description"), f"{name} has no description"
     assert "pattern" in spec["name"]
@@ -125,6 +129,7 @@ def check_form_schema(schema: dict[str, Any]) -> None:
     text = json.dumps(schema)
     assert "database" not in text
     assert "checkpoints" not in text
+    assert "_address" not in text  # cluster addresses are settings
 
 
 def test_flow_parameter_schema_is_a_proper_form() -> None:

@@ -305,10 +305,12 @@ RUN = [
 ]
 
 
-def write_spec(path: Path, name: str, concurrency: int) -> Path:
+def write_spec(path: Path, name: str, concurrency: int, task_runner: str = "thread",
+               max_resource: float = 120) -> Path:
     # Segments of 0.2 s per unit: long enough that a kill lands mid-segment.
     spec = make_spec(name, "asha", concurrency, seconds=0.2).to_json()
-    spec["budget"] = {"max_resource": 120}
+    spec["budget"] = {"max_resource": max_resource}
+    spec["task_runner"] = task_runner
     path.write_text(json.dumps(spec))
     return path
 
@@ -323,10 +325,12 @@ def open_claims(store: EventStore, name: str) -> dict[str, str | None]:
     return {t: c.owner for t, c in book.open.items()}
 
 
-def cooperate(tmp_path: Path, api_url: str, db: str, n: int, victim_host: str | None) -> None:
+def cooperate(tmp_path: Path, api_url: str, db: str, n: int, victim_host: str | None,
+              task_runner: str = "thread", max_resource: float = 120) -> None:
     """Start ``n`` runs of one experiment, SIGKILL the first mid-segment, check the log."""
     name = "coop"
-    spec = write_spec(tmp_path / "spec.json", name, concurrency=2)
+    spec = write_spec(tmp_path / "spec.json", name, concurrency=2, task_runner=task_runner,
+                      max_resource=max_resource)
     base = dict(os.environ)
     base.update(
         PREFECT_API_URL=api_url, PREFECT_LOGGING_LEVEL="WARNING",
