@@ -80,6 +80,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
@@ -348,7 +349,7 @@ class Scores:
     """
 
     paused: dict[str, tuple[float, float]]
-    new_configs: list[dict[str, Any]]
+    new_configs: CandidatePool
     new_acq: np.ndarray
     new_incumbent: float
     n_train: int
@@ -435,7 +436,7 @@ class DyHPOScheduler(Scheduler):
         resource_attr: str = "epoch",
         num_init_random: int = 6,
         num_candidates: int = 128,
-        max_gp_points: int = 256,
+        max_gp_points: int = 128,
         points_per_trial: int = 4,
         refit_every: int = 10,
         dkgp_min_points: int = DKGP_MIN_POINTS,
@@ -489,6 +490,8 @@ class DyHPOScheduler(Scheduler):
         self._n_model_decisions = 0
         self._fits: dict[str, SurrogateFit] = {}
         self._fit_at_decision = 0
+        # Memo of derived data (never decides anything; see _epoch_curve).
+        self._curve_cache: dict[str, tuple[Any, tuple[list[float], list[float]]]] = {}
 
     @property
     def _gp_params(self) -> GPParams | DKGPParams | None:
@@ -721,7 +724,7 @@ class DyHPOScheduler(Scheduler):
             return self._promote(tid, record(tid, scores.paused[tid][1]))
         assert best_new is not None
         return self._new(
-            scores.new_configs[best_new[1]], record("new", scores.new_incumbent)
+            scores.new_configs.config(best_new[1]), record("new", scores.new_incumbent)
         )
 
     # ------------------------------------------------------------- surrogate
@@ -754,7 +757,20 @@ class DyHPOScheduler(Scheduler):
 
     def _epoch_curve(self, tid: str) -> tuple[list[float], list[float]]:
         """Every report of ``tid`` as sorted ``(resources, scores)``; rung results
-        when the trainable reported no per-epoch points (imported observations)."""
+        when the trainable reported no per-epoch points (imported observations).
+
+        Memoised on the trial's report counts: a pure function of folded state.
+        """
+        t = self.trials.get(tid)
+        key = (len(t.history), len(t.results), t.resource) if t is not None else None
+        cached = self._curve_cache.get(tid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = self._build_epoch_curve(tid)
+        self._curve_cache[tid] = (key, out)
+        return out
+
+    def _build_epoch_curve(self, tid: str) -> tuple[list[float], list[float]]:
         t = self.trials.get(tid)
         points: dict[float, float] = {}
         if t is not None:
@@ -878,17 +894,17 @@ class DyHPOScheduler(Scheduler):
             rows.add(enc, target, t.resource, self._epoch_curve(t.trial_id))
             incumbents.append(best_at.get(target, overall))
             costs.append(target - t.resource)
-        cand_rng = self.rng(_SALT_CANDIDATES)
         n_new = max(self.num_candidates, len(paused_ids))  # as Syne Tune
-        new_configs = [self.space.sample(cand_rng) for _ in range(n_new)]
+        pool = CandidatePool(self.space, n_new, self.rng(_SALT_CANDIDATES))
         first = self.rung_levels[0]
-        no_curve: tuple[list[float], list[float]] = ([], [])
-        for config in new_configs:
-            rows.add(encode_config(self.space, config), first, 0.0, no_curve)
+        new_x = np.hstack([pool.encoded, np.tile([first / self.max_t, 0.0], (n_new, 1))])
+        if self.curve_length:
+            new_x = np.hstack([new_x, np.zeros((n_new, self.curve_length + 1))])
         new_incumbent = best_at.get(first, overall)
         incumbents.extend([new_incumbent] * n_new)
         costs.extend([first] * n_new)
-        mean, std = model.predict(rows.matrix(quantile))
+        xs = new_x if not paused_ids else np.vstack([rows.matrix(quantile), new_x])
+        mean, std = model.predict(xs)
         acq = expected_improvement(mean, std, np.asarray(incumbents))
         if self.cost_aware:
             acq = acq / np.asarray(costs)
@@ -899,13 +915,79 @@ class DyHPOScheduler(Scheduler):
             paused={
                 tid: (float(acq[i]), incumbents[i]) for i, tid in enumerate(paused_ids)
             },
-            new_configs=new_configs,
+            new_configs=pool,
             new_acq=acq[n_paused:],
             new_incumbent=new_incumbent,
             n_train=len(y),
             surrogate=kind,
             fit=fit,
         )
+
+
+class CandidatePool:
+    """``n`` random configurations drawn column by column, already encoded.
+
+    Same law as :meth:`SearchSpace.sample` (optuna's RandomSampler) and the same
+    encoding as :func:`schedulers.gp.encode_config`, without building ``n``
+    dicts: only the winner becomes a configuration (:meth:`config`).
+    """
+
+    def __init__(self, space: Any, n: int, rng: np.random.Generator) -> None:
+        self.values: dict[str, np.ndarray] = {}
+        self.kinds: dict[str, Any] = {}
+        columns: list[np.ndarray] = []
+        for name, dist in space.items():
+            if isinstance(dist, CategoricalDistribution):
+                idx = rng.integers(len(dist.choices), size=n)
+                self.values[name] = idx
+                self.kinds[name] = dist.choices
+                columns.append(np.eye(len(dist.choices))[idx])
+                continue
+            low, high = float(dist.low), float(dist.high)
+            if isinstance(dist, FloatDistribution):
+                if dist.log:
+                    v = np.exp(rng.uniform(math.log(low), math.log(high), size=n))
+                elif dist.step is not None:
+                    steps = round((high - low) / dist.step)
+                    v = low + dist.step * rng.integers(steps + 1, size=n)
+                else:
+                    v = rng.uniform(low, high, size=n)
+                v = np.clip(v, low, high)
+                self.kinds[name] = float
+            elif isinstance(dist, IntDistribution):
+                if dist.log:
+                    raw = np.exp(rng.uniform(math.log(low - 0.5), math.log(high + 0.5), size=n))
+                    v = np.clip(np.round(raw), low, high)
+                else:
+                    v = low + dist.step * rng.integers((int(high) - int(low)) // dist.step + 1, size=n)
+                self.kinds[name] = int
+            else:
+                raise GPError(f"cannot sample parameter {name!r} with distribution {dist!r}")
+            self.values[name] = v
+            if high <= low:
+                columns.append(np.full((n, 1), 0.5))
+            elif dist.log:
+                unit = (np.log(v) - math.log(low)) / (math.log(high) - math.log(low))
+                columns.append(np.clip(unit, 0.0, 1.0)[:, None])
+            else:
+                columns.append(np.clip((v - low) / (high - low), 0.0, 1.0)[:, None])
+        self.encoded = np.hstack(columns) if columns else np.zeros((n, 0))
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def config(self, k: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind in self.kinds.items():
+            value = self.values[name][k]
+            if kind is float:
+                out[name] = float(value)
+            elif kind is int:
+                out[name] = int(value)
+            else:
+                out[name] = kind[int(value)]
+        return out
 
 
 class _Rows:

@@ -572,3 +572,25 @@ def test_deep_kernel_decisions_replay_exactly() -> None:
             replayed.tell(event)
         expected = action_events(replayed.ask(1)[0])
         assert expected == result.events[point : point + len(expected)], f"at event {point}"
+
+
+def test_candidate_pool_matches_the_space_and_its_encoding() -> None:
+    from schedulers.dyhpo import CandidatePool
+    from schedulers.gp import encode_config
+
+    space = SearchSpace.parse(
+        {
+            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+            "width": {"type": "int", "low": 8, "high": 64, "step": 8},
+            "batch": {"type": "int", "low": 16, "high": 256, "log": True},
+            "drop": {"type": "float", "low": 0.0, "high": 0.6, "step": 0.05},
+            "act": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+            "fixed": {"type": "float", "low": 2.0, "high": 2.0},
+        }
+    )
+    pool = CandidatePool(space, 200, np.random.default_rng(0))
+    for k in range(len(pool)):
+        config = pool.config(k)
+        assert space.contains(config), config
+        assert np.allclose(encode_config(space, config), pool.encoded[k])
+    assert {pool.config(k)["act"] for k in range(len(pool))} == {"relu", "tanh", "sigmoid"}
