@@ -959,7 +959,8 @@ class CandidatePool:
                     raw = np.exp(rng.uniform(math.log(low - 0.5), math.log(high + 0.5), size=n))
                     v = np.clip(np.round(raw), low, high)
                 else:
-                    v = low + dist.step * rng.integers((int(high) - int(low)) // dist.step + 1, size=n)
+                    steps = (int(high) - int(low)) // dist.step
+                    v = low + dist.step * rng.integers(steps + 1, size=n)
                 self.kinds[name] = int
             else:
                 raise GPError(f"cannot sample parameter {name!r} with distribution {dist!r}")
