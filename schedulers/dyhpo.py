@@ -15,8 +15,9 @@ paper's equal steps this is the paper's rule, with unequal steps it stops a
 54-epoch promotion from competing at par with a 1-epoch new trial).
 
 Rungs follow Syne Tune's DyHPO: linearly spaced levels ``grace_period + k *
-rung_increment`` (default 1, 3, 5, ...; Syne Tune warns against anything
-else), and with probability ``probability_sh`` (default 0.25, Syne Tune's
+rung_increment`` (its defaults ``grace_period = 1``, ``rung_increment = 2``
+give 1, 3, 5, ...; its rung system warns when levels are not linear), and with
+probability ``probability_sh`` (default 0.25, Syne Tune's
 ``DEFAULT_SH_PROBABILITY``) a decision first tries the successive-halving
 promotion rule, which promotes the top ``r_j / r_{j+1}`` fraction of rung
 ``r_j`` (Syne Tune's promotion quantiles), so trials get promoted even while
