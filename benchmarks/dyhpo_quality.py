@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--dyhpo-args", nargs="*", default=["{}"], help="one JSON kwargs object per DyHPO row"
     )
+    parser.add_argument("--progress", action="store_true", help="print every run as it ends")
     args = parser.parse_args()
     variants = [json.loads(a) for a in args.dyhpo_args]
     print(
@@ -240,6 +241,12 @@ def main() -> None:
                 regrets.append(math.inf if best is None else p.regret(best.config))
                 trials.append(len(s.trials))
                 at_max.append(sum(1 for t in s.trials.values() if t.resource >= p.max_t))
+                if args.progress:
+                    print(
+                        f"  .. {name} seed {seed}: regret {regrets[-1]:.4f}, "
+                        f"{trials[-1]} trials, {at_max[-1]} at max_t, CPU {cpu[-1]:.1f} s",
+                        flush=True,
+                    )
             q25, q50, q75 = np.percentile(regrets, [25, 50, 75])
             rows[name] = regrets
             print(
