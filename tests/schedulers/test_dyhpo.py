@@ -129,7 +129,7 @@ def test_defaults_are_syne_tunes() -> None:
     s = DyHPOScheduler(space=LR, metric="loss", max_t=9)
     assert s.rung_levels == [1, 3, 5, 7, 9]
     assert s.probability_sh == 0.25
-    assert s.surrogate == "dkgp" and s.cost_aware
+    assert s.surrogate == "gp" and s.cost_aware
     assert DyHPOScheduler(space=LR, metric="loss", max_t=9, reduction_factor=3).rung_levels == [
         1,
         3,
@@ -327,7 +327,7 @@ def test_ask_decides_one_action() -> None:
 
 # ------------------------------------------------------------- replay, state
 def test_tell_never_fits_and_replay_rebuilds_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = dy(seed=2, budget=Budget(max_resource=120), dkgp_min_points=16)
+    original = dy(seed=2, budget=Budget(max_resource=120), dkgp_min_points=16, surrogate="dkgp")
     result = simulate(original, objective, max_concurrency=3)
     used = {e.info.get("surrogate") for e in result.events if isinstance(e, SegmentStarted)}
     assert "dkgp" in used  # the deep kernel decided, not only its fallback
@@ -337,7 +337,7 @@ def test_tell_never_fits_and_replay_rebuilds_state(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(dyhpo_module, "fit_gp", boom)
     monkeypatch.setattr(dyhpo_module, "fit_dkgp", boom)
-    replayed = dy(seed=2, budget=Budget(max_resource=120), dkgp_min_points=16)
+    replayed = dy(seed=2, budget=Budget(max_resource=120), dkgp_min_points=16, surrogate="dkgp")
     for event in result.events:
         replayed.tell(event)
     assert replayed.schedule_records == original.schedule_records
@@ -556,7 +556,10 @@ def test_deep_kernel_decisions_replay_exactly() -> None:
     uses afterwards)."""
 
     def make_dk() -> DyHPOScheduler:
-        return dy(seed=6, budget=Budget(max_resource=100), dkgp_min_points=16, refit_every=3)
+        return dy(
+            seed=6, budget=Budget(max_resource=100), dkgp_min_points=16, refit_every=3,
+            surrogate="dkgp",
+        )
 
     result = simulate(make_dk(), objective, max_concurrency=2)
     points = [
