@@ -1,15 +1,15 @@
-"""DyHPO decision latency against history size, on one core.
+"""DyHPO decision latency in a live ask/tell loop, up to 2,000 observations.
 
-Builds scheduler states by folding synthetic events (``tell`` only), with 200
-paused trials (fewer when there are fewer observations than that) and the
-observations spread evenly over them on linear rungs, then times ``ask(1)``:
+A live loop, not frozen states: the scheduler decides, the decision's events
+are told back, segments finish (``--workers`` in flight, completion order
+drawn from a seeded generator), and every ``ask(1)`` is timed as it happens,
+refits included. Latency per decision is reported as p50 / p95 / max CPU ms
+(one core) in buckets of history size (observations = finished (trial, rung)
+results), plus the total CPU of the loop. RandomScheduler's ``ask(1)`` over the
+same loop is the floor, measured in the same run.
 
-* ``cold``: first model decision, hyperparameters fitted from scratch;
-* ``refit``: a warm-started refit (happens every ``refit_every`` decisions);
-* ``cached``: hyperparameters taken from the last recorded fit (the common case).
-
-RandomScheduler's ``ask(1)`` on the same history is timed in the same run as a
-floor. Run: ``python benchmarks/dyhpo_latency.py [--repeats 5]``.
+Run: ``python benchmarks/dyhpo_latency.py [--max-obs 2000] [--workers 4]``.
+Pass ``--scheduler-args '{"surrogate": "gp"}'`` to time a variant.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
@@ -30,11 +30,13 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from schedulers import (  # noqa: E402
+    Budget,
+    Done,
     RandomScheduler,
+    RunSegment,
     SearchSpace,
     SegmentFinished,
-    SegmentStarted,
-    TrialCreated,
+    Wait,
     action_events,
 )
 from schedulers.base import Scheduler  # noqa: E402
@@ -50,8 +52,7 @@ SPACE = SearchSpace.parse(
     }
 )
 MAX_T = 50
-SIZES = (100, 500, 1000, 2000)
-PAUSED = 200
+BUCKETS = (250, 500, 1000, 2000)
 
 
 def curve(config: dict[str, Any], r: float) -> float:
@@ -59,94 +60,88 @@ def curve(config: dict[str, Any], r: float) -> float:
     return q + 2.0 / (1.0 + 0.2 * r * (1 + config["layers"] / 6))
 
 
-def history(n_obs: int, seed: int = 0) -> list[Any]:
-    """Events of ``min(PAUSED, n_obs)`` paused trials sharing ``n_obs`` observations."""
-    rng = np.random.default_rng(seed)
-    n_trials = min(PAUSED, n_obs)
-    events: list[Any] = []
-    for k in range(n_trials):
-        tid = f"t{k:04d}"
-        config = SPACE.sample(rng)
-        events.append(TrialCreated(tid, config))
-        steps = n_obs // n_trials + (1 if k < n_obs % n_trials else 0)
-        for r in range(steps):
-            events.append(SegmentStarted(tid, r, r + 1, config))
-            loss = curve(config, r + 1) + 0.01 * float(rng.normal())
-            events.append(
-                SegmentFinished(tid, r, r + 1, ({"resource": r + 1, "loss": loss},), {"loss": loss})
-            )
-    return events
+def n_observations(s: Scheduler) -> int:
+    return sum(len(t.results) for t in s.trials.values())
 
 
-def build(factory: Callable[[], Scheduler], events: list[Any]) -> Scheduler:
+def live_loop(
+    factory: Callable[[], Scheduler], max_obs: int, workers: int, seed: int = 0
+) -> tuple[list[tuple[int, float]], float]:
+    """Run ask/tell until ``max_obs`` observations; ``[(obs, cpu_ms)]`` per decision."""
     s = factory()
-    for e in events:
-        s.tell(e)
-    return s
+    rng = np.random.default_rng(seed)
+    inflight: list[RunSegment] = []
+    times: list[tuple[int, float]] = []
+    total0 = time.process_time()
+    while n_observations(s) < max_obs:
+        while len(inflight) < workers:
+            obs = n_observations(s)
+            c0 = time.process_time()
+            action = s.ask(1)[0]
+            times.append((obs, 1e3 * (time.process_time() - c0)))
+            if isinstance(action, (Wait, Done)):
+                break
+            for e in action_events(action):
+                s.tell(e)
+            if isinstance(action, RunSegment):
+                inflight.append(action)
+        if not inflight:
+            break
+        a = inflight.pop(int(rng.integers(len(inflight))))
+        reports = []
+        r = math.floor(a.start) + 1
+        while r <= a.stop:
+            loss = curve(dict(a.config), r) + 0.01 * float(rng.normal())
+            reports.append({"resource": float(r), "loss": loss})
+            r += 1
+        s.tell(SegmentFinished(a.trial_id, a.start, a.stop, tuple(reports), reports[-1]))
+    return times, time.process_time() - total0
 
 
-def timed(s: Scheduler, repeats: int) -> tuple[float, float]:
-    """Median CPU and wall time of ``ask(1)`` in ms (ask is pure: repeating is exact).
-
-    CPU time of this process is what one core spends; wall time also counts
-    waiting for the core when the machine is shared.
-    """
-    cpu, wall = [], []
-    for _ in range(repeats):
-        c0, w0 = time.process_time(), time.perf_counter()
-        s.ask(1)
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return 1e3 * statistics.median(cpu), 1e3 * statistics.median(wall)
-
-
-def _fmt(t: tuple[float, float]) -> str:
-    return f"{t[0]:.1f} ({t[1]:.1f})"
-
-
-def dyhpo(refit_every: int = 5) -> DyHPOScheduler:
-    return DyHPOScheduler(
-        space=SPACE,
-        metric="loss",
-        max_t=MAX_T,
-        rung_spacing="linear",
-        refit_every=refit_every,
-        seed=0,
-    )
+def summary(times: list[tuple[int, float]], lo: int, hi: int) -> str:
+    sel = [t for obs, t in times if lo <= obs < hi]
+    if not sel:
+        return f"{'-':>30}"
+    p50, p95 = np.percentile(sel, [50, 95])
+    return f"{len(sel):>6} {p50:>7.1f} {p95:>7.1f} {max(sel):>8.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-obs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--scheduler-args", default="{}", help="JSON kwargs for DyHPO")
     args = parser.parse_args()
-    print(f"one core; {PAUSED} paused trials max; num_candidates=128, max_gp_points=256")
-    print("CPU ms per ask(1) (wall ms in parentheses); medians of --repeats calls")
-    print(
-        f"{'obs':>6} {'paused':>6} {'n_gp':>5} {'cold':>15} {'refit':>15} "
-        f"{'cached':>15} {'random':>8} {'cached/random':>14}"
-    )
-    for n_obs in SIZES:
-        events = history(n_obs)
-        cold = build(dyhpo, events)
-        t_cold = timed(cold, args.repeats)
-        # Fold the first decision (it records the fit) so the next one reuses it.
-        warm = build(dyhpo, events)
-        action = warm.ask(1)[0]
-        for e in action_events(action):
-            warm.tell(e)
-        n_gp = dict(getattr(action, "info", {})).get("n_gp", 0)
-        t_cached = timed(warm, args.repeats)
-        refit = build(lambda: dyhpo(refit_every=1), events)
-        for e in action_events(refit.ask(1)[0]):
-            refit.tell(e)
-        t_refit = timed(refit, args.repeats)
-        rand = build(lambda: RandomScheduler(space=SPACE, metric="loss", max_t=MAX_T), events)
-        t_rand = timed(rand, max(args.repeats, 50))
-        paused = sum(1 for t in cold.trials.values() if t.status == "paused")
-        print(
-            f"{n_obs:>6} {paused:>6} {n_gp:>5} {_fmt(t_cold):>15} {_fmt(t_refit):>15} "
-            f"{_fmt(t_cached):>15} {t_rand[0]:>8.3f} {t_cached[0] / t_rand[0]:>13.0f}x"
+    extra = json.loads(args.scheduler_args)
+    budget = Budget(max_resource=1e9)
+
+    def dyhpo() -> Scheduler:
+        return DyHPOScheduler(
+            space=SPACE, metric="loss", max_t=MAX_T, seed=0, budget=budget, **extra
         )
+
+    def random() -> Scheduler:
+        return RandomScheduler(space=SPACE, metric="loss", max_t=MAX_T, seed=0, budget=budget)
+
+    print(
+        f"live ask/tell loop, one core, {args.workers} workers, max_t={MAX_T}, "
+        f"up to {args.max_obs} observations; load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"DyHPO args: {extra or 'defaults'}")
+    times, total = live_loop(dyhpo, args.max_obs, args.workers)
+    _, total_random = live_loop(random, min(args.max_obs, 400), args.workers)
+    print(f"{'observations':<14}{'asks':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>8}")
+    lo = 0
+    for hi in BUCKETS:
+        if hi > args.max_obs:
+            break
+        print(f"[{lo}, {hi}){'':<{13 - len(f'[{lo}, {hi})')}}{summary(times, lo, hi)}")
+        lo = hi
+    print(f"{'all':<14}{summary(times, 0, args.max_obs + 1)}")
+    print(
+        f"total CPU of the DyHPO loop: {total:.1f} s over {len(times)} asks; "
+        f"random's loop to 400 obs: {total_random:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -8,61 +8,87 @@ Every time a worker frees, each paused trial is scored for running to its next
 rung level, together with ``num_candidates`` fresh random configurations scored
 for running to the first rung level; the winner runs. The score is the paper's
 multi-fidelity expected improvement: EI of the surrogate's prediction at the
-candidate's *target* resource against the best value observed at that resource.
+candidate's *target* resource against the best value observed at that
+resource (the overall best when nothing was observed there yet, as Syne Tune
+does), divided by the resource the step costs (``cost_aware``; with the
+paper's equal steps this is the paper's rule, with unequal steps it stops a
+54-epoch promotion from competing at par with a 1-epoch new trial).
 
-The surrogate is a GP (:mod:`schedulers.gp`) instead of the paper's deep kernel
-with a CNN over the learning curve. Its inputs for an observation of trial
-``x`` at resource ``r_j`` are::
+Rungs follow Syne Tune's DyHPO: linearly spaced levels ``grace_period + k *
+rung_increment`` (its defaults ``grace_period = 1``, ``rung_increment = 2``
+give 1, 3, 5, ...; its rung system warns when levels are not linear), and with
+probability ``probability_sh`` (default 0.25, Syne Tune's
+``DEFAULT_SH_PROBABILITY``) a decision first tries the successive-halving
+promotion rule, which promotes the top ``r_j / r_{j+1}`` fraction of rung
+``r_j`` (Syne Tune's promotion quantiles), so trials get promoted even while
+the model prefers new configurations. Passing ``reduction_factor`` alone
+gives geometric levels ``grace_period * eta^k`` (Syne Tune does the same).
 
-    [ encode(x) in [0,1]^d,            # log scaling, one-hot, ints scaled
-      log1p(r_j) / log1p(max_t),       # target resource
-      q(y_{j-1}),                      # last score before r_j, as its quantile
-      q(y_{j-1}) - q(y_{j-2}),         # slope of the last two points
+Surrogate (``surrogate``):
+
+* ``"gp"`` (default): a Matern-5/2 ARD GP (:mod:`schedulers.gp`) on the
+  inputs below, curve included. Default because it measured better than the
+  deep kernel on ``benchmarks/dyhpo_quality.py``'s Hartmann problem at the
+  data sizes a 30-training budget gives (few seeds; see the benchmark);
+* ``"dkgp"``: the paper's deep-kernel GP (:mod:`schedulers.dkgp`): a small
+  feature network over (config, budget, learning curve) and a GP on its
+  features, trained jointly on the marginal likelihood. The Matern GP is
+  its fallback of ``"dkgp"`` while fewer than ``dkgp_min_points``
+  (default :data:`DKGP_MIN_POINTS`) observations exist, where a network
+  memorises rather than learns, and when the deep-kernel fit fails.
+
+Inputs for an observation of trial ``x`` at resource ``b`` whose previous
+result was at ``b'`` (0 for a new trial)::
+
+    [ encode(x) in [0,1]^d,                       # log scaling, one-hot
+      b / max_t, b' / max_t,                      # target and current budget
+      q(y_{e-L+1}), ..., q(y_e),                  # last L epochs of the curve up to b'
       1 if the trial has a curve else 0 ]
 
 where ``q`` is the empirical CDF of every score observed so far (robust to
-diverging losses). New configurations have no curve (zeros, flag 0). This is
-the scalar summary of the curve the issue allows in place of the CNN.
+diverging losses) and the curve is every report the trainable made (one per
+epoch), left-padded with its first value; ``L = curve_length`` (0 drops the
+curve, an ablation).
 
-GP-size rule (keeps a decision well under 100 ms at 2,000 observations):
+Size and cost rule (bounded latency, see ``benchmarks/dyhpo_latency.py``):
 
-1. per trial only its latest ``points_per_trial`` observations enter the GP
-   (the curve feature already summarises the earlier ones);
-2. if more than ``max_gp_points`` remain, keep the best quarter by score (they
-   shape EI near the incumbents) and fill up with a uniform subsample drawn
-   with the decision's generator;
-3. hyperparameters are fitted on at most :data:`FIT_POINTS` of those points
-   (again best quarter + subsample) and only every ``refit_every`` model
-   decisions, warm-started from the previous fit. The fitted (rounded)
-   hyperparameters are recorded in the decision's event info and folded back
-   by ``tell``, so the next decisions, and any replay, use exactly the same
+1. per trial only its latest ``points_per_trial`` observations enter the
+   posterior (their curve inputs carry the earlier ones);
+2. if more than ``max_gp_points`` remain, keep the best quarter by score and
+   fill up with a uniform subsample drawn with the decision's generator;
+3. parameters are fitted on at most :data:`FIT_POINTS` of those points and
+   only every ``refit_every`` model decisions, warm-started from the previous
+   fit. The fitted (rounded) parameters are recorded in the decision's event
+   (:class:`SurrogateFit` in :class:`DyHPODecision`) and folded back by
+   ``tell``, so the next decisions, and any replay, use exactly the same
    values; ``tell`` never fits anything.
 
 Warm start: an imported observation (:class:`~schedulers.events.ObservationImported`)
-joins the GP's training data with its results at the rung levels (points at
-other resources are left out, so its curve features mean what they mean for
-a trial), counts towards ``num_init_random`` and sets the EI incumbents. It
-is never scored as a paused trial nor promoted, and the SH fallback ranks
-trials only. A retried failed trial is simply paused again and competes
-like any other.
+joins the training data with its results at the rung levels, counts towards
+``num_init_random`` and sets the EI incumbents. It is never scored as a paused
+trial nor promoted, and the SH fallback ranks trials only. A retried failed
+trial is simply paused again and competes like any other.
 
 Numerical trouble (non-PD kernel after jitter, optimiser failure, NaN data)
 never raises: the decision falls back to the successive-halving rule and
-records ``info["fallback"]``.
+records the reason.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from schedulers.actions import Action, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
+from schedulers.dkgp import DeepKernelGP, DKGPParams, fit_dkgp
 from schedulers.events import Event, ObservationImported, SegmentStarted, TrialCreated
 from schedulers.gp import (
     GaussianProcess,
@@ -73,6 +99,7 @@ from schedulers.gp import (
     fit_gp,
 )
 from schedulers.validation import (
+    check_bool,
     check_choice,
     check_grace_period,
     check_int,
@@ -82,54 +109,170 @@ from schedulers.validation import (
     check_reduction_factor,
 )
 
-__all__ = ["FIT_POINTS", "DyHPOScheduler", "ScheduleRecord", "rung_levels_for", "sh_promotable"]
+__all__ = [
+    "DKGP_MIN_POINTS",
+    "FIT_POINTS",
+    "DyHPODecision",
+    "DyHPOScheduler",
+    "ScheduleRecord",
+    "Scores",
+    "SurrogateFit",
+    "promotion_quota",
+    "rung_levels_for",
+    "sh_promotable",
+]
 
-#: Most points used to fit GP hyperparameters (the posterior uses up to
-#: ``max_gp_points``). The likelihood costs O(n^3) per L-BFGS-B step; 48 points
-#: keep a fit with one restart around 20-30 ms on one core.
-FIT_POINTS = 48
-#: Random restarts of the likelihood optimiser: cold fit / warm refit.
-_COLD_RESTARTS = 1
-_WARM_RESTARTS = 1
-_FIT_MAXITER = 30
+#: Most points used to fit surrogate parameters (the posterior uses up to
+#: ``max_gp_points``). One fit costs O(n^3) per L-BFGS-B step.
+FIT_POINTS = 64
+#: Below this many training points the deep kernel is not trained (a network
+#: fitted on a handful of points memorises them); the Matern GP decides.
+DKGP_MIN_POINTS = 32
+_GP_RESTARTS = 1
+_GP_MAXITER = 30
+_DKGP_HIDDEN = 16
+_DKGP_OUT = 4
+_DKGP_DECAY = 3.0
+_DKGP_MAXITER = 60
 
 # Salts of self.rng(): one stream per purpose, so adding draws to one purpose
 # never shifts another.
 _SALT_CANDIDATES = 1
 _SALT_SUBSAMPLE = 2
 _SALT_FIT = 3
-_SALT_ACTION = 100  # + action index within one ask
+_SALT_ACTION = 100
 
 _EPS = 1e-9
 
 ScheduleRecord = tuple[str, float, float, Literal["new", "promoted"]]
+DecisionKind = Literal["random", "dyhpo", "sh", "fallback", "unknown"]
+SurrogateKind = Literal["gp", "dkgp"]
 
 
+# ------------------------------------------------------------ typed records
+@dataclass(frozen=True)
+class SurrogateFit:
+    """Fitted surrogate parameters recorded with a decision (replay reuses them)."""
+
+    kind: SurrogateKind
+    params: GPParams | DKGPParams
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.params.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SurrogateFit:
+        if data.get("kind", "gp") == "dkgp":
+            return cls("dkgp", DKGPParams.from_json(data))
+        return cls("gp", GPParams.from_json(data))
+
+
+@dataclass(frozen=True)
+class DyHPODecision:
+    """Why DyHPO chose an action; stored as the ``info`` of its events.
+
+    Only ``decision`` and ``fit`` are folded back (replay depends on them); the
+    rest explains the choice in ``rungflow status`` and the UI.
+
+    Attributes:
+        decision: ``random`` (warm-up), ``dyhpo`` (surrogate), ``sh``
+            (successive-halving rule) or ``fallback`` (model-free after a
+            numerical failure).
+        reason: Why the fallback was used.
+        winner: Promoted trial id, or ``"new"``.
+        surrogate: ``gp`` or ``dkgp`` for surrogate decisions.
+        best_new_ei: Best acquisition value among new configurations.
+        best_paused_ei: Best acquisition value among paused trials.
+        incumbent: The winner's MF-EI incumbent: the best score observed at
+            its target resource (overall best when none).
+        n_scored: Candidates scored.
+        n_train: Observations in the posterior.
+        fit: Parameters fitted at this decision, if it refitted.
+    """
+
+    decision: DecisionKind
+    reason: str | None = None
+    winner: str | None = None
+    surrogate: SurrogateKind | None = None
+    best_new_ei: float | None = None
+    best_paused_ei: float | None = None
+    incumbent: float | None = None
+    n_scored: int | None = None
+    n_train: int | None = None
+    fit: SurrogateFit | None = None
+
+    def to_info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision": self.decision}
+        names = ("winner", "surrogate", "best_new_ei", "best_paused_ei", "incumbent", "n_scored")
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.reason is not None:
+            out["fallback"] = self.reason
+        if self.n_train is not None:
+            out["n_gp"] = self.n_train
+        if self.fit is not None:
+            out["fit"] = self.fit.to_json()
+        return out
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any] | None) -> DyHPODecision:
+        """Read an event's info, including logs written before the typed record
+        (``gp_fit`` holding Matern parameters); malformed fits are dropped
+        (they only cost a refit)."""
+        info = info or {}
+        decision = info.get("decision", "unknown")
+        if decision not in ("random", "dyhpo", "sh", "fallback"):
+            decision = "unknown"
+        fit: SurrogateFit | None = None
+        raw = info.get("fit", info.get("gp_fit"))
+        if isinstance(raw, Mapping):
+            try:
+                fit = SurrogateFit.from_json(raw)
+            except (KeyError, TypeError, ValueError):
+                fit = None
+        reason = info.get("fallback")
+        winner = info.get("winner")
+        return cls(
+            decision=decision,
+            reason=None if reason is None else str(reason),
+            winner=None if winner is None else str(winner),
+            fit=fit,
+        )
+
+
+# -------------------------------------------------------------------- rungs
 def rung_levels_for(
     max_t: float,
     grace_period: float = 1,
     reduction_factor: float = 3,
     rung_spacing: str = "geometric",
+    rung_increment: float | None = None,
 ) -> list[float]:
     """Rung levels ``r_min = grace_period, ..., max_t``.
 
-    Geometric (Syne Tune's default): ``grace_period * eta^k`` below ``max_t``.
-    Linear (the paper): ``k * grace_period`` below ``max_t``. ``max_t`` is
-    always the last level. Levels are ints when ``grace_period`` and ``max_t``
-    are ints (rounded, as Syne Tune does).
+    Geometric: ``grace_period * eta^k`` below ``max_t``. Linear (the paper,
+    Syne Tune's DyHPO): ``grace_period + k * rung_increment`` below ``max_t``
+    (``rung_increment`` defaults to ``grace_period``). ``max_t`` is always
+    the last level. Levels are ints when ``grace_period`` and ``max_t`` are
+    ints (rounded, as Syne Tune does).
 
     Example:
         >>> rung_levels_for(27, 1, 3)
         [1, 3, 9, 27]
         >>> rung_levels_for(10, 2, rung_spacing="linear")
         [2, 4, 6, 8, 10]
+        >>> rung_levels_for(10, 1, rung_spacing="linear", rung_increment=2)
+        [1, 3, 5, 7, 9, 10]
     """
     as_int = float(grace_period).is_integer() and float(max_t).is_integer()
+    step = grace_period if rung_increment is None else rung_increment
     levels: list[float] = []
     k = 0
     while True:
         if rung_spacing == "linear":
-            level = grace_period * (k + 1)
+            level = grace_period + k * step
         else:
             level = grace_period * reduction_factor**k
         if as_int:
@@ -148,33 +291,46 @@ def _is_idle(t: TrialState) -> bool:
     return t.running is None and t.status in ("paused", "running")
 
 
+def promotion_quota(n: int, level: float, next_level: float) -> int:
+    """How many of the ``n`` trials at rung ``level`` SH may promote.
+
+    The top fraction ``level / next_level`` (Syne Tune's promotion quantile
+    ``r_j / r_{j+1}``): ``1/eta`` for geometric rungs, ``j / (j + 1)`` for
+    linear ones, so the resource spent per rung stays level whatever the spacing.
+
+    Example:
+        >>> promotion_quota(9, 1, 3), promotion_quota(9, 3, 4), promotion_quota(3, 1, 2)
+        (3, 6, 1)
+    """
+    return int(n * level / next_level + _EPS)
+
+
 def sh_promotable(
     levels: Sequence[float],
-    reduction_factor: float,
     trials: Mapping[str, TrialState],
     allowed: Mapping[str, bool],
 ) -> str | None:
     """The trial promotion-based successive halving promotes now, if any.
 
-    ASHA's rule (Li et al. 2020; Syne Tune's ``PromotionRungSystem``): scan rungs
-    from the highest below ``max_t`` down; in rung ``r_k`` take the top
-    ``floor(n_k / eta)`` trials that reached it (failed trials excluded); the
-    first one that is still paused at ``r_k`` and ``allowed`` is promoted.
+    ASHA's rule (Li et al. 2020) with Syne Tune's promotion quantiles: scan
+    rungs from the highest below ``max_t`` down; in rung ``r_k`` take the top
+    :func:`promotion_quota` trials that reached it (failed trials excluded);
+    the first one that is still paused at ``r_k`` and ``allowed`` is promoted.
 
     Args:
         levels: Rung levels, ``max_t`` last.
-        reduction_factor: eta.
         trials: All trials.
         allowed: ``trial_id -> bool`` for trials that may be promoted now
-            (idle, affordable, not already chosen in this ask).
+            (idle and affordable).
     """
-    for level in reversed(levels[:-1]):
+    for k in range(len(levels) - 2, -1, -1):
+        level = levels[k]
         members = sorted(
             (t.results[level], t.trial_id)
             for t in trials.values()
             if t.status != "failed" and level in t.results
         )
-        top = members[: int(len(members) / reduction_factor + _EPS)]
+        top = members[: promotion_quota(len(members), level, levels[k + 1])]
         for _, tid in top:
             if allowed.get(tid, False) and trials[tid].resource == level:
                 return tid
@@ -182,61 +338,69 @@ def sh_promotable(
 
 
 @dataclass
-class _Scores:
-    """Surrogate scores for one decision (computed at most once per ask)."""
+class Scores:
+    """Surrogate scores for one decision (:meth:`DyHPOScheduler.scores`).
 
-    paused: dict[str, float]
-    new_configs: list[dict[str, Any]]
-    new_ei: np.ndarray
-    n_gp: int
-    params: GPParams
-    refit: bool
+    Attributes:
+        paused: ``trial_id -> (acquisition, incumbent)`` for every paused trial,
+            scored for its next rung level.
+        new_configs: Fresh configurations, scored for the first rung level.
+        new_acq: Their acquisition values.
+        new_incumbent: Best score observed at the first rung level.
+        n_train: Observations in the posterior.
+        surrogate: ``gp`` or ``dkgp``.
+        fit: Parameters fitted for this decision (None when a recorded fit was reused).
+    """
 
-
-@dataclass
-class _Plan:
-    """What earlier actions of the same ``ask`` already committed."""
-
-    promoted: set[str] = field(default_factory=set)
-    stopped: set[str] = field(default_factory=set)
-    used_new: set[int] = field(default_factory=set)
-    n_new: int = 0
-    resource: float = 0.0
-    fit_recorded: bool = False
+    paused: dict[str, tuple[float, float]]
+    new_configs: CandidatePool
+    new_acq: np.ndarray
+    new_incumbent: float
+    n_train: int
+    surrogate: SurrogateKind
+    fit: SurrogateFit | None
 
 
 class DyHPOScheduler(Scheduler):
     """DyHPO (Wistuba et al. 2022) with Syne Tune's rung system.
 
     Paper symbols: ``b_min`` = ``grace_period`` (first rung level), ``b_max`` =
-    ``max_t``, the budget step = the distance to the next rung level (linear
-    rungs reproduce the paper's fixed step; geometric ones Syne Tune's default),
-    eta = ``reduction_factor`` (only for geometric rungs and the SH rule).
+    ``max_t``, the budget step = ``rung_increment`` (the distance to the next
+    rung level). ``reduction_factor`` (eta) only for geometric rungs.
 
     Args:
         max_t: Resource at which a trial is complete (``b_max``).
         grace_period: First rung level (``b_min``).
-        reduction_factor: eta of the geometric rung levels and of the SH rule.
-        rung_levels: Explicit increasing rung levels; overrides the two above
+        rung_increment: Step between linear rung levels (Syne Tune's
+            ``rung_increment``, default 2; ``grace_period`` when
+            ``rung_spacing="linear"`` is asked for explicitly).
+        reduction_factor: eta of geometric rung levels. Passing it (without
+            ``rung_increment`` or ``rung_spacing``) selects geometric levels,
+            as in Syne Tune.
+        rung_levels: Explicit increasing rung levels; overrides the above
             (``max_t`` is appended when missing).
-        rung_spacing: ``"geometric"`` (Syne Tune) or ``"linear"`` (the paper:
-            steps of ``grace_period``).
+        rung_spacing: ``"linear"`` or ``"geometric"``; default: linear unless
+            only ``reduction_factor`` is given.
         probability_sh: Probability of first applying the successive-halving
             promotion rule at a decision, falling through to DyHPO when SH
-            promotes nothing. Syne Tune's default is 0 (pure DyHPO); it
-            ensures trials get promoted even if the model only likes new
-            configurations. With 1 (not allowed in Syne Tune) decisions are
+            promotes nothing (Syne Tune's default 0.25). With 1 decisions are
             exactly promotion-based SH and the surrogate only picks the
             configurations of new trials.
+        surrogate: ``"gp"`` (Matern ARD GP, default) or ``"dkgp"`` (the
+            paper's deep-kernel GP on the same inputs).
+        curve_length: Last epochs of the learning curve fed to the surrogate
+            (0: no curve input).
+        cost_aware: Divide expected improvement by the resource of the step.
         resource_attr: Name of the resource in reports; accepted for
             compatibility with Syne Tune (the flow reports ``resource``).
         num_init_random: Warm-up: decisions start random new trials until this
             many observations (trial, rung) exist.
         num_candidates: Fresh random configurations scored per decision.
-        max_gp_points: Most observations in the GP posterior (see the
-            module docstring for the size rule).
-        points_per_trial: Latest observations per trial kept for the GP.
-        refit_every: Refit GP hyperparameters every this many model decisions.
+        max_gp_points: Most observations in the posterior.
+        points_per_trial: Latest observations per trial kept for the posterior.
+        refit_every: Refit surrogate parameters every this many model decisions.
+        dkgp_min_points: Observations before the deep kernel is trained; the
+            Matern GP decides until then.
         **kwargs: ``space``, ``metric``, ``mode``, ``seed``, ``budget``
             (see :class:`schedulers.Scheduler`).
 
@@ -248,7 +412,7 @@ class DyHPOScheduler(Scheduler):
         >>> s = DyHPOScheduler(space=space, metric="loss", max_t=9, num_init_random=3,
         ...                    num_candidates=16, budget=Budget(max_resource=40))
         >>> s.rung_levels
-        [1, 3, 9]
+        [1, 3, 5, 7, 9]
         >>> def objective(config, start, stop, state):
         ...     return [{"resource": stop, "loss": abs(config["lr"] - 0.1) + 1 / stop}], None
         >>> result = simulate(s, objective, max_concurrency=2)
@@ -265,37 +429,62 @@ class DyHPOScheduler(Scheduler):
         *,
         max_t: float,
         grace_period: float = 1,
-        reduction_factor: float = 3,
+        rung_increment: float | None = None,
+        reduction_factor: float | None = None,
         rung_levels: Sequence[float] | None = None,
-        rung_spacing: Literal["geometric", "linear"] = "geometric",
-        probability_sh: float = 0.0,
+        rung_spacing: Literal["geometric", "linear"] | None = None,
+        probability_sh: float = 0.25,
+        surrogate: SurrogateKind = "gp",
+        curve_length: int = 4,
+        cost_aware: bool = True,
         resource_attr: str = "epoch",
         num_init_random: int = 6,
         num_candidates: int = 128,
-        max_gp_points: int = 256,
+        max_gp_points: int = 128,
         points_per_trial: int = 4,
-        refit_every: int = 5,
+        refit_every: int = 10,
+        dkgp_min_points: int = DKGP_MIN_POINTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_t = check_positive("max_t", max_t)
         self.grace_period = check_grace_period(check_positive("grace_period", grace_period), max_t)
-        self.reduction_factor = check_reduction_factor(reduction_factor)
-        check_choice("rung_spacing", rung_spacing, ("geometric", "linear"))
+        if reduction_factor is not None:
+            check_reduction_factor(reduction_factor)
+        if rung_increment is not None:
+            check_positive("rung_increment", rung_increment)
+        if rung_spacing is not None:
+            check_choice("rung_spacing", rung_spacing, ("geometric", "linear"))
+        if rung_spacing is None:
+            geometric = reduction_factor is not None and rung_increment is None
+            rung_spacing = "geometric" if geometric else "linear"
+            if not geometric and rung_increment is None:
+                rung_increment = 2  # Syne Tune's DyHPO default
         self.rung_spacing = rung_spacing
+        self.reduction_factor = 3.0 if reduction_factor is None else float(reduction_factor)
+        self.rung_increment = rung_increment
         if rung_levels is None:
-            levels = rung_levels_for(max_t, grace_period, reduction_factor, rung_spacing)
+            levels = rung_levels_for(
+                max_t, grace_period, self.reduction_factor, rung_spacing, rung_increment
+            )
         else:
             levels = self._check_levels(rung_levels, max_t)
         self.rung_levels: list[float] = levels
         self.probability_sh = check_number("probability_sh", probability_sh, low=0, high=1)
+        self.surrogate: SurrogateKind = check_choice(  # type: ignore[assignment]
+            "surrogate", surrogate, ("dkgp", "gp")
+        )
+        self.curve_length = check_int("curve_length", curve_length, 0)
+        self.cost_aware = check_bool("cost_aware", cost_aware)
         self.resource_attr = check_name("resource_attr", resource_attr)
         self.num_init_random = check_int("num_init_random", num_init_random, 1)
         self.num_candidates = check_int("num_candidates", num_candidates, 1)
         self.max_gp_points = check_int("max_gp_points", max_gp_points, 4)
         self.points_per_trial = check_int("points_per_trial", points_per_trial, 1)
         self.refit_every = check_int("refit_every", refit_every, 1)
+        self.dkgp_min_points = check_int("dkgp_min_points", dkgp_min_points, 4)
         self._next_level = dict(zip(self.rung_levels[:-1], self.rung_levels[1:], strict=True))
+        self._prev_level = dict(zip(self.rung_levels[1:], self.rung_levels[:-1], strict=True))
         # ---- folded state (changed only in on_event) ----
         self._encoded: dict[str, np.ndarray | None] = {}
         self._imported_curves: dict[str, list[tuple[float, float]]] = {}
@@ -303,8 +492,20 @@ class DyHPOScheduler(Scheduler):
         self._seen_segments: set[tuple[str, float, float]] = set()
         self._decision_counts: dict[str, int] = {}
         self._n_model_decisions = 0
-        self._gp_params: GPParams | None = None
+        self._fits: dict[str, SurrogateFit] = {}
         self._fit_at_decision = 0
+        # Memo of derived data (never decides anything; see _epoch_curve).
+        self._curve_cache: dict[str, tuple[Any, tuple[list[float], list[float]]]] = {}
+
+    @property
+    def _gp_params(self) -> GPParams | DKGPParams | None:
+        """Parameters of the latest recorded fit (for tests and inspection)."""
+        fit = self._latest_fit
+        return None if fit is None else fit.params
+
+    @property
+    def _latest_fit(self) -> SurrogateFit | None:
+        return self._fits.get("latest")
 
     @staticmethod
     def _check_levels(rung_levels: Sequence[float], max_t: float) -> list[float]:
@@ -344,25 +545,21 @@ class DyHPOScheduler(Scheduler):
             self._encode(event.trial_id, event.config)
             kind: Literal["new", "promoted"] = "new" if event.start == 0 else "promoted"
             self._records.append((event.trial_id, event.start, event.stop, kind))
-            info = event.info or {}
-            decision = str(info.get("decision", "unknown"))
-            label = f"{'started' if kind == 'new' else 'promoted'}_by_{decision}"
+            record = DyHPODecision.from_info(event.info)
+            label = f"{'started' if kind == 'new' else 'promoted'}_by_{record.decision}"
             self._decision_counts[label] = self._decision_counts.get(label, 0) + 1
-            fit = info.get("gp_fit")
-            if isinstance(fit, Mapping):
-                try:
-                    self._gp_params = GPParams.from_json(fit)
-                    self._fit_at_decision = self._n_model_decisions
-                except (KeyError, TypeError, ValueError):
-                    pass  # a malformed record only costs a refit
-            if decision == "dyhpo":
+            if record.fit is not None:
+                self._fits[record.fit.kind] = record.fit
+                self._fits["latest"] = record.fit
+                self._fit_at_decision = self._n_model_decisions
+            if record.decision == "dyhpo":
                 self._n_model_decisions += 1
 
     def _encode(self, trial_id: str, config: Mapping[str, Any]) -> None:
         try:
             self._encoded[trial_id] = encode_config(self.space, config)
         except (GPError, KeyError, ValueError, TypeError):
-            self._encoded[trial_id] = None  # not in the space: left out of the GP
+            self._encoded[trial_id] = None  # not in the space: left out of the surrogate
 
     # ------------------------------------------------------------ properties
     @property
@@ -388,88 +585,75 @@ class DyHPOScheduler(Scheduler):
 
     # ---------------------------------------------------------------- decide
     def ask(self, n: int = 1) -> list[Action]:
-        actions: list[Action] = []
-        plan = _Plan()
-        memo: dict[str, _Scores | str] = {}
+        """One action: DyHPO decides one step at a time (``n`` is not used).
+
+        Every decision is scored against the state after the previous one was
+        told, which is how the flow drives schedulers (``ask(1)``).
+        """
         if not self.finished:
-            for i in range(n):
-                action = self._decide(i, plan, memo)
-                if action is None:
-                    break
-                actions.append(action)
-        if actions:
-            return actions
+            action = self._decide()
+            if action is not None:
+                return [action]
         if self.running:
             return [Wait()]
         return [self.done_action()]
 
-    def _decide(self, i: int, plan: _Plan, memo: dict[str, _Scores | str]) -> Action | None:
+    def _decide(self) -> Action | None:
         # 1. Finish trials that reached max_t, and drop those whose metric is
         #    missing (NaN/absent): nothing sensible can be said about them.
         for t in self.trials.values():
-            if not _is_idle(t) or t.trial_id in plan.stopped:
+            if not _is_idle(t):
                 continue
             if t.resource >= self.max_t - _EPS:
-                plan.stopped.add(t.trial_id)
                 return Stop(t.trial_id, "reached max_t", {"resource": t.resource})
             if t.resource > 0 and t.last_score is None:
-                plan.stopped.add(t.trial_id)
                 return Stop(t.trial_id, "metric missing", {"resource": t.resource})
 
         # 2. What may run now.
         allowed: dict[str, bool] = {}
         for t in self.trials.values():
-            if _is_idle(t) and t.trial_id not in plan.stopped | plan.promoted:
-                cost = self.next_level(t.resource) - t.resource
-                allowed[t.trial_id] = self.can_spend(cost, pending=plan.resource)
-        first = self.rung_levels[0]
-        new_ok = self.can_create_trial(plan.n_new) and self.can_spend(first, plan.resource)
+            if _is_idle(t):
+                allowed[t.trial_id] = self.can_spend(self.next_level(t.resource) - t.resource)
+        new_ok = self.can_create_trial() and self.can_spend(self.rung_levels[0])
         if not new_ok and not any(allowed.values()):
             return None
 
-        rng = self.rng(_SALT_ACTION + i)
+        rng = self.rng(_SALT_ACTION)
         # 3. Successive halving with probability probability_sh.
         if self.probability_sh >= 1.0 or rng.random() < self.probability_sh:
-            tid = sh_promotable(self.rung_levels, self.reduction_factor, self.trials, allowed)
+            tid = sh_promotable(self.rung_levels, self.trials, allowed)
             if tid is not None:
-                return self._promote(tid, plan, {"decision": "sh"})
+                return self._promote(tid, DyHPODecision("sh"))
             if self.probability_sh >= 1.0:
-                if not new_ok:
-                    return None
-                return self._model_new(i, plan, memo, rng)
+                return self._model_new(rng) if new_ok else None
 
         # 4. Warm-up.
         if self._n_observations() < self.num_init_random:
             if new_ok:
-                return self._new(self.space.sample(rng), plan, {"decision": "random"})
-            return self._fallback(plan, allowed, new_ok, rng, "warm-up, no new trials allowed")
+                return self._new(self.space.sample(rng), DyHPODecision("random"))
+            return self._fallback(allowed, new_ok, rng, "warm-up, no new trials allowed")
 
         # 5. DyHPO.
-        scores = self._scores(memo)
+        scores = self.scores()
         if isinstance(scores, str):
-            return self._fallback(plan, allowed, new_ok, rng, scores)
-        return self._pick(scores, plan, allowed, new_ok)
+            return self._fallback(allowed, new_ok, rng, scores)
+        return self._pick(scores, allowed, new_ok)
 
     # --------------------------------------------------------- action makers
-    def _promote(self, tid: str, plan: _Plan, info: dict[str, Any]) -> RunSegment:
+    def _promote(self, tid: str, record: DyHPODecision) -> RunSegment:
         t = self.trials[tid]
         stop = self.next_level(t.resource)
-        plan.promoted.add(tid)
-        plan.resource += stop - t.resource
         return RunSegment(
-            tid, dict(t.config), t.resource, stop, restore_from=t.checkpoint, info=info
+            tid, dict(t.config), t.resource, stop, restore_from=t.checkpoint, info=record.to_info()
         )
 
-    def _new(self, config: Mapping[str, Any], plan: _Plan, info: dict[str, Any]) -> RunSegment:
-        tid = self.new_trial_id(offset=plan.n_new)
-        plan.n_new += 1
+    def _new(self, config: Mapping[str, Any], record: DyHPODecision) -> RunSegment:
+        tid = self.new_trial_id()
         first = self.rung_levels[0]
-        plan.resource += first
-        return RunSegment(tid, dict(config), 0, first, new_trial=True, info=info)
+        return RunSegment(tid, dict(config), 0, first, new_trial=True, info=record.to_info())
 
     def _fallback(
         self,
-        plan: _Plan,
         allowed: Mapping[str, bool],
         new_ok: bool,
         rng: np.random.Generator,
@@ -477,12 +661,12 @@ class DyHPOScheduler(Scheduler):
     ) -> RunSegment | None:
         """Model-free decision: SH promotion, else a random new trial, else the
         paused trial ranked best within its rung (so a capped run still ends)."""
-        tid = sh_promotable(self.rung_levels, self.reduction_factor, self.trials, allowed)
+        record = DyHPODecision("fallback", reason=reason)
+        tid = sh_promotable(self.rung_levels, self.trials, allowed)
         if tid is not None:
-            return self._promote(tid, plan, {"decision": "fallback", "fallback": reason})
+            return self._promote(tid, record)
         if new_ok:
-            info = {"decision": "fallback", "fallback": reason}
-            return self._new(self.space.sample(rng), plan, info)
+            return self._new(self.space.sample(rng), record)
         ranked: list[tuple[float, float, str]] = []
         for tid, ok in allowed.items():
             if not ok:
@@ -500,66 +684,67 @@ class DyHPOScheduler(Scheduler):
             ranked.append((sum(p < score for p in peers) / len(peers), -t.resource, tid))
         if not ranked:
             return None
-        return self._promote(min(ranked)[2], plan, {"decision": "fallback", "fallback": reason})
+        return self._promote(min(ranked)[2], record)
 
-    def _model_new(
-        self, i: int, plan: _Plan, memo: dict[str, _Scores | str], rng: np.random.Generator
-    ) -> RunSegment | None:
+    def _model_new(self, rng: np.random.Generator) -> RunSegment | None:
         """probability_sh == 1: SH found nothing; the surrogate picks the new config."""
         if self._n_observations() < self.num_init_random:
-            return self._new(self.space.sample(rng), plan, {"decision": "random"})
-        scores = self._scores(memo)
+            return self._new(self.space.sample(rng), DyHPODecision("random"))
+        scores = self.scores()
         if isinstance(scores, str):
-            info = {"decision": "fallback", "fallback": scores}
-            return self._new(self.space.sample(rng), plan, info)
-        return self._pick(scores, plan, {}, True)
+            return self._new(self.space.sample(rng), DyHPODecision("fallback", reason=scores))
+        return self._pick(scores, {}, True)
 
     def _pick(
-        self, scores: _Scores, plan: _Plan, allowed: Mapping[str, bool], new_ok: bool
+        self, scores: Scores, allowed: Mapping[str, bool], new_ok: bool
     ) -> RunSegment | None:
         best_paused: tuple[float, str] | None = None
-        for tid, ei in scores.paused.items():
-            if allowed.get(tid, False) and (best_paused is None or ei > best_paused[0]):
-                best_paused = (ei, tid)
+        for tid, (acq, _) in scores.paused.items():
+            if allowed.get(tid, False) and (best_paused is None or acq > best_paused[0]):
+                best_paused = (acq, tid)
         best_new: tuple[float, int] | None = None
-        if new_ok:
-            for k, ei in enumerate(scores.new_ei):
-                if k not in plan.used_new and (best_new is None or ei > best_new[0]):
-                    best_new = (float(ei), k)
+        if new_ok and len(scores.new_acq):
+            k = int(np.argmax(scores.new_acq))
+            best_new = (float(scores.new_acq[k]), k)
         if best_paused is None and best_new is None:
             return None
-        info: dict[str, Any] = {
-            "decision": "dyhpo",
-            "best_new_ei": None if best_new is None else _sig(best_new[0]),
-            "best_paused_ei": None if best_paused is None else _sig(best_paused[0]),
-            "n_scored": len(scores.paused) + len(scores.new_ei),
-            "n_gp": scores.n_gp,
-        }
-        if scores.refit and not plan.fit_recorded:
-            info["gp_fit"] = scores.params.to_json()
-            plan.fit_recorded = True
+
+        def record(winner: str, incumbent: float) -> DyHPODecision:
+            return DyHPODecision(
+                "dyhpo",
+                winner=winner,
+                surrogate=scores.surrogate,
+                best_new_ei=None if best_new is None else _sig(best_new[0]),
+                best_paused_ei=None if best_paused is None else _sig(best_paused[0]),
+                incumbent=_sig(incumbent),
+                n_scored=len(scores.paused) + len(scores.new_acq),
+                n_train=scores.n_train,
+                fit=scores.fit,
+            )
+
         # Ties go to the paused trial: continuing costs no new warm-up.
         if best_paused is not None and (best_new is None or best_paused[0] >= best_new[0]):
-            info["winner"] = best_paused[1]
-            return self._promote(best_paused[1], plan, info)
+            tid = best_paused[1]
+            return self._promote(tid, record(tid, scores.paused[tid][1]))
         assert best_new is not None
-        plan.used_new.add(best_new[1])
-        info["winner"] = "new"
-        return self._new(scores.new_configs[best_new[1]], plan, info)
+        return self._new(
+            scores.new_configs.config(best_new[1]), record("new", scores.new_incumbent)
+        )
 
     # ------------------------------------------------------------- surrogate
     def _n_observations(self) -> int:
         own = sum(len(t.results) for t in self.trials.values())
         return own + sum(len(c) for c in self._imported_curves.values())
 
-    def _scores(self, memo: dict[str, _Scores | str]) -> _Scores | str:
-        """Surrogate scores, or the reason they could not be computed."""
-        if "scores" not in memo:
-            try:
-                memo["scores"] = self._compute_scores()
-            except (GPError, np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
-                memo["scores"] = f"{type(exc).__name__}: {exc}"[:200]
-        return memo["scores"]
+    def scores(self) -> Scores | str:
+        """Surrogate scores for a decision now, or why they could not be computed.
+
+        Pure, like :meth:`ask` (fits when a refit is due but records nothing).
+        """
+        try:
+            return self._compute_scores()
+        except (GPError, np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:200]
 
     def curves(self) -> dict[str, list[tuple[float, float]]]:
         """Per trial with a known encoding, its ``(rung resource, score)`` in order."""
@@ -574,17 +759,50 @@ class DyHPOScheduler(Scheduler):
         """:meth:`curves` plus imported observations' curves at the rung levels."""
         return {**self._imported_curves, **self.curves()}
 
+    def _epoch_curve(self, tid: str) -> tuple[list[float], list[float]]:
+        """Every report of ``tid`` as sorted ``(resources, scores)``; rung results
+        when the trainable reported no per-epoch points (imported observations).
+
+        Memoised on the trial's report counts: a pure function of folded state.
+        """
+        t = self.trials.get(tid)
+        key = (len(t.history), len(t.results), t.resource) if t is not None else None
+        cached = self._curve_cache.get(tid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = self._build_epoch_curve(tid)
+        self._curve_cache[tid] = (key, out)
+        return out
+
+    def _build_epoch_curve(self, tid: str) -> tuple[list[float], list[float]]:
+        t = self.trials.get(tid)
+        points: dict[float, float] = {}
+        if t is not None:
+            points = {r: s for r, s in t.history if r > 0}
+            for r, s in t.results.items():
+                points.setdefault(r, s)
+        else:
+            points = dict(self._imported_curves.get(tid, []))
+        keys = sorted(points)
+        return keys, [points[k] for k in keys]
+
     def training_data(
         self, rng: np.random.Generator | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[float, float]]:
-        """GP inputs and targets after the size rule, and the best score per resource.
+        """Surrogate inputs and targets after the size rule, and the best score per resource.
 
         Exposed so the surrogate can be fitted and inspected independently of
         a decision (``fit_gp(*s.training_data()[:2], rng)``).
         """
+        x, y, best_at, _ = self._training_data(rng)
+        return x, y, best_at
+
+    def _training_data(
+        self, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[float, float], Any]:
         curves = self.training_curves()
         quantile = self._quantile_fn(curves)
-        rows: list[np.ndarray] = []
+        rows = _Rows(self)
         ys: list[float] = []
         best_at: dict[float, float] = {}
         for tid, curve in curves.items():
@@ -592,102 +810,251 @@ class DyHPOScheduler(Scheduler):
             assert enc is not None
             for r, s in curve:
                 best_at[r] = min(best_at.get(r, math.inf), s)
+            epochs = self._epoch_curve(tid)
             for j in range(max(0, len(curve) - self.points_per_trial), len(curve)):
-                rows.append(self._features(enc, curve[j][0], curve[:j], quantile))
+                before = curve[j - 1][0] if j > 0 else 0.0
+                rows.add(enc, curve[j][0], before, epochs)
                 ys.append(curve[j][1])
-        if not rows:
+        if not ys:
             raise GPError("no observations")
-        x = np.vstack(rows)
+        x = rows.matrix(quantile)
         y = _winsorise(np.asarray(ys))
         if len(y) > self.max_gp_points:
             idx = _subset(y, self.max_gp_points, rng or self.rng(_SALT_SUBSAMPLE))
             x, y = x[idx], y[idx]
-        return x, y, best_at
+        return x, y, best_at, quantile
 
-    def _quantile_fn(self, curves: Mapping[str, list[tuple[float, float]]]) -> Any:
+    @staticmethod
+    def _quantile_fn(curves: Mapping[str, list[tuple[float, float]]]) -> Any:
         scores = np.sort(np.asarray([s for c in curves.values() for _, s in c], dtype=float))
 
-        def quantile(value: float) -> float:
+        def quantile(values: np.ndarray) -> np.ndarray:
+            v = np.asarray(values, dtype=float)
             if len(scores) == 0:
-                return 0.5
-            lo = np.searchsorted(scores, value, side="left")
-            hi = np.searchsorted(scores, value, side="right")
-            return float((lo + hi) / 2 / len(scores))
+                return np.full(v.shape, 0.5)
+            lo = np.searchsorted(scores, v, side="left")
+            hi = np.searchsorted(scores, v, side="right")
+            return (lo + hi) / 2 / len(scores)
 
         return quantile
 
-    def _features(
-        self, enc: np.ndarray, target: float, before: Sequence[tuple[float, float]], quantile: Any
-    ) -> np.ndarray:
-        res = math.log1p(target) / math.log1p(self.max_t)
-        if before:
-            last = quantile(before[-1][1])
-            slope = last - quantile(before[-2][1]) if len(before) > 1 else 0.0
-            curve = [last, slope, 1.0]
-        else:
-            curve = [0.0, 0.0, 0.0]
-        return np.concatenate([enc, [res, *curve]])
-
-    def _compute_scores(self) -> _Scores:
-        x, y, best_at = self.training_data(self.rng(_SALT_SUBSAMPLE))
-        refit = (
-            self._gp_params is None
-            or len(self._gp_params.lengthscales) != x.shape[1]
-            or self._n_model_decisions - self._fit_at_decision >= self.refit_every
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> tuple[SurrogateKind, SurrogateFit | None, Any]:
+        """The surrogate for this decision: ``(kind, fit recorded now or None, model)``."""
+        kind: SurrogateKind = self.surrogate
+        if kind == "dkgp" and len(y) < self.dkgp_min_points:
+            kind = "gp"
+        due = self._n_model_decisions - self._fit_at_decision >= self.refit_every
+        previous = self._fits.get(kind)
+        if previous is not None and not _fits_shape(previous, x.shape[1]):
+            previous = None
+        if previous is not None and not due and self._latest_fit is previous:
+            return kind, None, _posterior(x, y, previous)
+        fit_rng = self.rng(_SALT_FIT)
+        idx = _subset(y, FIT_POINTS, fit_rng) if len(y) > FIT_POINTS else np.arange(len(y))
+        if kind == "dkgp":
+            try:
+                warm = previous.params if previous is not None else None
+                assert warm is None or isinstance(warm, DKGPParams)
+                params: GPParams | DKGPParams = fit_dkgp(
+                    x[idx],
+                    y[idx],
+                    fit_rng,
+                    hidden=_DKGP_HIDDEN,
+                    n_out=_DKGP_OUT,
+                    init=warm,
+                    weight_decay=_DKGP_DECAY,
+                    maxiter=_DKGP_MAXITER,
+                ).rounded(5)
+                fit = SurrogateFit("dkgp", params)
+                return kind, fit, _posterior(x, y, fit)
+            except GPError:
+                kind = "gp"  # the Matern GP is the fallback of the deep kernel
+                previous = self._fits.get("gp")
+                if previous is not None and not _fits_shape(previous, x.shape[1]):
+                    previous = None
+        warm_gp = previous.params if previous is not None else None
+        assert warm_gp is None or isinstance(warm_gp, GPParams)
+        fitted = fit_gp(
+            x[idx], y[idx], fit_rng, init=warm_gp, restarts=_GP_RESTARTS, maxiter=_GP_MAXITER
         )
-        if refit:
-            fit_rng = self.rng(_SALT_FIT)
-            idx = _subset(y, FIT_POINTS, fit_rng) if len(y) > FIT_POINTS else np.arange(len(y))
-            warm = self._gp_params
-            if warm is not None and len(warm.lengthscales) != x.shape[1]:
-                warm = None
-            fitted = fit_gp(
-                x[idx],
-                y[idx],
-                fit_rng,
-                init=warm,
-                restarts=_COLD_RESTARTS if warm is None else _WARM_RESTARTS,
-                maxiter=_FIT_MAXITER,
-            )
-            params = fitted.params.rounded(4)
-        else:
-            assert self._gp_params is not None
-            params = self._gp_params
-        gp = GaussianProcess(x, y, params)
+        fit = SurrogateFit("gp", fitted.params.rounded(4))
+        return "gp", fit, _posterior(x, y, fit)
 
-        curves = self.training_curves()
-        quantile = self._quantile_fn(curves)
-        paused_ids: list[str] = []
-        rows: list[np.ndarray] = []
-        incumbents: list[float] = []
+    def _compute_scores(self) -> Scores:
+        x, y, best_at, quantile = self._training_data(self.rng(_SALT_SUBSAMPLE))
+        kind, fit, model = self._fit(x, y)
+
         overall = min(best_at.values())
+        paused_ids: list[str] = []
+        rows = _Rows(self)
+        incumbents: list[float] = []
+        costs: list[float] = []
         for t in self.trials.values():
             enc = self._encoded.get(t.trial_id)
             if enc is None or not _is_idle(t) or t.resource >= self.max_t - _EPS:
                 continue
             target = self.next_level(t.resource)
             paused_ids.append(t.trial_id)
-            rows.append(self._features(enc, target, curves[t.trial_id], quantile))
+            rows.add(enc, target, t.resource, self._epoch_curve(t.trial_id))
             incumbents.append(best_at.get(target, overall))
-        cand_rng = self.rng(_SALT_CANDIDATES)
-        new_configs = [self.space.sample(cand_rng) for _ in range(self.num_candidates)]
+            costs.append(target - t.resource)
+        n_new = max(self.num_candidates, len(paused_ids))  # as Syne Tune
+        pool = CandidatePool(self.space, n_new, self.rng(_SALT_CANDIDATES))
         first = self.rung_levels[0]
-        for config in new_configs:
-            rows.append(self._features(encode_config(self.space, config), first, [], quantile))
-            incumbents.append(best_at.get(first, overall))
-        mean, std = gp.predict(np.vstack(rows))
-        ei = expected_improvement(mean, std, np.asarray(incumbents))
-        if not np.all(np.isfinite(ei)):
+        new_x = np.hstack([pool.encoded, np.tile([first / self.max_t, 0.0], (n_new, 1))])
+        if self.curve_length:
+            new_x = np.hstack([new_x, np.zeros((n_new, self.curve_length + 1))])
+        new_incumbent = best_at.get(first, overall)
+        incumbents.extend([new_incumbent] * n_new)
+        costs.extend([first] * n_new)
+        xs = new_x if not paused_ids else np.vstack([rows.matrix(quantile), new_x])
+        mean, std = model.predict(xs)
+        acq = expected_improvement(mean, std, np.asarray(incumbents))
+        if self.cost_aware:
+            acq = acq / np.asarray(costs)
+        if not np.all(np.isfinite(acq)):
             raise GPError("acquisition is not finite")
         n_paused = len(paused_ids)
-        return _Scores(
-            paused={tid: float(v) for tid, v in zip(paused_ids, ei[:n_paused], strict=True)},
-            new_configs=new_configs,
-            new_ei=ei[n_paused:],
-            n_gp=len(y),
-            params=params,
-            refit=refit,
+        return Scores(
+            paused={
+                tid: (float(acq[i]), incumbents[i]) for i, tid in enumerate(paused_ids)
+            },
+            new_configs=pool,
+            new_acq=acq[n_paused:],
+            new_incumbent=new_incumbent,
+            n_train=len(y),
+            surrogate=kind,
+            fit=fit,
         )
+
+
+class CandidatePool:
+    """``n`` random configurations drawn column by column, already encoded.
+
+    Same law as :meth:`SearchSpace.sample` (optuna's RandomSampler) and the same
+    encoding as :func:`schedulers.gp.encode_config`, without building ``n``
+    dicts: only the winner becomes a configuration (:meth:`config`).
+    """
+
+    def __init__(self, space: Any, n: int, rng: np.random.Generator) -> None:
+        self.values: dict[str, np.ndarray] = {}
+        self.kinds: dict[str, Any] = {}
+        columns: list[np.ndarray] = []
+        for name, dist in space.items():
+            if isinstance(dist, CategoricalDistribution):
+                idx = rng.integers(len(dist.choices), size=n)
+                self.values[name] = idx
+                self.kinds[name] = dist.choices
+                columns.append(np.eye(len(dist.choices))[idx])
+                continue
+            low, high = float(dist.low), float(dist.high)
+            if isinstance(dist, FloatDistribution):
+                if dist.log:
+                    v = np.exp(rng.uniform(math.log(low), math.log(high), size=n))
+                elif dist.step is not None:
+                    steps = round((high - low) / dist.step)
+                    v = low + dist.step * rng.integers(steps + 1, size=n)
+                else:
+                    v = rng.uniform(low, high, size=n)
+                v = np.clip(v, low, high)
+                self.kinds[name] = float
+            elif isinstance(dist, IntDistribution):
+                if dist.log:
+                    raw = np.exp(rng.uniform(math.log(low - 0.5), math.log(high + 0.5), size=n))
+                    v = np.clip(np.round(raw), low, high)
+                else:
+                    steps = (int(high) - int(low)) // dist.step
+                    v = low + dist.step * rng.integers(steps + 1, size=n)
+                self.kinds[name] = int
+            else:
+                raise GPError(f"cannot sample parameter {name!r} with distribution {dist!r}")
+            self.values[name] = v
+            if high <= low:
+                columns.append(np.full((n, 1), 0.5))
+            elif dist.log:
+                unit = (np.log(v) - math.log(low)) / (math.log(high) - math.log(low))
+                columns.append(np.clip(unit, 0.0, 1.0)[:, None])
+            else:
+                columns.append(np.clip((v - low) / (high - low), 0.0, 1.0)[:, None])
+        self.encoded = np.hstack(columns) if columns else np.zeros((n, 0))
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def config(self, k: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind in self.kinds.items():
+            value = self.values[name][k]
+            if kind is float:
+                out[name] = float(value)
+            elif kind is int:
+                out[name] = int(value)
+            else:
+                out[name] = kind[int(value)]
+        return out
+
+
+class _Rows:
+    """Surrogate inputs, collected row by row and assembled in one pass.
+
+    A row predicts the score at ``target`` from the curve up to ``current``::
+
+        [enc, target / max_t, current / max_t, q(last L epochs up to current), flag]
+
+    The quantile transform ``q`` runs once over all rows (it is the hot spot
+    of a decision when done per row).
+    """
+
+    def __init__(self, s: DyHPOScheduler) -> None:
+        self.max_t = s.max_t
+        self.n_curve = s.curve_length
+        self.enc: list[np.ndarray] = []
+        self.budget: list[tuple[float, float]] = []
+        self.tails: list[list[float]] = []
+        self.flags: list[float] = []
+
+    def add(
+        self,
+        enc: np.ndarray,
+        target: float,
+        current: float,
+        epochs: tuple[list[float], list[float]],
+    ) -> None:
+        self.enc.append(enc)
+        self.budget.append((target / self.max_t, current / self.max_t))
+        if self.n_curve == 0:
+            return
+        resources, scores = epochs
+        end = bisect.bisect_right(resources, current + _EPS) if current > 0 else 0
+        if end == 0:
+            self.tails.append([math.nan] * self.n_curve)
+            self.flags.append(0.0)
+            return
+        tail = scores[max(0, end - self.n_curve) : end]
+        self.tails.append([tail[0]] * (self.n_curve - len(tail)) + tail)
+        self.flags.append(1.0)
+
+    def matrix(self, quantile: Any) -> np.ndarray:
+        parts = [np.vstack(self.enc), np.asarray(self.budget)]
+        if self.n_curve:
+            tails = np.asarray(self.tails, dtype=float)
+            missing = np.isnan(tails)
+            q = quantile(np.where(missing, 0.0, tails))
+            parts += [np.where(missing, 0.0, q), np.asarray(self.flags)[:, None]]
+        return np.hstack(parts)
+
+
+def _fits_shape(fit: SurrogateFit, n_in: int) -> bool:
+    if isinstance(fit.params, DKGPParams):
+        return fit.params.n_in == n_in
+    return len(fit.params.lengthscales) == n_in
+
+
+def _posterior(x: np.ndarray, y: np.ndarray, fit: SurrogateFit) -> Any:
+    if isinstance(fit.params, DKGPParams):
+        return DeepKernelGP(x, y, fit.params)
+    return GaussianProcess(x, y, fit.params)
 
 
 def _winsorise(y: np.ndarray) -> np.ndarray:

@@ -138,3 +138,54 @@ def test_expected_improvement_closed_form() -> None:
     assert ei[2] == 0.0
     # Per-candidate incumbents (multi-fidelity EI).
     assert expected_improvement(mean, std, np.array([5.0, 5.0, 5.0]))[2] == pytest.approx(3.0)
+
+
+# ------------------------------------------------------------- deep kernel
+def test_deep_kernel_gradient_matches_finite_differences() -> None:
+    from schedulers.dkgp import DKGPParams, nll_and_grad
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(12, 3))
+    y = np.sin(4 * x[:, 0]) + x[:, 1]
+    z = (y - y.mean()) / y.std()
+    theta = DKGPParams.initial(3, 5, 2, rng).to_vector()
+    _, grad = nll_and_grad(theta, x, z, (3, 5, 2), 0.5)
+    eps = 1e-6
+    for i in range(len(theta)):
+        step = np.zeros_like(theta)
+        step[i] = eps
+        up, _ = nll_and_grad(theta + step, x, z, (3, 5, 2), 0.5)
+        down, _ = nll_and_grad(theta - step, x, z, (3, 5, 2), 0.5)
+        assert grad[i] == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-5)
+
+
+def test_deep_kernel_learns_a_function_and_replays_from_json() -> None:
+    import json
+
+    from schedulers.dkgp import DeepKernelGP, DKGPParams, fit_dkgp
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(60, 4))
+    f = np.sin(4 * x[:, 0]) + x[:, 1] ** 2
+    params = fit_dkgp(x, f + 0.01 * rng.normal(size=60), rng, weight_decay=3.0).rounded(5)
+    xt = rng.uniform(size=(200, 4))
+    ft = np.sin(4 * xt[:, 0]) + xt[:, 1] ** 2
+    mu, sd = DeepKernelGP(x, f, params).predict(xt)
+    assert np.sqrt(np.mean((mu - ft) ** 2)) < 0.5 * ft.std()
+    assert np.all(sd > 0)
+    again = DKGPParams.from_json(json.loads(json.dumps(params.to_json())))
+    assert again == params
+    assert np.array_equal(DeepKernelGP(x, f, again).predict(xt)[0], mu)
+
+
+def test_deep_kernel_rejects_bad_data() -> None:
+    from schedulers.dkgp import DeepKernelGP, DKGPParams, fit_dkgp
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(GPError):
+        fit_dkgp(np.array([[0.1], [np.nan]]), np.array([1.0, 2.0]), rng)
+    params = DKGPParams.initial(2, 3, 2, rng)
+    with pytest.raises(GPError, match="expects 2 inputs"):
+        DeepKernelGP(np.zeros((3, 4)), np.zeros(3), params)
+    with pytest.raises(ValueError):
+        DKGPParams.from_json({**params.to_json(), "w": [1.0]})
