@@ -134,7 +134,7 @@ def test_status(experiment: str, invoke: Any) -> None:
 def test_status_limit_and_all(experiment: str, invoke: Any) -> None:
     limited = invoke("status", experiment, "--limit", "2")
     assert limited.exit_code == 0, limited.output
-    assert "top 2 of 4 trial(s) with a loss" in limited.stdout
+    assert "top 2 of 4 trial(s) that reported loss" in limited.stdout
     assert "t0000" not in limited.stdout.split("best trial")[0]
     everything = invoke("status", experiment, "--all")
     assert "top 4 of 4" in everything.stdout and "t0000" in everything.stdout
