@@ -52,7 +52,10 @@ def create_store_engine(url: str) -> sa.Engine:
     # with a clear error rather than storing a value one backend cannot read.
     kwargs: dict[str, Any] = {"json_serializer": partial(json.dumps, allow_nan=False)}
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+        # No pre-ping: a round trip per checkout on the hot path. A connection the
+        # server dropped fails its first statement, is invalidated, and the
+        # store repeats that operation once (``event_store._retry_dropped``).
+        return sa.create_engine(parsed, pool_pre_ping=False, pool_recycle=1800, **kwargs)
 
     database = parsed.database or ""
     in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
