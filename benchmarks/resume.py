@@ -3,8 +3,9 @@
 Builds once per backend the log of a long run that crashed with segments in
 flight: PBT (default) or ASHA with ``--trials`` trials and ``--results``
 finished segments (~242k events at the default size), simulated like
-:func:`schedulers.simulate.simulate` does and written in big batches straight through :class:`storage.EventStore` (so
-the projections are maintained exactly as the flow maintains them). Then it
+:func:`schedulers.simulate.simulate` does, and written in big batches
+straight through :class:`storage.EventStore` (so the projections are
+maintained exactly as the flow maintains them). Then it
 times, ``--repeats`` times with the variants interleaved:
 
 * ``resume``: open a fresh store, construct the runner as ``tune`` does and
