@@ -18,6 +18,7 @@ from storage.errors import (
 )
 from storage.event_store import (
     STATES,
+    AppendTransaction,
     EventStore,
     ExperimentSummary,
     LeaseRow,
@@ -28,6 +29,7 @@ from storage.event_store import (
 
 __all__ = [
     "STATES",
+    "AppendTransaction",
     "CheckpointError",
     "CheckpointStore",
     "ConcurrencyError",
