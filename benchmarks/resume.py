@@ -17,7 +17,11 @@ times, ``--repeats`` times with the variants interleaved:
 It prints min/median/max seconds per figure and the load average.
 
 Run: ``python benchmarks/resume.py [--trials 10000] [--repeats 3]
-[--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-sqlite]``.
+[--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-sqlite]
+[--baseline DIR]``. With ``--baseline`` (a source tree, e.g. ``git archive
+main | tar -x -C DIR``) each figure is also taken with that code, in the same
+run, on a copy of the same log (without snapshots), variants interleaved.
+Each timing runs in a fresh interpreter.
 The PostgreSQL figures need a database URL (skipped without ``--pg``); the
 script creates and drops its own database next to the one named.
 """
@@ -27,15 +31,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
+import json
 import logging
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -197,13 +203,62 @@ def pg_database(base: str) -> Iterator[str]:
         yield url.set(database=db).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            for name in (db, f"{db}_base"):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
 def fmt(values: list[float]) -> str:
     return (f"min {min(values):7.2f}  median {statistics.median(values):7.2f}  "
             f"max {max(values):7.2f} s")
+
+
+def measure(url: str, what: str, root: str, spec_json: str) -> float:
+    """One timing in this interpreter (the parent runs each in a fresh process)."""
+    spec = ExperimentSpec.model_validate_json(spec_json)
+    if what == "resume":
+        return time_resume(url, spec, root)
+    if what == "status":
+        return time_status(url, root)
+    return time_status_cli(url, root)
+
+
+def build(url: str, spec: ExperimentSpec, events: list[Event], tail: int) -> None:
+    """Write the log; a snapshot is taken ``tail`` events before its end, as the
+    crashed run's last periodic snapshot would have been."""
+    with EventStore(url) as store:
+        write_log(store, spec, events[:-tail])
+        runner = ExperimentRunner(store, spec, "")
+        if hasattr(runner, "save_snapshot"):
+            runner.replay()
+            runner.save_snapshot()
+        seq = store.last_seq(NAME)
+        for i in range(len(events) - tail, len(events), BATCH):
+            seq = store.append(NAME, events[i : min(i + BATCH, len(events))], expected_seq=seq)
+
+
+def as_baseline(label: str, url: str) -> str:
+    """A copy of the log a rungflow without snapshots opens (schema 0002)."""
+    if label == "sqlite":
+        src = Path(sa.make_url(url).database or "")
+        dst = src.with_name("baseline.db")
+        with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+            a.backup(b)
+        out = f"sqlite:///{dst}"
+    else:
+        parsed = sa.make_url(url)
+        db = f"{parsed.database}_base"
+        admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{db}" TEMPLATE "{parsed.database}"'))
+        admin.dispose()
+        out = parsed.set(database=db).render_as_string(hide_password=False)
+    engine = sa.create_engine(out)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE snapshots"))
+        conn.execute(sa.text("UPDATE rungflow_alembic_version SET version_num = '0002'"))
+    engine.dispose()
+    return out
 
 
 def main() -> None:
@@ -215,8 +270,17 @@ def main() -> None:
     parser.add_argument("--pg", help="PostgreSQL URL of an existing database (admin rights)")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--baseline", help="source tree of the code to compare with "
+                        "(e.g. a `git archive` of main), timed on a copy of the same log")
+    parser.add_argument("--tail", type=int, default=2000,
+                        help="events written after the last snapshot")
+    parser.add_argument("--measure", nargs=4, metavar=("URL", "WHAT", "ROOT", "SPEC"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("rungflow").setLevel(logging.ERROR)  # "took over ..." per repeat
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return
 
     spec = make_spec(args.scheduler, args.trials)
     t0 = time.perf_counter()
@@ -228,26 +292,43 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, _backends(args, tmp) as backends:
         root = str(Path(tmp) / "ckpt")
+        variants: list[tuple[str, str, str | None]] = []  # (code, backend, url), env
+        codes: dict[str, str | None] = {"this": None}
+        if args.baseline:
+            codes = {"baseline": str(Path(args.baseline).resolve()), "this": None}
         for label, url in backends:
             t0 = time.perf_counter()
-            with EventStore(url) as store:
-                write_log(store, spec, events)
-            print(f"{label}: log written in {time.perf_counter() - t0:.1f} s")
-        figures: dict[tuple[str, str], list[float]] = {}
-        variants: list[tuple[str, Callable[[str], float]]] = [
-            ("resume", lambda url: time_resume(url, spec, root)),
-            ("status", lambda url: time_status(url, root)),
-        ]
-        if not args.skip_cli:
-            variants.append(("status-cli", lambda url: time_status_cli(url, root)))
+            build(url, spec, events, args.tail)
+            print(f"{label}: log written in {time.perf_counter() - t0:.1f} s", flush=True)
+            urls = {"this": url}
+            if args.baseline:
+                urls["baseline"] = as_baseline(label, url)
+            for code in codes:
+                variants.append((code, label, urls[code]))
+        whats = ["resume", "status"] + ([] if args.skip_cli else ["status-cli"])
+        figures: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(args.repeats):
             # Rotate the order so no variant always runs first (cold caches).
-            order = variants[rep % len(variants):] + variants[: rep % len(variants)]
-            for label, url in backends:
-                for what, fn in order:
-                    figures.setdefault((label, what), []).append(fn(url))
-        for (label, what), values in figures.items():
-            print(f"{label:10s} {what:11s} {fmt(values)}")
+            k = rep % len(variants)
+            for code, label, url in variants[k:] + variants[:k]:
+                for what in whats:
+                    env = dict(os.environ)
+                    if codes[code]:
+                        env["PYTHONPATH"] = codes[code] or ""
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--measure", url, what, root,
+                         spec.model_dump_json()],
+                        env=env, check=True, capture_output=True, text=True,
+                    )
+                    value = float(out.stdout.strip().splitlines()[-1])
+                    figures.setdefault((label, what, code), []).append(value)
+                    print(f"  ({label} {what} {code}: {value:.2f} s)", flush=True)
+        for (label, what, code), values in sorted(figures.items()):
+            line = f"{label:10s} {what:11s} {code:9s} {fmt(values)}"
+            base = figures.get((label, what, "baseline"))
+            if code == "this" and base:
+                line += f"   x{statistics.median(base) / statistics.median(values):.1f} faster"
+            print(line)
     print(f"load average after: {os.getloadavg()}")
 
 
