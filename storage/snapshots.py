@@ -86,6 +86,8 @@ _ALLOWED_TYPES = {
     ("datetime", "datetime"),
     ("datetime", "timezone"),
     ("datetime", "timedelta"),
+    ("fractions", "Fraction"),
+    ("decimal", "Decimal"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
 }
@@ -106,7 +108,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             tuple(m + "." for m in _ALLOWED_MODULES)
         ) or module == "numpy" or module == "numpy.dtypes":
             found = super().find_class(module, name)
-            if isinstance(found, type) and not name.startswith("_"):
+            if isinstance(found, type) and not name.startswith("__"):
                 import numpy
 
                 # numpy's module namespace holds types that touch files (memmap):
