@@ -10,23 +10,21 @@ Trust. Stored bytes must never choose code to run, so snapshots are pickles
 read by :class:`RestrictedUnpickler`, whose ``find_class`` only resolves
 classes of the scheduler package, numpy, ``optuna.distributions`` and a few
 builtins. A snapshot is also only used if its *version* matches the reader's
-exactly (:func:`snapshot_version`): the version hashes the format, the source
-of the ``schedulers`` package, the numpy/optuna versions and a caller-given
-key (the spec the scheduler was built from). Any code change therefore
+exactly (:func:`flows.engine.snapshots.snapshot_version`): the version
+hashes the format, the source of the ``schedulers`` package, the numpy/optuna
+versions and the spec the scheduler was built from. Any code change therefore
 invalidates old snapshots automatically: they are ignored (full fold), never
 trusted. A snapshot that fails to load for any reason is ignored the same way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,8 +42,6 @@ __all__ = [
     "load_snapshot",
     "loads",
     "save_snapshot",
-    "schedulers_fingerprint",
-    "snapshot_version",
 ]
 
 log = logging.getLogger("rungflow")
@@ -109,8 +105,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         ) or module == "numpy" or module == "numpy.dtypes":
             found = super().find_class(module, name)
             if isinstance(found, type) and not name.startswith("__"):
-                import numpy
-
+                numpy = sys.modules["numpy"]  # find_class above imported it
                 # numpy's module namespace holds types that touch files (memmap):
                 # only dtypes and scalar types are state.
                 if module not in ("numpy", "numpy.dtypes") or issubclass(
@@ -132,45 +127,6 @@ def loads(data: bytes) -> Any:
         UnsafeSnapshotError: a class outside the allow-list.
     """
     return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-@cache
-def schedulers_fingerprint() -> str:
-    """sha256 of the ``schedulers`` package source (every ``.py``, by relative path)."""
-    import schedulers
-
-    root = Path(schedulers.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def snapshot_version(key: str) -> str:
-    """The version a snapshot must carry to be used by this code for ``key``.
-
-    Args:
-        key: What else the state depends on, e.g. the spec the scheduler was
-            built from (a resumed run with another spec must not reuse it).
-    """
-    import numpy
-    import optuna
-
-    digest = hashlib.sha256()
-    for part in (
-        f"format={FORMAT}",
-        f"pickle={pickle.HIGHEST_PROTOCOL}",
-        f"numpy={numpy.__version__}",
-        f"optuna={optuna.__version__}",
-        f"schedulers={schedulers_fingerprint()}",
-        key,
-    ):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:40]
 
 
 @dataclass(frozen=True)

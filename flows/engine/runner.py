@@ -44,6 +44,7 @@ from flows.engine.leases import (
 )
 from flows.engine.retention import CheckpointLedger
 from flows.engine.segment import SegmentJob
+from flows.engine.snapshots import snapshot_version
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
 from schedulers import (
@@ -62,7 +63,7 @@ from schedulers import (
     action_events,
 )
 from storage import AppendTransaction, ConcurrencyError, EventStore, ExperimentExistsError
-from storage.snapshots import dumps, loads, snapshot_version
+from storage.snapshots import dumps, loads
 
 __all__ = [
     "GC_FREEZE_EVENTS",
