@@ -22,6 +22,7 @@ from storage.errors import (
 )
 from storage.event_store import (
     STATES,
+    AppendTransaction,
     EventStore,
     ExperimentSummary,
     LeaseRow,
@@ -32,6 +33,7 @@ from storage.event_store import (
 
 __all__ = [
     "STATES",
+    "AppendTransaction",
     "CheckpointError",
     "CheckpointStore",
     "CheckpointStoreUnavailableError",

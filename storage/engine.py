@@ -129,7 +129,12 @@ def create_store_engine(url: str, *, connect_timeout: float | None = None) -> sa
     if parsed.get_backend_name() != "sqlite":
         # libpq takes whole seconds (and treats 1 as 2); never 0, which means "wait forever".
         connect_args = {"connect_timeout": max(2, math.ceil(timeout))}
-        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+        # No pre-ping: a round trip per checkout on the hot path. A connection the
+        # server dropped fails its first statement, is invalidated, and the
+        # store repeats that operation once (``event_store._retry_dropped``).
+        engine = sa.create_engine(
+            parsed, pool_pre_ping=False, pool_recycle=1800, connect_args=connect_args, **kwargs
+        )
         _install_error_translation(engine, parsed, timeout)
         return engine
 
@@ -170,8 +175,11 @@ def _install_error_translation(engine: sa.Engine, url: sa.URL, timeout: float) -
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: Any) -> None:
-        if getattr(context, "is_pre_ping", False):
-            return  # the pool handles a dead pooled connection by reconnecting
+        if getattr(context, "is_pre_ping", False) or context.is_disconnect:
+            # A dead pooled connection: the pool invalidates it and the store
+            # repeats the operation once on a fresh one (event_store._retry_dropped);
+            # if the server is really gone, that new connection's error is translated.
+            return
         exc = context.sqlalchemy_exception
         # sqlite3 reports a corrupt file as a bare DatabaseError; its subclasses
         # IntegrityError (a lost race) and ProgrammingError (a bug) pass through.

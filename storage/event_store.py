@@ -1,31 +1,32 @@
 """The SQL event log: append with optimistic concurrency, read, project.
 
 Concurrency model. Every writer states the last ``seq`` it has seen
-(``expected_seq``). Inside one short write transaction the store
+(``expected_seq``) and inserts its events at ``expected_seq + 1, ...``. The
+primary key ``(experiment_id, seq)`` is what decides a race: of two writers
+that saw the same seq, the second insert fails (on PostgreSQL it waits for the
+first writer's commit, then fails) and is reported as :class:`ConcurrencyError`,
+never as an overwrite. The first event is inserted with ``INSERT ... SELECT
+... WHERE EXISTS (event at expected_seq)``, so a writer that claims to have
+seen more than was written cannot leave a gap either. That is one statement
+per append: no ``SELECT max(seq)``, no lock row. The events' projection
+updates (:mod:`storage.projections`) commit in the same transaction.
 
-1. touches the ``experiments`` row (``UPDATE ... updated_at``), which on
-   PostgreSQL row-locks it so concurrent appends to one experiment queue up,
-   and on SQLite happens under the ``BEGIN IMMEDIATE`` write lock anyway;
-2. compares ``expected_seq`` with the stored last seq and raises
-   :class:`ConcurrencyError` if they differ;
-3. inserts the events at ``expected_seq + 1 ...`` and folds them into the
-   projections.
-
-The primary key ``(experiment_id, seq)`` is the backstop: should two writers
-ever pass step 2 together, the loser's insert fails and is reported as the
-same :class:`ConcurrencyError`, never as an overwrite.
+:meth:`EventStore.transaction` keeps one write transaction open across several
+appends, so that a result and the decisions it triggers commit together (see
+:func:`flows.engine.commit.decide_and_commit`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schedulers.events import (
     Event,
@@ -34,7 +35,7 @@ from schedulers.events import (
     event_from_record,
     event_to_payload,
 )
-from storage import projections
+from storage import projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, create_store_engine, display_url
 from storage.errors import ConcurrencyError, ExperimentExistsError, ExperimentNotFoundError
@@ -43,10 +44,12 @@ from storage.models import EXPERIMENTS as _EXPERIMENTS
 from storage.models import LEASES as _LEASES
 from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
+from storage.models import UTCDateTime
 from storage.schema import upgrade_schema
 
 __all__ = [
     "STATES",
+    "AppendTransaction",
     "EventStore",
     "ExperimentSummary",
     "LeaseRow",
@@ -154,6 +157,48 @@ def _db_now(conn: sa.Connection) -> datetime:
         value = conn.execute(sa.select(sa.func.now())).scalar_one()
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return _now()
+
+
+_T = TypeVar("_T")
+
+_EV = _EVENTS.c
+_EVENT_COLUMNS = ("experiment_id", "seq", "kind", "trial_id", "payload", "created_at")
+# The guarded first insert of an append (see the module doc). Bind types make
+# the psycopg dialect render casts, which PostgreSQL needs in a SELECT list.
+_GUARDED_INSERT = sa.insert(_EVENTS).from_select(
+    list(_EVENT_COLUMNS),
+    sa.select(
+        sa.bindparam("experiment_id", type_=sa.String()),
+        sa.bindparam("seq", type_=sa.Integer()),
+        sa.bindparam("kind", type_=sa.String()),
+        sa.bindparam("trial_id", type_=sa.String()),
+        sa.bindparam("payload", type_=sa.JSON()),
+        sa.bindparam("created_at", type_=UTCDateTime()),
+    ).where(
+        sa.exists().where(
+            _EV.experiment_id == sa.bindparam("experiment_id"),
+            _EV.seq == sa.bindparam("prev", type_=sa.Integer()),
+        )
+    ),
+).returning(_EV.seq)  # rowcount of INSERT ... SELECT is not reported by every driver
+_PLAIN_INSERT = sa.insert(_EVENTS)
+_LAST_SEQ = sa.select(sa.func.max(_EV.seq)).where(_EV.experiment_id == sa.bindparam("name"))
+
+
+def _retry_dropped(fn: Callable[[], _T]) -> _T:
+    """Run ``fn``; once more if the database dropped the connection under it.
+
+    Replaces a pre-ping per checkout (a round trip on every transaction): the
+    pool learns of a dead connection from the failure itself, invalidates it,
+    and the second attempt gets a fresh one. Only whole operations are
+    repeated, never a half-done transaction (a dropped connection rolled it back).
+    """
+    try:
+        return fn()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return fn()
 
 
 class EventStore:
@@ -309,6 +354,7 @@ class EventStore:
             ExperimentNotFoundError: unknown experiment.
         """
         with self._engine.begin() as conn:
+            snapshots.delete_snapshots(conn, name)
             for table in (_RESULTS, _TRIALS, _EVENTS):
                 conn.execute(sa.delete(table).where(table.c.experiment_id == name))
             result = conn.execute(sa.delete(_EXPERIMENTS).where(_EXPERIMENTS.c.name == name))
@@ -323,8 +369,7 @@ class EventStore:
 
     @staticmethod
     def _last_seq(conn: sa.Connection, name: str) -> int:
-        stmt = sa.select(sa.func.max(_EVENTS.c.seq)).where(_EVENTS.c.experiment_id == name)
-        return int(conn.execute(stmt).scalar_one_or_none() or 0)
+        return int(conn.execute(_LAST_SEQ, {"name": name}).scalar_one_or_none() or 0)
 
     def append(self, name: str, events: Sequence[Event], expected_seq: int) -> int:
         """Append ``events`` at ``expected_seq + 1, ...`` if nobody appended since.
@@ -347,54 +392,51 @@ class EventStore:
             ValueError: an event cannot be stored (``ExperimentCreated``, which only
                 :meth:`create_experiment` writes; an unsafe trial id; a non-JSON value).
         """
-        if isinstance(expected_seq, bool) or not isinstance(expected_seq, int) or expected_seq < 0:
-            raise ValueError(f"expected_seq is {expected_seq!r}, but must be an integer >= 0")
-        # Normalise through the codec first: the projection then folds exactly
-        # what a later read (or rebuild) will decode, and bad events fail here,
-        # before any transaction starts.
-        rows: list[dict[str, Any]] = []
-        folded: list[tuple[int, Event]] = []
-        now = _now()
-        for offset, event in enumerate(events, start=1):
-            if not isinstance(event, Event):
-                raise TypeError(f"events[{offset - 1}] is {event!r}, but must be an Event")
-            if isinstance(event, ExperimentCreated):
-                raise ValueError("ExperimentCreated is written by create_experiment, not append")
-            trial_id = event.trial
-            if trial_id is not None:
-                validate_name("trial_id", trial_id)
-            payload = event_to_payload(event)
-            seq = expected_seq + offset
-            folded.append((seq, event_from_record(event.kind, trial_id, payload)))
-            rows.append(
-                {
-                    "experiment_id": name,
-                    "seq": seq,
-                    "kind": event.kind,
-                    "trial_id": trial_id,
-                    "payload": payload,
-                    "created_at": now,
-                }
-            )
-        values: dict[str, Any] = {"updated_at": now}
-        if any(isinstance(e, ExperimentFinished) for _, e in folded):
-            values["state"] = "finished"
+        _check_expected(expected_seq)
+        rows, folded = _encode(name, events, expected_seq)
+        if not rows:
+            actual = self.last_seq(name)
+            if actual == 0 and not self.has_experiment(name):
+                raise ExperimentNotFoundError(f"experiment {name!r} does not exist")
+            if actual != expected_seq:
+                raise ConcurrencyError(name, expected_seq, actual)
+            return expected_seq
+
+        def attempt() -> int:
+            with self._engine.begin() as conn:
+                self._insert(conn, name, rows, folded, expected_seq)
+            return expected_seq + len(rows)
+
+        try:
+            return _retry_dropped(attempt)
+        except _Lost:
+            raise self._conflict(name, expected_seq) from None
+
+    @contextmanager
+    def transaction(self, name: str, expected_seq: int) -> Iterator[AppendTransaction]:
+        """One write transaction for several appends that must commit together.
+
+        The first append checks ``expected_seq`` exactly as :meth:`append`
+        does; later ones continue after it. Everything rolls back if the block
+        raises. A lost race raises :class:`ConcurrencyError` out of the block
+        (after the rollback), from the first append that lost it.
+
+        Example:
+            >>> from schedulers.events import TrialCreated, TrialPaused
+            >>> store = EventStore("sqlite://")
+            >>> store.create_experiment("demo", {})
+            >>> with store.transaction("demo", expected_seq=1) as tx:
+            ...     _ = tx.append([TrialCreated("t0", {})])
+            ...     tx.append([TrialPaused("t0", 0.0)])
+            3
+            >>> store.close()
+        """
+        _check_expected(expected_seq)
         try:
             with self._engine.begin() as conn:
-                touched = conn.execute(
-                    sa.update(_EXPERIMENTS).where(_EXPERIMENTS.c.name == name).values(values)
-                )
-                if touched.rowcount == 0:
-                    raise ExperimentNotFoundError(f"experiment {name!r} does not exist")
-                actual = self._last_seq(conn, name)
-                if actual != expected_seq:
-                    raise ConcurrencyError(name, expected_seq, actual)
-                if rows:
-                    conn.execute(sa.insert(_EVENTS), rows)
-                    projections.apply_events(conn, name, folded)
-        except IntegrityError as exc:
-            raise ConcurrencyError(name, expected_seq, self.last_seq(name)) from exc
-        return expected_seq + len(rows)
+                yield AppendTransaction(self, conn, name, expected_seq)
+        except _Lost as lost:
+            raise self._conflict(name, lost.expected_seq) from None
 
     def read_one(self, name: str, seq: int) -> StoredEvent | None:
         """The event at ``seq`` (None if there is none); cheap on any log length."""
@@ -409,19 +451,81 @@ class EventStore:
         kind, trial_id, payload, created = row
         return StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
 
-    def read(self, name: str, after_seq: int = 0) -> list[StoredEvent]:
-        """Events with ``seq > after_seq`` in seq order (empty for an unknown experiment)."""
+    def _insert(
+        self,
+        conn: sa.Connection,
+        name: str,
+        rows: list[dict[str, Any]],
+        folded: list[tuple[int, Event]],
+        expected_seq: int,
+    ) -> None:
+        """Insert ``rows`` after ``expected_seq`` and fold them into the projections."""
+        try:
+            first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
+            if first.first() is None:
+                raise _Lost(expected_seq)  # no event at expected_seq: unknown, or ahead
+            if len(rows) > 1:
+                conn.execute(_PLAIN_INSERT, rows[1:])
+        except IntegrityError:
+            raise _Lost(expected_seq) from None  # the primary key: someone wrote that seq
+        projections.apply_events(conn, name, folded)
+        if any(isinstance(e, ExperimentFinished) for _, e in folded):
+            conn.execute(
+                sa.update(_EXPERIMENTS)
+                .where(_EXPERIMENTS.c.name == name)
+                .values(state="finished", updated_at=_now())
+            )
+
+    def _conflict(self, name: str, expected_seq: int) -> Exception:
+        actual = self.last_seq(name)
+        if actual == 0 and not self.has_experiment(name):
+            return ExperimentNotFoundError(f"experiment {name!r} does not exist")
+        return ConcurrencyError(name, expected_seq, actual)
+
+    def read(
+        self,
+        name: str,
+        after_seq: int = 0,
+        *,
+        until_seq: int | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[StoredEvent]:
+        """Events with ``after_seq < seq <= until_seq`` in seq order.
+
+        Empty for an unknown experiment. ``kinds`` keeps only events of those
+        kinds (an index serves it: cheap on a long log).
+        """
         ev = _EVENTS.c
         stmt = (
             sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
             .where(ev.experiment_id == name, ev.seq > after_seq)
             .order_by(ev.seq)
         )
-        with self._reader.connect() as conn:
-            return [
-                StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
-                for seq, kind, trial_id, payload, created in conn.execute(stmt)
-            ]
+        if until_seq is not None:
+            stmt = stmt.where(ev.seq <= until_seq)
+        if kinds is not None:
+            stmt = stmt.where(ev.kind.in_(list(kinds)))
+
+        def attempt() -> list[StoredEvent]:
+            with self._reader.connect() as conn:
+                return [
+                    StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
+                    for seq, kind, trial_id, payload, created in conn.execute(stmt)
+                ]
+
+        return _retry_dropped(attempt)
+
+    # ------------------------------------------------------------ snapshots
+    def save_snapshot(self, name: str, seq: int, version: str, state: bytes) -> bool:
+        """Store ``state``, the fold of events ``1..seq`` (see :mod:`storage.snapshots`).
+
+        Returns False when a snapshot at least as new is already stored.
+        """
+        return snapshots.save_snapshot(self._engine, name, seq, version, state)
+
+    def load_snapshot(self, name: str, version: str) -> snapshots.Snapshot | None:
+        """The stored snapshot of ``name`` with exactly ``version``, if any."""
+        return _retry_dropped(lambda: snapshots.load_snapshot(self._reader, name, version))
 
     # ---------------------------------------------------------- projections
     def trials(self, name: str) -> list[TrialRow]:
@@ -549,3 +653,75 @@ class EventStore:
 
 def _reopen(url: str, connect_timeout: float | None) -> EventStore:
     return EventStore(url, connect_timeout=connect_timeout)
+
+
+class _Lost(Exception):
+    """Internal: an append lost its race (turned into ConcurrencyError after rollback)."""
+
+    def __init__(self, expected_seq: int) -> None:
+        super().__init__(expected_seq)
+        self.expected_seq = expected_seq
+
+
+class AppendTransaction:
+    """Appends inside one open write transaction (see :meth:`EventStore.transaction`).
+
+    Attributes:
+        seq: The last seq written so far in this transaction (or the expected
+            seq before the first append).
+    """
+
+    def __init__(self, store: EventStore, conn: sa.Connection, name: str, seq: int) -> None:
+        self._store = store
+        self._conn = conn
+        self.name = name
+        self.seq = seq
+
+    def append(self, events: Sequence[Event]) -> int:
+        """Append ``events`` after :attr:`seq`; return the new last seq."""
+        rows, folded = _encode(self.name, events, self.seq)
+        if rows:
+            self._store._insert(self._conn, self.name, rows, folded, self.seq)
+            self.seq += len(rows)
+        return self.seq
+
+
+def _check_expected(expected_seq: int) -> None:
+    if isinstance(expected_seq, bool) or not isinstance(expected_seq, int) or expected_seq < 0:
+        raise ValueError(f"expected_seq is {expected_seq!r}, but must be an integer >= 0")
+
+
+def _encode(
+    name: str, events: Sequence[Event], expected_seq: int
+) -> tuple[list[dict[str, Any]], list[tuple[int, Event]]]:
+    """Rows to insert and ``(seq, event)`` pairs to fold, validated before any I/O.
+
+    Events go through the codec first: the projection then folds exactly what
+    a later read (or rebuild) decodes, and bad events fail here, before any
+    transaction starts.
+    """
+    rows: list[dict[str, Any]] = []
+    folded: list[tuple[int, Event]] = []
+    now = _now()
+    for offset, event in enumerate(events, start=1):
+        if not isinstance(event, Event):
+            raise TypeError(f"events[{offset - 1}] is {event!r}, but must be an Event")
+        if isinstance(event, ExperimentCreated):
+            raise ValueError("ExperimentCreated is written by create_experiment, not append")
+        trial_id = event.trial
+        if trial_id is not None:
+            validate_name("trial_id", trial_id)
+        payload = event_to_payload(event)
+        seq = expected_seq + offset
+        folded.append((seq, event_from_record(event.kind, trial_id, payload)))
+        rows.append(
+            {
+                "experiment_id": name,
+                "seq": seq,
+                "kind": event.kind,
+                "trial_id": trial_id,
+                "payload": payload,
+                "created_at": now,
+            }
+        )
+    return rows, folded

@@ -26,12 +26,14 @@ __all__ = [
     "EXPERIMENTS",
     "LEASES",
     "RESULTS",
+    "SNAPSHOTS",
     "TRIALS",
     "Base",
     "EventModel",
     "ExperimentModel",
     "LeaseModel",
     "ResultModel",
+    "SnapshotModel",
     "TrialModel",
     "UTCDateTime",
 ]
@@ -161,6 +163,24 @@ class LeaseModel(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class SnapshotModel(Base):
+    """Cache: the folded state of an experiment after event ``seq`` (see
+    :mod:`storage.snapshots`). One row per experiment and code version; any row
+    can be deleted at any time, resume then folds the whole log."""
+
+    __tablename__ = "snapshots"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(NAME_LENGTH),
+        sa.ForeignKey("experiments.name", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    version: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    state: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+
+
 # Core ``Table`` handles for the store's SQL; ``__table__`` is typed as a bare
 # FromClause, which insert()/update() do not accept under mypy.
 EXPERIMENTS = cast(sa.Table, ExperimentModel.__table__)
@@ -168,3 +188,4 @@ EVENTS = cast(sa.Table, EventModel.__table__)
 TRIALS = cast(sa.Table, TrialModel.__table__)
 RESULTS = cast(sa.Table, ResultModel.__table__)
 LEASES = cast(sa.Table, LeaseModel.__table__)
+SNAPSHOTS = cast(sa.Table, SnapshotModel.__table__)

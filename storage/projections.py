@@ -163,13 +163,88 @@ def _load_trials(
     return loaded
 
 
+# Per-event statements for short appends (the flow's hot path: one result, a
+# decision or two). Each folds its event in SQL, so no trial row is read first;
+# the CASE expressions carry the same rules as :meth:`Projection.apply`.
+_T = _TRIALS.c
+_WHERE_TRIAL = sa.and_(
+    _T.experiment_id == sa.bindparam("e_id"), _T.trial_id == sa.bindparam("t_id")
+)
+_ON_STARTED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+    status="running", config=sa.bindparam("config", type_=sa.JSON())
+)
+_ON_FINISHED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+    resource=sa.bindparam("resource", type_=sa.Float()),
+    status=sa.case((_T.status == "running", "paused"), else_=_T.status),
+    metrics=sa.bindparam("metrics", type_=sa.JSON()),
+    n_segments=_T.n_segments + 1,
+)
+_ON_FAILED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="failed")
+_ON_PAUSED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="paused")
+_ON_STOPPED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+    status=sa.case((_T.status == "failed", "failed"), else_="stopped")
+)
+_ON_PERTURBED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+    config=sa.bindparam("config", type_=sa.JSON()),
+    resource=sa.bindparam("resource", type_=sa.Float()),
+)
+_INSERT_TRIAL = sa.insert(_TRIALS)
+_INSERT_RESULT = sa.insert(_RESULTS)
+#: Appends with more events than this are folded in memory and written in bulk.
+BULK_THRESHOLD = 16
+
+
 def apply_events(conn: sa.Connection, experiment: str, items: Iterable[tuple[int, Event]]) -> None:
     """Fold newly appended ``(seq, event)`` pairs into the stored projections.
 
     Runs inside the append's transaction, so the log and its projections
-    commit or roll back together. Only the trials the events mention are loaded.
+    commit or roll back together. A short append costs one statement per
+    event that changes a trial (plus one per result); a long one (a bulk
+    import, a replayed log) loads only the trials it mentions, folds in
+    memory and writes each touched row once.
     """
     items = list(items)
+    if len(items) > BULK_THRESHOLD:
+        _apply_bulk(conn, experiment, items)
+        return
+    for seq, event in items:
+        _apply_one(conn, experiment, seq, event)
+
+
+def _apply_one(conn: sa.Connection, experiment: str, seq: int, event: Event) -> None:
+    if isinstance(event, TrialCreated):
+        record = TrialRecord(event.trial_id, "paused", dict(event.config), 0.0, None, 0, seq)
+        conn.execute(_INSERT_TRIAL, record.row(experiment))
+        return
+    trial_id = event.trial
+    if trial_id is None:
+        return
+    key = {"e_id": experiment, "t_id": trial_id}
+    if isinstance(event, SegmentStarted):
+        conn.execute(_ON_STARTED, {**key, "config": dict(event.config)})
+    elif isinstance(event, SegmentFinished):
+        metrics = dict(event.metrics)
+        updated = conn.execute(
+            _ON_FINISHED, {**key, "resource": float(event.stop), "metrics": metrics}
+        )
+        if updated.rowcount:  # a trial never created gets no result row (module doc)
+            result = ResultRecord(seq, trial_id, float(event.start), float(event.stop), metrics)
+            conn.execute(_INSERT_RESULT, result.row(experiment))
+    elif isinstance(event, SegmentFailed):
+        if event.final:
+            conn.execute(_ON_FAILED, key)
+    elif isinstance(event, TrialPaused):
+        conn.execute(_ON_PAUSED, key)
+    elif isinstance(event, TrialStopped):
+        conn.execute(_ON_STOPPED, key)
+    elif isinstance(event, TrialPerturbed):
+        conn.execute(
+            _ON_PERTURBED,
+            {**key, "config": dict(event.new_config), "resource": float(event.donor_resource)},
+        )
+
+
+def _apply_bulk(conn: sa.Connection, experiment: str, items: list[tuple[int, Event]]) -> None:
     ids = {e.trial for _, e in items if e.trial is not None}
     existing = _load_trials(conn, experiment, ids) if ids else {}
     proj = Projection(trials=dict(existing))
@@ -177,16 +252,31 @@ def apply_events(conn: sa.Connection, experiment: str, items: Iterable[tuple[int
         proj.apply(seq, event)
     inserts = [proj.trials[t].row(experiment) for t in sorted(proj.touched) if t not in existing]
     if inserts:
-        conn.execute(sa.insert(_TRIALS), inserts)
-    for trial_id in sorted(proj.touched & existing.keys()):
-        row = proj.trials[trial_id].row(experiment)
+        conn.execute(_INSERT_TRIAL, inserts)
+    updates = [
+        {
+            "e_id": experiment,
+            "t_id": t,
+            **{k: v for k, v in proj.trials[t].row(experiment).items()
+               if k not in ("experiment_id", "trial_id")},
+        }
+        for t in sorted(proj.touched & existing.keys())
+    ]
+    if updates:
+        # One executemany for every touched row (not a statement per trial).
         conn.execute(
-            sa.update(_TRIALS)
-            .where(_TRIALS.c.experiment_id == experiment, _TRIALS.c.trial_id == trial_id)
-            .values({k: v for k, v in row.items() if k not in ("experiment_id", "trial_id")})
+            sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+                status=sa.bindparam("status"),
+                config=sa.bindparam("config", type_=sa.JSON()),
+                resource=sa.bindparam("resource"),
+                metrics=sa.bindparam("metrics", type_=sa.JSON()),
+                n_segments=sa.bindparam("n_segments"),
+                created_seq=sa.bindparam("created_seq"),
+            ),
+            updates,
         )
     if proj.results:
-        conn.execute(sa.insert(_RESULTS), [r.row(experiment) for r in proj.results])
+        conn.execute(_INSERT_RESULT, [r.row(experiment) for r in proj.results])
 
 
 def rebuild(conn: sa.Connection, experiment: str, items: Iterable[tuple[int, Event]]) -> None:

@@ -62,13 +62,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from flows.engine.commit import decide_and_commit
 from flows.engine.leases import ClaimInfo, LeaseSettings
 from flows.engine.runner import ExperimentRunner, _Backoff
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec, stored_spec
 from schedulers import (
     CheckpointRef,
-    Done,
     Event,
     ExperimentCreated,
     ExperimentFinished,
@@ -79,8 +79,6 @@ from schedulers import (
     SegmentStarted,
     TrialCreated,
     TrialStopped,
-    Wait,
-    action_events,
 )
 from schedulers.base import Scheduler
 from schedulers.events import segment_key
@@ -345,8 +343,10 @@ class Experiment:
         self.is_manual = spec.trainable == MANUAL_TRAINABLE
         self._checkpoint_root = checkpoint_root
         self._lock = threading.RLock()
+        # The job views fold every event, so the runner keeps them (and takes
+        # no snapshots, which would skip events the views need).
         self._runner = ExperimentRunner(
-            store, spec, checkpoint_root or "", lease_settings=lease_settings
+            store, spec, checkpoint_root or "", lease_settings=lease_settings, keep_events=True
         )
         self._runner.replay()
         self._views: dict[str, _JobView] = {}
@@ -695,19 +695,16 @@ class Experiment:
                 continue
             if self.is_manual:
                 return None
-            action = runner.scheduler.ask(1)[0]
-            if isinstance(action, Wait):
-                return None
-            if isinstance(action, Done) and runner.claims.open:
-                return None  # jobs still run: the end is not decided yet
-            if not runner.commit(runner.claim_events(action_events(action))):
-                continue
+            done = decide_and_commit(runner, runs=1)
             self._sync()
-            if isinstance(action, RunSegment):
-                return self._job(action.trial_id)
-            if isinstance(action, Done):
+            for action in done.actions:
+                if isinstance(action, RunSegment):
+                    return self._job(action.trial_id)
+            if runner.scheduler.finished:
                 raise NoJobError(f"experiment {self.name!r} is finished", retry_later=False)
-            # Pause/Stop decisions were recorded; ask again.
+            # Wait, or Done while jobs still run (the end is not decided yet);
+            # any Pause/Stop decisions on the way were recorded.
+            return None
 
     def _push_job(self, job: Job) -> None:
         if job.status not in JOB_STATES:

@@ -16,14 +16,17 @@ checkpoint only when all of these hold:
   open ``SegmentStarted``, including ones appended by other flow runs since
   this runner last read the log).
 
-The sweep runs in the flow process between results. It is throttled (every
-``RUNGFLOW_RETAIN_EVERY`` finished segments, or when a trial stops) and costs
-one read of the log's tail plus one ``delete`` per doomed key: it never lists
-the store, except once per process to learn what an earlier run left behind.
+The sweep runs in the flow process between results. It is throttled: it runs
+once ``RUNGFLOW_RETAIN_EVERY`` new checkpoints have been recorded (no new
+checkpoint, nothing new to delete), and costs one read of the log's tail,
+only when something is doomed, plus one ``delete`` per doomed key: it never
+lists the store, except once per process to learn what an earlier run left
+behind. The ledger of recorded checkpoints is the runner's own fold (kept in
+its snapshots), so retention never re-reads the log either.
 
-Why deleting between results is safe: the runner decides and starts new
-segments on this same thread, after ``on_progress`` returns, from the state
-that the sweep used. A decision can only restore from a checkpoint the
+Why deleting between results is safe: the runner decides on this same thread,
+and every segment it started is folded into the ledger's open restores
+before ``on_progress`` runs. A decision can only restore from a checkpoint the
 scheduler considers live or a trial's latest, and both are kept.
 """
 
@@ -35,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from schedulers import Event, SegmentFailed, SegmentFinished, SegmentStarted, TrialStopped
+from schedulers import Event, SegmentFailed, SegmentFinished, SegmentStarted
 from storage import CheckpointStore
 
 __all__ = ["CheckpointLedger", "Retention", "RetentionTarget"]
@@ -49,7 +52,9 @@ class _Record(Protocol):
 
 
 class _Log(Protocol):
-    def read(self, name: str, after_seq: int = ...) -> Sequence[_Record]: ...
+    def read(
+        self, name: str, after_seq: int = ..., *, kinds: Sequence[str] | None = ...
+    ) -> Sequence[_Record]: ...
 
 
 class _LiveCheckpoints(Protocol):
@@ -61,7 +66,9 @@ class RetentionTarget(Protocol):
 
     name: str
     seq: int
-    events: list[Event]
+    #: Checkpoints the folded log recorded, and how many so far.
+    ledger: CheckpointLedger
+    n_checkpoints: int
 
     @property
     def store(self) -> _Log: ...
@@ -134,9 +141,8 @@ class Retention:
     Args:
         checkpoint_root: Blob-store root the workers write to.
         keep_last: Newest checkpoints kept per trial (``RUNGFLOW_KEEP_LAST``).
-        every: Sweep after this many finished segments (``RUNGFLOW_RETAIN_EVERY``);
-            a stopped trial also triggers a sweep, since that is when most of
-            its checkpoints become garbage.
+        every: Sweep once this many new checkpoints were recorded
+            (``RUNGFLOW_RETAIN_EVERY``).
 
     Example:
         >>> from flows.engine.retention import CheckpointLedger
@@ -156,60 +162,53 @@ class Retention:
         self.store = CheckpointStore(checkpoint_root)
         self.keep_last = keep_last
         self.every = every
-        self.ledger = CheckpointLedger()
         self.deleted: list[str] = []
         self.sweeps = 0
-        self._seen = 0  # runner.events already folded
-        self._since = 0  # finished segments since the last sweep
-        self._stopped = False  # a trial stopped since the last sweep
-        self._present: set[str] | None = None  # recorded keys believed on disk
+        self._swept_at: int | None = None  # runner.n_checkpoints at the last sweep
+        self._gone: set[str] | None = None  # recorded keys no longer on disk
 
     def __call__(self, runner: RetentionTarget) -> None:
-        """Fold the runner's new events; sweep when the throttle allows."""
-        self._fold(runner.events[self._seen :])
-        self._seen = len(runner.events)
-        if self._since >= self.every or self._stopped:
+        """Sweep when ``every`` checkpoints were recorded since the last sweep."""
+        if self._swept_at is None:
+            self._swept_at = 0  # a resumed run sweeps after its first `every` too
+        if runner.n_checkpoints - self._swept_at >= self.every:
             self.sweep(runner)
-
-    def _fold(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.ledger.tell(event)
-            if isinstance(event, SegmentFinished):
-                self._since += 1
-                if self._present is not None and event.checkpoint is not None:
-                    self._present.add(event.checkpoint.key)
-            elif isinstance(event, TrialStopped):
-                self._stopped = True
 
     def sweep(self, runner: RetentionTarget) -> list[str]:
         """Delete every recorded checkpoint no policy keeps; return the keys.
 
         Called by the throttle, and once more when the run ends.
         """
-        self._fold(runner.events[self._seen :])
-        self._seen = len(runner.events)
-        # Other flow runs on this experiment may have started segments since
-        # this runner last read the log: their sources must survive too.
-        newer = CheckpointLedger(open_restores=dict(self.ledger.open_restores))
-        for record in runner.store.read(runner.name, after_seq=runner.seq):
-            newer.tell(record.event)
-        keep = set(runner.scheduler.live_checkpoints()) | set(newer.open_restores.values())
-        if self._present is None:
+        ledger = runner.ledger
+        self.sweeps += 1
+        self._swept_at = runner.n_checkpoints
+        if self._gone is None:
             # Once per process: learn which recorded keys an earlier run
             # already deleted, so a resumed run does not delete them again.
-            self._present = self.ledger.known() & set(self.store.keys(runner.name))
-        doomed = sorted(self.ledger.doomed(self.keep_last, keep) & self._present)
-        for key in doomed:
-            self.store.delete(key)  # validates the key: it came from the log
-            self._present.discard(key)
-        self.deleted.extend(doomed)
-        self.sweeps += 1
-        self._since = 0
-        self._stopped = False
+            known = ledger.known()
+            self._gone = known - set(self.store.keys(runner.name))
+        doomed = ledger.doomed(self.keep_last, runner.scheduler.live_checkpoints()) - self._gone
         if doomed:
-            log.debug("retention deleted %d checkpoint(s) of %s", len(doomed), runner.name)
-        return doomed
+            # Other flow runs on this experiment may have started segments since
+            # this runner last read the log: their sources must survive too.
+            newer = CheckpointLedger(open_restores=dict(ledger.open_restores))
+            for record in runner.store.read(runner.name, after_seq=runner.seq,
+                                            kinds=_RESTORE_KINDS):
+                newer.tell(record.event)
+            doomed -= set(newer.open_restores.values())
+        out = sorted(doomed)
+        for key in out:
+            self.store.delete(key)  # validates the key: it came from the log
+            self._gone.add(key)
+        self.deleted.extend(out)
+        if out:
+            log.debug("retention deleted %d checkpoint(s) of %s", len(out), runner.name)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Counts for logs and run summaries."""
         return {"sweeps": self.sweeps, "deleted": len(self.deleted), "keep_last": self.keep_last}
+
+
+#: The events that open or close a segment's restore (the tail read of a sweep).
+_RESTORE_KINDS = ("SegmentStarted", "SegmentFinished", "SegmentFailed")

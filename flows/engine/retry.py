@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.engine.segment import SegmentJob
-from flows.engine.status import read_records
 from flows.spec import ExperimentSpec, stored_spec
 from flows.trainable import SegmentOutcome, final_metrics
 from schedulers import (
@@ -52,16 +51,13 @@ from schedulers import (
     SegmentFinished,
     SegmentStarted,
     Stop,
-    action_events,
 )
 from schedulers.events import TrialRetried
-from storage import CheckpointStore, ConcurrencyError, EventStore
+from storage import CheckpointStore, ConcurrencyError, EventStore, ExperimentNotFoundError
 
 __all__ = ["RetryRefusedError", "RetryResult", "check_retry", "retry_in_store"]
 
 #: Most bookkeeping decisions recorded while settling (a guard, never reached
-#: in practice: each decision resolves one pending trial).
-_MAX_SETTLE = 100_000
 
 
 class RetryRefusedError(ValueError):
@@ -98,12 +94,17 @@ class _Target:
 
 
 def _replay(store: EventStore, experiment: str) -> tuple[ExperimentSpec, Scheduler, int]:
-    records = read_records(store, experiment)
-    spec = stored_spec(records[0].event)
-    scheduler = spec.build_scheduler()
-    for record in records:
-        scheduler.tell(record.event)
-    return spec, scheduler, records[-1].seq
+    """The stored spec and the scheduler folded from the log (snapshot + tail)."""
+    from flows.engine.runner import ExperimentRunner
+
+    if not store.has_experiment(experiment):
+        raise ExperimentNotFoundError(
+            f"experiment {experiment!r} not found in {store.url_for_display}"
+        )
+    spec = stored_spec(store.read(experiment, until_seq=1)[0].event)
+    runner = ExperimentRunner(store, spec, "")
+    runner.replay()
+    return spec, runner.scheduler, runner.seq
 
 
 def check_retry(
@@ -137,7 +138,7 @@ def check_retry(
         )
     started: SegmentStarted | None = None
     failed_event: SegmentFailed | None = None
-    for record in store.read(experiment):
+    for record in store.read(experiment, kinds=("SegmentStarted", "SegmentFailed")):
         event = record.event
         if isinstance(event, SegmentStarted) and event.trial_id == trial_id:
             started = event
@@ -243,31 +244,30 @@ def retry_in_store(
             checkpoint=outcome.checkpoint,
         )
     _append_fact(store, experiment, [outcome_event], seq)
-    _settle(store, experiment, result)
+    _settle(store, experiment, result, spec, checkpoint_root)
     return result
 
 
-def _settle(store: EventStore, experiment: str, result: RetryResult) -> None:
+def _settle(
+    store: EventStore, experiment: str, result: RetryResult, spec: ExperimentSpec,
+    checkpoint_root: str,
+) -> None:
     """Record the scheduler's pause/stop/done decisions until it wants to run something."""
-    for _ in range(_MAX_SETTLE):
-        _, scheduler, seq = _replay(store, experiment)
-        if scheduler.finished:
-            result.experiment_finished = True
-            return
-        action = scheduler.ask(1)[0]
-        if not isinstance(action, (Pause, Stop, Done)):
-            # Work remains (or, with open segments, another run is active).
-            if result.reopened:
-                store.set_state(experiment, "running")
-            return
-        try:
-            store.append(experiment, action_events(action), expected_seq=seq)
-        except ConcurrencyError:
-            continue  # someone else decided meanwhile: look again
-        result.decisions.append(_describe(action))
-        if isinstance(action, Done):
-            result.experiment_finished = True
-            return
+    from flows.engine.commit import decide_and_commit
+    from flows.engine.runner import ExperimentRunner
+
+    runner = ExperimentRunner(store, spec, checkpoint_root)
+    runner.replay()
+    if not runner.scheduler.finished:
+        done = decide_and_commit(runner, runs=0)
+        result.decisions.extend(
+            _describe(a) for a in done.actions if isinstance(a, (Pause, Stop, Done))
+        )
+    if runner.scheduler.finished:
+        result.experiment_finished = True
+    elif result.reopened:
+        # Work remains (or, with open segments, another run is active).
+        store.set_state(experiment, "running")
 
 
 def _describe(action: Pause | Stop | Done) -> str:

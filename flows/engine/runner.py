@@ -24,18 +24,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import inspect
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flows.engine.leases import ClaimBook, ClaimInfo, Lease, LeaseSettings, Owner, reclaims
+from flows.engine.leases import (
+    Claim,
+    ClaimBook,
+    ClaimInfo,
+    Lease,
+    LeaseSettings,
+    Owner,
+    reclaims,
+)
+from flows.engine.retention import CheckpointLedger
 from flows.engine.segment import SegmentJob
+from flows.engine.snapshots import snapshot_version
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
 from schedulers import (
+    Action,
     Done,
     Event,
     ExperimentCreated,
@@ -49,9 +62,19 @@ from schedulers import (
     Wait,
     action_events,
 )
-from storage import ConcurrencyError, EventStore, ExperimentExistsError, StoreUnavailableError
+from storage import (
+    AppendTransaction,
+    ConcurrencyError,
+    EventStore,
+    ExperimentExistsError,
+    StoreUnavailableError,
+)
+from storage.snapshots import dumps, loads
 
 __all__ = [
+    "GC_FREEZE_EVENTS",
+    "SNAPSHOT_EVERY_EVENTS",
+    "SNAPSHOT_EVERY_SECONDS",
     "ExperimentRunner",
     "ResumeRefusedError",
     "RunSummary",
@@ -61,6 +84,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("rungflow")
+
+#: A snapshot is saved after at least this many new events ...
+SNAPSHOT_EVERY_EVENTS = 2000
+#: ... and at least this many seconds since the last one.
+SNAPSHOT_EVERY_SECONDS = 30.0
+#: Replays folding at least this many events freeze the heap they built.
+GC_FREEZE_EVENTS = 10_000
+# Layout of what _snapshot_state stores; bump when it changes.
+_STATE_FORMAT = 1
+# Spec fields ExperimentSpec.build_scheduler reads.
+_SCHEDULER_FIELDS = ("scheduler", "scheduler_args", "space", "metric", "mode", "seed", "budget")
 
 
 class ResumeRefusedError(ValueError):
@@ -158,30 +192,68 @@ class ExperimentRunner:
         on_progress: Callable[[ExperimentRunner], None] | None = None,
         owner: Owner | None = None,
         lease_settings: LeaseSettings | None = None,
+        keep_events: bool = False,
+        snapshots: bool = True,
     ) -> None:
         self.store = store
         self.spec = spec
         self.name = spec.name
         self.checkpoint_root = checkpoint_root
         self.on_progress = on_progress
-        self.scheduler: Scheduler = spec.build_scheduler()
+        #: Every folded event, in order: only with ``keep_events`` (the job API
+        #: folds views from it). The flow does not keep them: 10k trials are
+        #: ~250k event objects, and snapshots let resume skip most of them.
+        self.keep_events = keep_events
         self.events: list[Event] = []
         self.seq = 0
         self.summary = RunSummary(spec.name)
         self.lease_settings = lease_settings or LeaseSettings()
         self.owner = owner or Owner.current(self.lease_settings.worker_host)
         self.lease = Lease(store, spec.name, self.owner, self.lease_settings)
-        self.claims = ClaimBook()
-        self._metric_seen = False
-        self._started_seq: dict[str, int] = {}
+        #: Snapshot policy: save after at least this many new events *and*
+        #: seconds (a save pickles the whole state: keep it rare on the hot path).
+        self.snapshots = snapshots and not keep_events
+        self.snapshot_every_events = SNAPSHOT_EVERY_EVENTS
+        self.snapshot_every_seconds = SNAPSHOT_EVERY_SECONDS
+        # What the folded state depends on besides the log: the scheduler's
+        # construction (a resume may change the budget) and the state's layout.
+        # Readers with the stored spec (status, retry) find the flow's snapshots.
+        built = {k: v for k, v in spec.to_json().items() if k in _SCHEDULER_FIELDS}
+        self._snapshot_version = snapshot_version(
+            json.dumps(built, sort_keys=True, default=str) + f"|runner={_STATE_FORMAT}"
+        )
+        self._snapshot_seq = 0
+        self._snapshot_time = time.monotonic()
         self._last_scan = -float("inf")
         #: How many times this runner read the leases to judge foreign claims
         #: (tests wait on it instead of sleeping).
         self.lease_scans = 0
+        self._decided: list[Action] = []
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """The fold's state before event 1 (everything a snapshot holds)."""
+        self.scheduler: Scheduler = self.spec.build_scheduler()
+        self.claims = ClaimBook()
+        #: Checkpoints recorded by the log, for retention (a runner's fold, so
+        #: that it is in the snapshot too).
+        self.ledger = CheckpointLedger()
+        #: Checkpoints recorded so far (retention's throttle counts them).
+        self.n_checkpoints = 0
+        self._metric_seen = False
+        self._started_seq: dict[str, int] = {}
+        self._finished_event: ExperimentFinished | None = None
+        self.events = []
+        self.seq = 0
 
     # ------------------------------------------------------------ open/replay
     def replay(self) -> None:
-        """Create the experiment or replay its log into the scheduler.
+        """Create the experiment or bring the state up to the end of its log.
+
+        Loads the latest snapshot this code can use (see
+        :mod:`storage.snapshots`), then folds the log's tail; without a usable
+        snapshot, folds the whole log. Either way the state is the fold of the
+        whole log.
 
         Raises:
             ResumeRefusedError: the stored experiment was created with a spec
@@ -191,15 +263,22 @@ class ExperimentRunner:
             # Another runner may create it between the check and here: join it.
             with contextlib.suppress(ExperimentExistsError):
                 self.store.create_experiment(self.name, self.spec.to_json())
-        stored = self.store.read(self.name)
-        first = stored[0].event
+        first = self.store.read(self.name, until_seq=1)[0].event
         assert isinstance(first, ExperimentCreated)
         diffs = spec_differences(first.spec, self.spec)
         if diffs:
             raise refused_resume(self.name, diffs)
-        for record in stored:
-            self._fold(record.event, record.seq)
-        self.seq = stored[-1].seq
+        self._reset_state()
+        if self.snapshots:
+            self._load_snapshot()
+        start = self.seq
+        self.catch_up()
+        if self.seq - start >= GC_FREEZE_EVENTS:
+            # What replay built lives as long as the run: keep the collector's
+            # full passes from walking it again and again (pauses of tens of ms).
+            gc.freeze()
+        if self.snapshots and self.seq - self._snapshot_seq >= self.snapshot_every_events:
+            self.save_snapshot()  # the next resume starts here
 
     def open(self) -> list[SegmentStarted]:
         """Create or replay the experiment; return the segments this runner must run again.
@@ -228,41 +307,180 @@ class ExperimentRunner:
         self.lease.release()
 
     def _fold(self, event: Event, seq: int) -> None:
-        self.events.append(event)
+        if self.keep_events:
+            self.events.append(event)
         self.scheduler.tell(event)
         self.claims.fold(event, seq)
+        self.ledger.tell(event)
         if isinstance(event, SegmentStarted):
             self._started_seq[event.trial_id] = seq
         elif isinstance(event, SegmentReclaimed):
             claim = self.claims.open.get(event.trial_id)
             if claim is not None and claim.seq == seq:
                 self._started_seq[event.trial_id] = seq
-        if isinstance(event, SegmentFinished) and self.spec.metric in event.metrics:
-            self._metric_seen = True
+        elif isinstance(event, SegmentFinished):
+            if event.checkpoint is not None:
+                self.n_checkpoints += 1
+            if self.spec.metric in event.metrics:
+                self._metric_seen = True
+        elif isinstance(event, ExperimentFinished):
+            self._finished_event = event
+        elif event.kind == "TrialRetried":
+            self._finished_event = None  # a retry reopens a finished experiment
+        self.seq = seq
 
     def catch_up(self) -> None:
         """Fold whatever other writers appended since our last seq."""
         for record in self.store.read(self.name, after_seq=self.seq):
             self._fold(record.event, record.seq)
-            self.seq = record.seq
 
     _catch_up = catch_up
 
+    # -------------------------------------------------------------- snapshots
+    def _snapshot_state(self) -> dict[str, Any]:
+        # Only builtins and scheduler classes: what storage.snapshots may load.
+        return {
+            "scheduler": self.scheduler,
+            "claims": [
+                (c.trial_id, c.start, c.stop, c.owner, c.seq, c.started)
+                for c in self.claims.open.values()
+            ],
+            "ledger_order": self.ledger.order,
+            "ledger_open": self.ledger.open_restores,
+            "n_checkpoints": self.n_checkpoints,
+            "metric_seen": self._metric_seen,
+            "started_seq": self._started_seq,
+            "finished_event": self._finished_event,
+        }
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        scheduler = state["scheduler"]
+        if type(scheduler) is not type(self.scheduler):
+            raise TypeError(f"snapshot holds a {type(scheduler).__name__}")
+        self.scheduler = scheduler
+        self.claims = ClaimBook()
+        for trial_id, start, stop, owner, seq, started in state["claims"]:
+            self.claims.open[trial_id] = Claim(trial_id, start, stop, owner, seq, started)
+        self.ledger = CheckpointLedger(
+            order=dict(state["ledger_order"]), open_restores=dict(state["ledger_open"])
+        )
+        self.n_checkpoints = int(state["n_checkpoints"])
+        self._metric_seen = bool(state["metric_seen"])
+        self._started_seq = dict(state["started_seq"])
+        self._finished_event = state["finished_event"]
+
+    def _load_snapshot(self) -> None:
+        try:
+            snap = self.store.load_snapshot(self.name, self._snapshot_version)
+            if snap is None:
+                return
+            self._restore_state(loads(snap.state))
+            self.seq = self._snapshot_seq = snap.seq
+        except Exception as exc:  # a cache: whatever is wrong with it, fold the log
+            log.warning("%s: snapshot not used (%s: %s); replaying the whole log",
+                        self.name, type(exc).__name__, exc)
+            self._reset_state()
+
+    def save_snapshot(self) -> bool:
+        """Save the folded state at :attr:`seq` (see :mod:`storage.snapshots`).
+
+        Never fails the run: a snapshot is a cache, and an error only costs
+        the next resume a longer replay.
+        """
+        self._snapshot_time = time.monotonic()
+        try:
+            saved = self.store.save_snapshot(
+                self.name, self.seq, self._snapshot_version, dumps(self._snapshot_state())
+            )
+        except Exception as exc:
+            log.warning("%s: snapshot at seq %d not saved (%s: %s)",
+                        self.name, self.seq, type(exc).__name__, exc)
+            return False
+        self._snapshot_seq = self.seq
+        return saved
+
+    def _maybe_snapshot(self) -> None:
+        if (
+            self.snapshots
+            and self.seq - self._snapshot_seq >= self.snapshot_every_events
+            and time.monotonic() - self._snapshot_time >= self.snapshot_every_seconds
+        ):
+            self.save_snapshot()
+
+    # ---------------------------------------------------------------- commits
     def commit(self, events: Sequence[Event]) -> bool:
         """Append ``events`` atomically, then tell them; False if another writer won.
 
         On a conflict the runner catches up with the other writer's events; the
         caller then decides again from the new state.
         """
-        first = self.seq + 1
         try:
-            self.seq = self.store.append(self.name, events, expected_seq=self.seq)
+            self.transact(events)
         except ConcurrencyError:
-            self._catch_up()
+            self.catch_up()
             return False
+        return True
+
+    def transact(self, facts: Sequence[Event], runs: int | None = None) -> list[Action]:
+        """Append ``facts``, then (unless ``runs`` is None) the scheduler's
+        decisions on the new state, in ONE transaction; return the decisions.
+
+        Each append is folded as soon as it is written, so the next ``ask``
+        sees it; should the transaction then fail, the state is rebuilt from
+        the log (it holds none of this), so state and log never disagree.
+        Decisions stop at ``Wait``, at ``Done`` while segments are open
+        (anywhere), after ``Done``, and before a ``RunSegment`` beyond ``runs``.
+        See :func:`flows.engine.commit.decide_and_commit`.
+
+        Raises:
+            ConcurrencyError: another writer appended first; nothing was written
+                or folded (catch up and decide again).
+        """
+        actions: list[Action] = []
+        told = False
+        try:
+            with self.store.transaction(self.name, self.seq) as tx:
+                if facts:
+                    self._append(tx, facts)
+                    told = True
+                taken = 0
+                while runs is not None and not self.scheduler.finished:
+                    action = self.scheduler.ask(1)[0]
+                    if isinstance(action, Wait) or (
+                        isinstance(action, Done) and self.claims.open
+                    ):
+                        break
+                    if isinstance(action, RunSegment):
+                        if taken >= runs:
+                            break
+                        taken += 1
+                    self._append(tx, self.claim_events(action_events(action)))
+                    told = True
+                    actions.append(action)
+                    if isinstance(action, Done):
+                        break
+        except BaseException:
+            if told:
+                self._reload()
+            raise
+        self._maybe_snapshot()
+        return actions
+
+    def _append(self, tx: AppendTransaction, events: Sequence[Event]) -> None:
+        first = tx.seq + 1
+        tx.append(events)
         for offset, event in enumerate(events):
             self._fold(event, first + offset)
-        return True
+
+    def _reload(self) -> None:
+        """Rebuild the state from the store after a transaction that folded
+        events failed to commit (snapshot + tail, like a resume)."""
+        log.warning("%s: a write failed after its events were folded; re-reading the log",
+                    self.name)
+        self._reset_state()
+        if self.snapshots:
+            self._load_snapshot()
+        self.catch_up()
 
     def claim_events(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with this runner stamped as owner of every ``SegmentStarted``."""
@@ -307,28 +525,34 @@ class ExperimentRunner:
                 return [self.claims.open[e.trial_id] for e in events]
             # Lost a race (maybe for the same segments): re-check on the new state.
 
-    def _record_result(self, job: SegmentJob, event: Event) -> bool:
+    def _record_result(self, job: SegmentJob, event: Event, runs: int | None = None) -> bool:
         """Append a result of ``job`` if this runner still holds its segment.
 
         A result is a fact, not a decision: on a conflict catch up and append
         it again, unless the catch-up shows the segment was reclaimed by
         another runner (our lease lapsed); then the result is discarded. The
         check and the append see the same seq, so no reclaim can slip between.
+        With ``runs``, the decisions the result triggers commit with it (see
+        :meth:`transact`); they are in :attr:`_decided` afterwards.
         """
-        while True:
-            if not self.claims.holds(
+        from flows.engine.commit import decide_and_commit
+
+        def holds() -> bool:
+            return self.claims.holds(
                 self.owner.id, job.trial_id, job.start, job.stop, job.started_seq
-            ):
-                holder = self.claims.open.get(job.trial_id)
-                log.warning(
-                    "%s: discarding the result of trial %s segment %g->%g: it is now held by %s",
-                    self.name, job.trial_id, job.start, job.stop,
-                    None if holder is None else holder.owner,
-                )
-                self.summary.segments_discarded += 1
-                return False
-            if self.commit([event]):
-                return True
+            )
+
+        done = decide_and_commit(self, [event], runs=runs, valid=holds)
+        self._decided = done.actions
+        if not done.recorded:
+            holder = self.claims.open.get(job.trial_id)
+            log.warning(
+                "%s: discarding the result of trial %s segment %g->%g: it is now held by %s",
+                self.name, job.trial_id, job.start, job.stop,
+                None if holder is None else holder.owner,
+            )
+            self.summary.segments_discarded += 1
+        return done.recorded
 
     # ------------------------------------------------------------------- run
     def job_for(
@@ -358,6 +582,8 @@ class ExperimentRunner:
             self._loop(executor, orphans)
         finally:
             self.lease.release()
+            if self.snapshots and self.seq > self._snapshot_seq:
+                self.save_snapshot()  # where the next resume, status or artifacts start
         self.summary.state = "finished"
         self._update_best()
         return self.summary
@@ -407,27 +633,36 @@ class ExperimentRunner:
                 continue
             idle.reset()
             job = pending.pop(handle)
-            self._finish(job, executor, handle)
+            self._finish(job, executor, handle, pending)
 
     def _decide(self, executor: SegmentExecutor, pending: dict[Hashable, SegmentJob]) -> None:
         """Ask and claim until the slots are full or the scheduler has nothing now."""
-        while not self.scheduler.finished and len(pending) < self.spec.max_concurrency:
-            action = self.scheduler.ask(1)[0]
-            if isinstance(action, Wait):
-                return
-            if isinstance(action, Done) and self.claims.open:
-                return  # finish what runs (here or elsewhere) before declaring the end
-            if not self.commit(self.claim_events(action_events(action))):
-                continue  # another writer changed the state: decide again
+        from flows.engine.commit import decide_and_commit
+
+        if self.scheduler.finished or len(pending) >= self.spec.max_concurrency:
+            return
+        done = decide_and_commit(self, runs=self.spec.max_concurrency - len(pending))
+        self._start(executor, pending, done.actions)
+
+    def _start(self, executor: SegmentExecutor, pending: dict[Hashable, SegmentJob],
+               actions: Sequence[Action]) -> None:
+        for action in actions:
             if isinstance(action, RunSegment):
                 self._submit(executor, pending, action.trial_id, action.config, action.start,
                              action.stop, action.restore_from)
 
-    def _finish(self, job: SegmentJob, executor: SegmentExecutor, handle: Hashable) -> None:
+    def _finish(self, job: SegmentJob, executor: SegmentExecutor, handle: Hashable,
+                pending: dict[Hashable, SegmentJob] | None = None) -> None:
+        # The result and the decisions it triggers commit in one transaction,
+        # unless dead runners' segments are due a look first (see _loop).
+        runs = None
+        if pending is not None and not self._reclaim_due():
+            runs = self.spec.max_concurrency - len(pending)
+        self._decided = []
         try:
             outcome = executor.result(handle)
         except MetricNotReportedError as exc:
-            self._fail(job, str(exc))
+            self._fail(job, str(exc), None)
             if not self._metric_seen:
                 # Every later segment would fail the same way: stop now, say why.
                 self.store.set_state(self.name, "failed")
@@ -437,7 +672,7 @@ class ExperimentRunner:
             # segment un-finished (no SegmentFailed), so a resume runs it again.
             raise
         except Exception as exc:  # a trainable may raise anything; it fails its trial only
-            self._fail(job, f"{type(exc).__name__}: {exc}")
+            self._fail(job, f"{type(exc).__name__}: {exc}", runs)
         else:
             recorded = self._record_result(
                 job,
@@ -449,13 +684,21 @@ class ExperimentRunner:
                     metrics=final_metrics(outcome.reports),
                     checkpoint=outcome.checkpoint,
                 ),
+                runs,
             )
             if recorded:
                 self.summary.segments_run += 1
+        if pending is not None:
+            self._start(executor, pending, self._decided)
         if self.on_progress is not None:
             self.on_progress(self)
 
-    def _fail(self, job: SegmentJob, error: str) -> None:
+    def _reclaim_due(self) -> bool:
+        return bool(self.claims.foreign(self.owner.id)) and (
+            time.monotonic() - self._last_scan >= self.lease_settings.poll_interval
+        )
+
+    def _fail(self, job: SegmentJob, error: str, runs: int | None = None) -> None:
         log.warning("trial %s segment %g->%g failed: %s", job.trial_id, job.start, job.stop, error)
         recorded = self._record_result(
             job,
@@ -466,6 +709,7 @@ class ExperimentRunner:
                 error=error[:2000],
                 attempts=self.spec.segment_retries + 1,
             ),
+            runs,
         )
         if recorded:
             self.summary.segments_failed += 1
@@ -484,10 +728,8 @@ class ExperimentRunner:
 
     @property
     def finished_event(self) -> ExperimentFinished | None:
-        for event in reversed(self.events):
-            if isinstance(event, ExperimentFinished):
-                return event
-        return None
+        """The ``ExperimentFinished`` in force (None if none, or a retry reopened it)."""
+        return self._finished_event
 
 
 def _accepts_timeout(executor: SegmentExecutor) -> bool:

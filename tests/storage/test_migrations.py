@@ -21,8 +21,8 @@ FUTURE_REVISION = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_test"
-down_revision = "0002"
+revision = "0004_test"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -48,7 +48,7 @@ def _revisions(url: str) -> tuple[str, ...]:
 def test_fresh_database_is_at_head(store_url: str) -> None:
     assert _revisions(store_url) == ()
     EventStore(store_url).close()
-    assert _revisions(store_url) == head_revisions() == ("0002",)
+    assert _revisions(store_url) == head_revisions() == ("0003",)
 
 
 def test_models_match_migrations(store_url: str) -> None:
@@ -78,15 +78,15 @@ def test_old_database_is_upgraded_and_keeps_data(store_url: str, tmp_path: Path)
     with EventStore(store_url) as store:
         store.create_experiment("kept", {"a": 1})
 
-    # A newer release ships revision 0003; opening with it upgrades in place.
+    # A newer release ships revision 0004; opening with it upgrades in place.
     versions = tmp_path / "versions"
     versions.mkdir()
-    (versions / "0003_test.py").write_text(FUTURE_REVISION)
+    (versions / "0004_test.py").write_text(FUTURE_REVISION)
     engine = create_store_engine(store_url)
     try:
         upgrade_schema(engine, extra_version_locations=[versions])
         with engine.connect() as conn:
-            assert current_revisions(conn) == ("0003_test",)
+            assert current_revisions(conn) == ("0004_test",)
             cols = {c["name"] for c in sa.inspect(conn).get_columns("experiments")}
             names = conn.execute(sa.text("SELECT name FROM experiments")).scalars().all()
     finally:
@@ -94,8 +94,8 @@ def test_old_database_is_upgraded_and_keeps_data(store_url: str, tmp_path: Path)
     assert "note" in cols
     assert names == ["kept"]
 
-    # ... and this release, which does not know 0003, refuses to touch it.
-    with pytest.raises(SchemaVersionError, match=r"'0003_test'.*upgrade rungflow"):
+    # ... and this release, which does not know 0004, refuses to touch it.
+    with pytest.raises(SchemaVersionError, match=r"'0004_test'.*upgrade rungflow"):
         EventStore(store_url)
 
 
@@ -110,7 +110,7 @@ def test_unknown_revision_is_refused_without_changes(store_url: str) -> None:
     with pytest.raises(SchemaVersionError) as info:
         EventStore(store_url)
     message = str(info.value)
-    assert "9999_future" in message and "0002" in message and "upgrade rungflow" in message
+    assert "9999_future" in message and "0003" in message and "upgrade rungflow" in message
     assert _revisions(store_url) == ("9999_future",)
 
 
@@ -123,4 +123,4 @@ def test_version_table_does_not_clash_with_other_alembic_apps(store_url: str) ->
     finally:
         engine.dispose()
     EventStore(store_url).close()
-    assert _revisions(store_url) == ("0002",)
+    assert _revisions(store_url) == ("0003",)

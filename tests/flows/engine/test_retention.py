@@ -91,7 +91,7 @@ class FakeRecord:
 class FakeStore:
     newer: list[Event] = field(default_factory=list)
 
-    def read(self, name: str, after_seq: int = 0) -> list[FakeRecord]:
+    def read(self, name: str, after_seq: int = 0, *, kinds: Any = None) -> list[FakeRecord]:
         return [FakeRecord(e) for e in self.newer]
 
 
@@ -101,9 +101,17 @@ class FakeRunner:
 
     name: str = "e"
     seq: int = 0
-    events: list[Event] = field(default_factory=list)
+    ledger: CheckpointLedger = field(default_factory=CheckpointLedger)
+    n_checkpoints: int = 0
     scheduler: FakeScheduler = field(default_factory=FakeScheduler)
     store: FakeStore = field(default_factory=FakeStore)
+
+    def fold(self, *events: Event) -> None:
+        """What the runner's own fold does for retention."""
+        for event in events:
+            self.ledger.tell(event)
+            if isinstance(event, SegmentFinished) and event.checkpoint is not None:
+                self.n_checkpoints += 1
 
 
 def write(store: CheckpointStore, r: CheckpointRef) -> None:
@@ -122,11 +130,11 @@ def test_hook_is_throttled_and_deletes_only_recorded_unprotected_keys() -> None:
     in_flight = ref("a", 4, 5, 9)
     write(store, in_flight)  # written by a worker, not yet in the log
 
-    runner.events += [finished(refs[0], 0), finished(refs[1], 1)]
+    runner.fold(finished(refs[0], 0), finished(refs[1], 1))
     retention(runner)
     assert retention.sweeps == 0 and store.exists(refs[0].key)  # 2 < every
 
-    runner.events += [finished(refs[2], 2)]
+    runner.fold(finished(refs[2], 2))
     runner.scheduler.live = {refs[0].key}  # e.g. a PBT donor
     retention(runner)
     assert retention.sweeps == 1
@@ -134,10 +142,13 @@ def test_hook_is_throttled_and_deletes_only_recorded_unprotected_keys() -> None:
     assert store.exists(refs[0].key) and store.exists(refs[2].key)
 
     # A segment started by another flow run (not yet read by this runner)
-    # restores refs[2]; a stopped trial triggers the sweep before `every`.
-    runner.events += [finished(refs[3], 3), TrialStopped("b", reason="culled")]
+    # restores refs[2]. A stopped trial alone does not trigger a sweep (no new
+    # checkpoint, nothing new to delete): `every` new checkpoints do.
+    runner.fold(finished(refs[3], 3), TrialStopped("b", reason="culled"))
     runner.store.newer = [started("b", 0, 3, refs[2])]
     retention(runner)
+    assert retention.sweeps == 1
+    retention.sweep(runner)
     assert retention.sweeps == 2
     assert retention.deleted == [refs[1].key]
     runner.store.newer = []
@@ -154,7 +165,8 @@ def test_a_resumed_run_does_not_delete_what_is_gone_again() -> None:
     refs = [ref("a", i, i + 1, i + 1) for i in range(3)]
     for r in refs[1:]:
         write(store, r)  # refs[0] was deleted by an earlier run
-    runner = FakeRunner(events=[finished(r, r.resource - 1) for r in refs])
+    runner = FakeRunner()
+    runner.fold(*[finished(r, r.resource - 1) for r in refs])
     retention = Retention(root, keep_last=1, every=1)
     assert retention.sweep(runner) == [refs[1].key]
 

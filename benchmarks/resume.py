@@ -1,0 +1,349 @@
+"""Resume and status time on a 10,000-trial log, SQLite and PostgreSQL (not a test).
+
+Builds once per backend the log of a long run that crashed with segments in
+flight: PBT (default) or ASHA with ``--trials`` trials and ``--results``
+finished segments (~242k events at the default size), simulated like
+:func:`schedulers.simulate.simulate` does, and written in big batches
+straight through :class:`storage.EventStore` (so the projections are
+maintained exactly as the flow maintains them). Then it
+times, ``--repeats`` times with the variants interleaved:
+
+* ``resume``: open a fresh store, construct the runner as ``tune`` does and
+  run it until the first new segment starts (``open()`` replays, takes a
+  lease, reclaims the crashed segments; then the first decision is claimed);
+* ``status``: ``experiment_status`` in this process;
+* ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter.
+
+It prints min/median/max seconds per figure and the load average.
+
+Run: ``python benchmarks/resume.py [--trials 10000] [--repeats 3]
+[--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-sqlite]
+[--baseline DIR]``. With ``--baseline`` (a source tree, e.g. ``git archive
+main | tar -x -C DIR``) each figure is also taken with that code, in the same
+run, on a copy of the same log (without snapshots), variants interleaved.
+Each timing runs in a fresh interpreter.
+The PostgreSQL figures need a database URL (skipped without ``--pg``); the
+script creates and drops its own database next to the one named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import json
+import logging
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+import examples.objectives  # noqa: F401 - registers the "synthetic" trainable
+from examples.synthetic import synthetic_curve
+from flows.engine.runner import ExperimentRunner
+from flows.engine.status import experiment_status
+from flows.spec import ExperimentSpec
+from schedulers import (
+    CheckpointRef,
+    Done,
+    Event,
+    RunSegment,
+    SegmentFinished,
+    SegmentStarted,
+    Wait,
+    action_events,
+)
+from storage import EventStore
+
+NAME = "resume-bench"
+BATCH = 5000
+
+
+def make_spec(scheduler: str, trials: int) -> ExperimentSpec:
+    """PBT with ``trials`` members (ten segments each by the cut), or ASHA."""
+    if scheduler == "pbt":
+        # Room for more generations than the cut leaves time for: still running.
+        args: dict[str, Any] = {"perturbation_interval": 1, "population_size": trials,
+                                "max_generations": 20}
+        budget: dict[str, Any] = {}
+    else:
+        args = {"max_t": 1024, "grace_period": 1, "reduction_factor": 2}
+        budget = {"max_trials": trials * 2}
+    return ExperimentSpec(
+        name=NAME,
+        trainable="synthetic",
+        metric="loss",
+        mode="min",
+        space={
+            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+            "width": {"type": "int", "low": 16, "high": 256, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.6, "step": 0.05},
+            "act": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+        },
+        scheduler=scheduler,
+        scheduler_args=args,
+        budget=budget,
+        max_concurrency=8,
+        seed=0,
+    )
+
+
+def build_events(spec: ExperimentSpec, trials: int, results: int) -> list[Event]:
+    """A crashed run's log (without ExperimentCreated), cut once ``trials`` trials
+    exist and ``results`` segments have finished.
+
+    The flow's loop in memory (ask, record, run with a jittered duration, record
+    the result), like :func:`schedulers.simulate.simulate`, stopped early.
+    """
+    scheduler = spec.build_scheduler()
+    owner = "crashed-host/1/dead"  # the crashed runner: its lease row is gone
+    jitter = np.random.default_rng(1)
+    events: list[Event] = []
+    heap: list[tuple[float, int, RunSegment]] = []
+    now, counter, finished = 0.0, 0, 0
+
+    def record(event: Event) -> None:
+        events.append(event)
+        scheduler.tell(event)
+
+    while True:
+        while len(heap) < spec.max_concurrency:
+            action = scheduler.ask(1)[0]
+            if isinstance(action, Wait):
+                break
+            for event in action_events(action):
+                if isinstance(event, SegmentStarted):
+                    event = dataclasses.replace(event, info={**event.info, "owner": owner})
+                record(event)
+            if isinstance(action, Done):
+                raise RuntimeError("the run finished before the cut: raise the budget")
+            if isinstance(action, RunSegment):
+                counter += 1
+                d = (action.stop - action.start) * float(jitter.lognormal(0.0, 0.3))
+                heapq.heappush(heap, (now + d, counter, action))
+        if len(scheduler.trials) >= trials and finished >= results:
+            return events  # the crash: what is in the heap never finishes
+        now, _, action = heapq.heappop(heap)
+        report = {"resource": action.stop, "loss": synthetic_curve(action.config, action.stop)}
+        ref = CheckpointRef(f"{NAME}/{action.trial_id}/{action.stop:g}.ckpt", 1, "0" * 64,
+                            action.trial_id, action.stop)
+        record(SegmentFinished(action.trial_id, action.start, action.stop, (report,), report,
+                               ref))
+        finished += 1
+
+
+def write_log(store: EventStore, spec: ExperimentSpec, events: list[Event]) -> None:
+    if store.has_experiment(NAME):
+        store.delete_experiment(NAME)
+    store.delete_leases(NAME)
+    store.create_experiment(NAME, spec.to_json())
+    seq = 1
+    for i in range(0, len(events), BATCH):
+        seq = store.append(NAME, events[i : i + BATCH], expected_seq=seq)
+
+
+def time_resume(url: str, spec: ExperimentSpec, root: str) -> float:
+    """Seconds from opening the store to the first new segment claimed."""
+    t0 = time.perf_counter()
+    store = EventStore(url)
+    runner = ExperimentRunner(store, spec, root)
+    try:
+        orphans = runner.open()
+        if not orphans:  # nothing to reclaim: the first decision starts a segment
+            while True:
+                action = runner.scheduler.ask(1)[0]
+                if runner.commit(runner.claim_events(action_events(action))) and isinstance(
+                    action, RunSegment
+                ):
+                    break
+        elapsed = time.perf_counter() - t0
+    finally:
+        runner.close()
+        store.close()
+    return elapsed
+
+
+def time_status(url: str, root: str) -> float:
+    t0 = time.perf_counter()
+    with EventStore(url) as store:
+        data = experiment_status(store, NAME, checkpoints=root)
+    assert data["n_trials"] > 0
+    return time.perf_counter() - t0
+
+
+def time_status_cli(url: str, root: str) -> float:
+    env = {**os.environ, "RUNGFLOW_DATABASE_URL": url, "RUNGFLOW_CHECKPOINTS": root}
+    exe = Path(sys.executable).with_name("rungflow")
+    t0 = time.perf_counter()
+    subprocess.run([str(exe), "status", NAME, "--json"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+@contextmanager
+def pg_database(base: str) -> Iterator[str]:
+    """A scratch database beside ``base``'s, dropped afterwards."""
+    url = sa.make_url(base)
+    db = f"rungflow_resume_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    try:
+        yield url.set(database=db).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            for name in (db, f"{db}_base"):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def fmt(values: list[float]) -> str:
+    return (f"min {min(values):7.2f}  median {statistics.median(values):7.2f}  "
+            f"max {max(values):7.2f} s")
+
+
+def measure(url: str, what: str, root: str, spec_json: str) -> float:
+    """One timing in this interpreter (the parent runs each in a fresh process)."""
+    spec = ExperimentSpec.model_validate_json(spec_json)
+    if what == "resume":
+        return time_resume(url, spec, root)
+    if what == "status":
+        return time_status(url, root)
+    return time_status_cli(url, root)
+
+
+def build(url: str, spec: ExperimentSpec, events: list[Event], tail: int) -> None:
+    """Write the log; a snapshot is taken ``tail`` events before its end, as the
+    crashed run's last periodic snapshot would have been."""
+    with EventStore(url) as store:
+        write_log(store, spec, events[:-tail])
+        runner = ExperimentRunner(store, spec, "")
+        if hasattr(runner, "save_snapshot"):
+            runner.replay()
+            runner.save_snapshot()
+        seq = store.last_seq(NAME)
+        for i in range(len(events) - tail, len(events), BATCH):
+            seq = store.append(NAME, events[i : min(i + BATCH, len(events))], expected_seq=seq)
+
+
+def as_baseline(label: str, url: str) -> str:
+    """A copy of the log a rungflow without snapshots opens (schema 0002)."""
+    if label == "sqlite":
+        src = Path(sa.make_url(url).database or "")
+        dst = src.with_name("baseline.db")
+        with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+            a.backup(b)
+        out = f"sqlite:///{dst}"
+    else:
+        parsed = sa.make_url(url)
+        db = f"{parsed.database}_base"
+        admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{db}" TEMPLATE "{parsed.database}"'))
+        admin.dispose()
+        out = parsed.set(database=db).render_as_string(hide_password=False)
+    engine = sa.create_engine(out)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE snapshots"))
+        conn.execute(sa.text("UPDATE rungflow_alembic_version SET version_num = '0002'"))
+    engine.dispose()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--results", type=int, default=100_000)
+    parser.add_argument("--scheduler", choices=["pbt", "asha"], default="pbt")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pg", help="PostgreSQL URL of an existing database (admin rights)")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--baseline", help="source tree of the code to compare with "
+                        "(e.g. a `git archive` of main), timed on a copy of the same log")
+    parser.add_argument("--tail", type=int, default=2000,
+                        help="events written after the last snapshot")
+    parser.add_argument("--measure", nargs=4, metavar=("URL", "WHAT", "ROOT", "SPEC"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.getLogger("rungflow").setLevel(logging.ERROR)  # "took over ..." per repeat
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return
+
+    spec = make_spec(args.scheduler, args.trials)
+    t0 = time.perf_counter()
+    events = build_events(spec, args.trials, args.results)
+    n_results = sum(isinstance(e, SegmentFinished) for e in events)
+    print(f"log: {args.scheduler}, {args.trials} trials, {n_results} results, "
+          f"{len(events) + 1} events (simulated in {time.perf_counter() - t0:.1f} s)")
+    print(f"load average before: {os.getloadavg()}")
+
+    with tempfile.TemporaryDirectory() as tmp, _backends(args, tmp) as backends:
+        root = str(Path(tmp) / "ckpt")
+        variants: list[tuple[str, str, str | None]] = []  # (code, backend, url), env
+        codes: dict[str, str | None] = {"this": None}
+        if args.baseline:
+            codes = {"baseline": str(Path(args.baseline).resolve()), "this": None}
+        for label, url in backends:
+            t0 = time.perf_counter()
+            build(url, spec, events, args.tail)
+            print(f"{label}: log written in {time.perf_counter() - t0:.1f} s", flush=True)
+            urls = {"this": url}
+            if args.baseline:
+                urls["baseline"] = as_baseline(label, url)
+            for code in codes:
+                variants.append((code, label, urls[code]))
+        whats = ["resume", "status"] + ([] if args.skip_cli else ["status-cli"])
+        figures: dict[tuple[str, str, str], list[float]] = {}
+        for rep in range(args.repeats):
+            # Rotate the order so no variant always runs first (cold caches).
+            k = rep % len(variants)
+            for code, label, url in variants[k:] + variants[:k]:
+                for what in whats:
+                    env = dict(os.environ)
+                    if codes[code]:
+                        env["PYTHONPATH"] = codes[code] or ""
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--measure", url, what, root,
+                         spec.model_dump_json()],
+                        env=env, check=True, capture_output=True, text=True,
+                    )
+                    value = float(out.stdout.strip().splitlines()[-1])
+                    figures.setdefault((label, what, code), []).append(value)
+                    print(f"  ({label} {what} {code}: {value:.2f} s)", flush=True)
+        for (label, what, code), values in sorted(figures.items()):
+            line = f"{label:10s} {what:11s} {code:9s} {fmt(values)}"
+            base = figures.get((label, what, "baseline"))
+            if code == "this" and base:
+                line += f"   x{statistics.median(base) / statistics.median(values):.1f} faster"
+            print(line)
+    print(f"load average after: {os.getloadavg()}")
+
+
+@contextmanager
+def _backends(args: argparse.Namespace, tmp: str) -> Iterator[list[tuple[str, str]]]:
+    out: list[tuple[str, str]] = []
+    if not args.no_sqlite:
+        out.append(("sqlite", f"sqlite:///{Path(tmp) / 'resume.db'}"))
+    if args.pg:
+        with pg_database(args.pg) as url:
+            out.append(("postgresql", url))
+            yield out
+    else:
+        yield out
+
+
+if __name__ == "__main__":
+    main()
