@@ -395,7 +395,7 @@ class ExperimentArtifacts:
         name, metric = self.spec.name, self.spec.metric
         when = "final" if final else "live"
         description = (
-            f"{name} ({when}): top {len(rows)} of {ranked} trial(s) that reported {metric} "
+            f"{name} ({when}): top {len(rows)} of {ranked} reporting {metric} "
             f"({n_trials} in all), ranked by {metric} at their highest resource"
         )
         if snap is not None:

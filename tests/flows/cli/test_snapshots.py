@@ -134,12 +134,12 @@ def test_status(experiment: str, invoke: Any) -> None:
 def test_status_limit_and_all(experiment: str, invoke: Any) -> None:
     limited = invoke("status", experiment, "--limit", "2")
     assert limited.exit_code == 0, limited.output
-    assert "top 2 of 4 trial(s) that reported loss" in limited.stdout
+    assert "top 2 of 6 reporting loss" in limited.stdout
     assert "t0000" not in limited.stdout.split("best trial")[0]
     everything = invoke("status", experiment, "--all")
-    assert "top 4 of 4" in everything.stdout and "t0000" in everything.stdout
+    assert "top 6 of 6" in everything.stdout and "t0000" in everything.stdout
     data = json.loads(invoke("status", experiment, "--json").stdout)
-    assert data["counts"] == {"completed": 1, "pruned": 3}
+    assert data["counts"] == {"completed": 2, "pruned": 4}
     assert data["reason"] == "budget exhausted"
     assert all(t["started_at"] <= t["ended_at"] for t in data["trials"])
 
@@ -174,9 +174,9 @@ def test_export_json_to_file(experiment: str, invoke: Any, rungflow_home: Path) 
     store.close()
     assert records == history_records(stored)
     # One row per report: the faults trainable reports once per resource unit.
-    assert len(records) == 8
+    assert len(records) == 14
     longest = [r["resource"] for r in records if (r["segment_start"], r["segment_stop"]) == (2, 4)]
-    assert longest == [3.0, 4.0]
+    assert longest == [3.0, 4.0, 3.0, 4.0]  # two trials reach 4 (t0002, t0005)
     assert {"trial_id", "config", "metrics", "resource"} <= set(records[0])
     assert "wrote" in result.stderr
 
@@ -270,4 +270,4 @@ def test_progress_off_a_terminal_prints_one_whole_final_line(
     text = out.getvalue()
     assert "━" not in text  # no live bar in a log file
     assert text.count("\n") == 1 and text.startswith("snap: finished 100% | best loss=")
-    assert "resource 8" in text  # never cut at the console width
+    assert "resource 14" in text  # never cut at the console width
