@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -46,10 +47,62 @@ from schedulers.events import (
 )
 from schedulers.validation import check_choice, check_int, check_name
 
-__all__ = ["ASHAScheduler", "bracket_probabilities"]
+__all__ = ["ASHAInfo", "ASHAScheduler", "bracket_probabilities"]
 
 _VARIANTS = ("promotion", "stopping")
 _BRACKET_WEIGHTS = ("budget", "exponential", "round_robin")
+
+
+@dataclass(frozen=True)
+class ASHAInfo:
+    """What an ASHA decision records in its events' ``info``; replay reads it back.
+
+    Stored as a plain mapping (:meth:`to_info`), so the event schema is
+    unchanged and every stored log reads the same; :meth:`parse` ignores keys
+    it does not know and defaults missing flags to False.
+
+    Attributes:
+        bracket: The trial's bracket (0 = the most aggressive).
+        rung: Rung the segment trains to (or the trial sits at, for Pause/Stop).
+        promoted: The segment is a promotion to ``rung`` (promotion variant).
+        continued: The segment continues past the stopping cutoff (stopping variant).
+        retry: The segment re-runs one that failed (not finally).
+        cutoff: Stopping variant: the cutoff the result was compared with.
+        has_cutoff: Whether ``cutoff`` is recorded (it may be recorded as None).
+    """
+
+    bracket: int
+    rung: int
+    promoted: bool = False
+    continued: bool = False
+    retry: bool = False
+    cutoff: float | None = None
+    has_cutoff: bool = False
+
+    def to_info(self) -> dict[str, Any]:
+        """The mapping stored in the event, keys in the order rungflow always wrote."""
+        info: dict[str, Any] = {"bracket": self.bracket, "rung": self.rung}
+        for flag in ("continued", "promoted", "retry"):
+            if getattr(self, flag):
+                info[flag] = True
+        if self.has_cutoff:
+            info["cutoff"] = self.cutoff
+        return info
+
+    @classmethod
+    def parse(cls, info: Mapping[str, Any], rung: int = 0) -> ASHAInfo | None:
+        """Read a stored payload; None when it is not ASHA's (no ``bracket``)."""
+        if "bracket" not in info:
+            return None
+        return cls(
+            bracket=int(info["bracket"]),
+            rung=int(info.get("rung", rung)),
+            promoted=bool(info.get("promoted", False)),
+            continued=bool(info.get("continued", False)),
+            retry=bool(info.get("retry", False)),
+            cutoff=info.get("cutoff"),
+            has_cutoff="cutoff" in info,
+        )
 
 
 def bracket_probabilities(n_brackets: int, reduction_factor: Number, rule: str) -> list[float]:
@@ -258,8 +311,9 @@ class ASHAScheduler(Scheduler):
             self._import(self.imported[event.observation_id])
             return
         if isinstance(event, TrialCreated):
-            if "bracket" in event.info:
-                self._where[event.trial_id] = (int(event.info["bracket"]), 0)
+            created = ASHAInfo.parse(event.info)
+            if created is not None:
+                self._where[event.trial_id] = (created.bracket, 0)
                 self._alive.add(event.trial_id)
             return
         if tid is None or tid not in self._where:
@@ -267,7 +321,8 @@ class ASHAScheduler(Scheduler):
         b, k = self._where[tid]
         rung = self._rungs[b][k]
         if isinstance(event, SegmentStarted):
-            target = int(event.info.get("rung", k))
+            parsed = ASHAInfo.parse(event.info, rung=k)
+            target = k if parsed is None else parsed.rung
             if target != k:
                 score = self.trials[tid].results.get(rung.resource)
                 if score is not None and _remove(rung.unpromoted, (score, tid)):
@@ -359,7 +414,7 @@ class ASHAScheduler(Scheduler):
                 overlay.spent += action.stop - action.start
                 overlay.segments += 1
                 overlay.new_trials += int(action.new_trial)
-                if action.info.get("promoted"):
+                if (parsed := ASHAInfo.parse(action.info)) is not None and parsed.promoted:
                     overlay.promoted.add(action.trial_id)
             if isinstance(action, (RunSegment, Pause, Stop)):
                 overlay.decided.add(action.trial_id)
@@ -387,11 +442,11 @@ class ASHAScheduler(Scheduler):
         rungs = self._rungs[b]
         r_k = rungs[k].resource
         t = self.trials[tid]
-        info: dict[str, Any] = {"bracket": b, "rung": k}
+        info = ASHAInfo(b, k).to_info()
         if t.resource < r_k:  # a non-final failure: run the same segment again
             return RunSegment(
                 tid, t.config, t.resource, r_k, restore_from=t.checkpoint,
-                info={**info, "retry": True},
+                info=ASHAInfo(b, k, retry=True).to_info(),
             )
         score = t.results.get(r_k)
         if score is None:
@@ -401,7 +456,7 @@ class ASHAScheduler(Scheduler):
         if self.variant == "promotion":
             return Pause(tid, t.resource, info)
         cutoff = self._cutoff.get(tid)
-        info["cutoff"] = cutoff
+        info = ASHAInfo(b, k, cutoff=cutoff, has_cutoff=True).to_info()
         if cutoff is not None and -score < cutoff:
             return Stop(tid, f"below the rung {k} cutoff", info)
         r_next = rungs[k + 1].resource
@@ -409,7 +464,7 @@ class ASHAScheduler(Scheduler):
             return Stop(tid, "budget exhausted", info)
         return RunSegment(
             tid, t.config, r_k, r_next, restore_from=t.checkpoint,
-            info={"bracket": b, "rung": k + 1, "continued": True, "cutoff": cutoff},
+            info=ASHAInfo(b, k + 1, continued=True, cutoff=cutoff, has_cutoff=True).to_info(),
         )
 
     def _promotable(self, rung: _Rung, skip: set[str]) -> tuple[float, str] | None:
@@ -436,7 +491,7 @@ class ASHAScheduler(Scheduler):
             t = self.trials[row[1]]
             return RunSegment(
                 t.trial_id, t.config, rung.resource, r_next, restore_from=t.checkpoint,
-                info={"bracket": b, "rung": k + 1, "promoted": True},
+                info=ASHAInfo(b, k + 1, promoted=True).to_info(),
             )
         return None
 
@@ -453,7 +508,7 @@ class ASHAScheduler(Scheduler):
         trial_id = self.new_trial_id(offset=ov.new_trials)
         config = self.searcher.suggest(trial_id, rng_after(self, ov.events))
         return RunSegment(
-            trial_id, config, 0, r_0, new_trial=True, info={"bracket": b, "rung": 0}
+            trial_id, config, 0, r_0, new_trial=True, info=ASHAInfo(b, 0).to_info()
         )
 
     def _draw_bracket(self, ov: _Overlay) -> int:
