@@ -23,8 +23,6 @@ import pytest
 from storage import EventStore
 from tests.log_checks import assert_log_integrity, decision_view
 
-pytestmark = pytest.mark.slow
-
 CLI = [sys.executable, "-m", "flows.cli"]
 
 
@@ -124,7 +122,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize(("scheduler", "args", "budget"), [(k, *v) for k, v in CASES.items()])
+#: The default run (README's test command) drills one scheduler for real; the
+#: other schedulers' drills are marked slow (``pytest -m slow`` runs them).
+DEFAULT_DRILL = "random"
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "args", "budget"),
+    [
+        pytest.param(k, *v, marks=() if k == DEFAULT_DRILL else (pytest.mark.slow,))
+        for k, v in CASES.items()
+    ],
+)
 def test_sigkill_then_resume_loses_and_duplicates_nothing(
     tmp_path: Path, scheduler: str, args: dict[str, Any], budget: dict[str, Any]
 ) -> None:
@@ -135,6 +144,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(
     assert_log_integrity(events)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scheduler", "args", "budget"),
     [(k, *CASES[k]) for k in ("hyperband", "pbt", "dyhpo")],
