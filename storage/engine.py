@@ -175,11 +175,8 @@ def _install_error_translation(engine: sa.Engine, url: sa.URL, timeout: float) -
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: Any) -> None:
-        if getattr(context, "is_pre_ping", False) or context.is_disconnect:
-            # A dead pooled connection: the pool invalidates it and the store
-            # repeats the operation once on a fresh one (event_store._retry_dropped);
-            # if the server is really gone, that new connection's error is translated.
-            return
+        if getattr(context, "is_pre_ping", False):
+            return  # the pool handles a dead pooled connection by reconnecting
         exc = context.sqlalchemy_exception
         # sqlite3 reports a corrupt file as a bare DatabaseError; its subclasses
         # IntegrityError (a lost race) and ProgrammingError (a bug) pass through.

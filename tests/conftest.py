@@ -45,3 +45,19 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_leak() -> Iterator[None]:
+    """Restore ``RUNGFLOW_*`` variables after every test.
+
+    An in-process CLI call (``CliRunner``) sets ``RUNGFLOW_DATABASE_URL`` and
+    ``RUNGFLOW_CHECKPOINTS`` from ``--db``/``--checkpoints``, as the real CLI
+    does for its own process; in the test process that would point every later
+    test's subprocesses at another test's store.
+    """
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RUNGFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("RUNGFLOW_") and k not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)

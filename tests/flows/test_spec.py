@@ -105,7 +105,9 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (with_(budget={"max_resource": True}), "max_resource is true"),
     # a budget that cannot start one segment would "finish" with 0 trials
     (with_(budget={"max_resource": 2}, scheduler_args={"max_t": 3}), "0 trials"),
-    (with_(scheduler="hyperband", scheduler_args={"max_t": 100}, budget={"max_trials": 3}),
+    # (HyperBand now opens a partial bracket for a small budget, so ASHA shows it)
+    (with_(scheduler="asha", scheduler_args={"max_t": 9, "grace_period": 3},
+           budget={"max_resource": 2}),
      "cannot start a single segment"),
 ]
 
