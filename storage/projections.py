@@ -31,7 +31,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
-from schedulers.outcomes import next_status
+from schedulers.outcomes import next_status, stop_outcome
 from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 
@@ -181,8 +181,9 @@ _ON_FINISHED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
 )
 _ON_FAILED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="failed")
 _ON_PAUSED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="paused")
+# The outcome word comes from the one fold (schedulers.outcomes.stop_outcome).
 _ON_STOPPED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
-    status=sa.case((_T.status == "failed", "failed"), else_="stopped")
+    status=sa.case((_T.status == "failed", "failed"), else_=sa.bindparam("outcome"))
 )
 _ON_PERTURBED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
     config=sa.bindparam("config", type_=sa.JSON()),
@@ -236,7 +237,7 @@ def _apply_one(conn: sa.Connection, experiment: str, seq: int, event: Event) -> 
     elif isinstance(event, TrialPaused):
         conn.execute(_ON_PAUSED, key)
     elif isinstance(event, TrialStopped):
-        conn.execute(_ON_STOPPED, key)
+        conn.execute(_ON_STOPPED, {**key, "outcome": stop_outcome(event.reason)})
     elif isinstance(event, TrialPerturbed):
         conn.execute(
             _ON_PERTURBED,
