@@ -19,12 +19,16 @@ load average.
 
 Usage:
     python benchmarks/overhead.py [--segments 200] [--concurrency 4] [--db URL]
-        [--artifacts on|off|both] [--repeat 3]
+        [--artifacts on|off|both] [--repeat 3] [--json out.json]
+
+To compare source trees (this one against an older commit) in one run, see
+``benchmarks/own_cost_ab.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -139,6 +143,10 @@ def main() -> None:
         help="Run the rungflow loop with Prefect artifacts on, off or both (default).",
     )
     parser.add_argument("--repeat", type=int, default=3, help="Repeats (order rotated).")
+    parser.add_argument(
+        "--json", type=Path, default=None,
+        help="Also write the per-repeat figures (ms/segment) here, for own_cost_ab.py.",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rungflow-overhead-"))
     os.environ.setdefault("RUNGFLOW_HOME", str(tmp))
@@ -179,6 +187,10 @@ def main() -> None:
             client[variant].append(1000 * total.client / n)
             server[variant].append(1000 * total.server / n)
 
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"wall": wall, "client": client, "server": server, "segments": n})
+        )
     db = "custom" if args.db else "sqlite"
     print(
         f"segments={n} concurrency={c} db={db} repeats={args.repeat} (order rotated; "
