@@ -13,7 +13,13 @@ from alembic.runtime.migration import MigrationContext
 from storage import EventStore, SchemaVersionError
 from storage.engine import create_store_engine
 from storage.models import Base
-from storage.schema import VERSION_TABLE, current_revisions, head_revisions, upgrade_schema
+from storage.schema import (
+    SCHEMA_HEAD,
+    VERSION_TABLE,
+    current_revisions,
+    head_revisions,
+    upgrade_schema,
+)
 
 # A later release's migration, written into a temporary version directory.
 FUTURE_REVISION = '''
@@ -49,6 +55,11 @@ def test_fresh_database_is_at_head(store_url: str) -> None:
     assert _revisions(store_url) == ()
     EventStore(store_url).close()
     assert _revisions(store_url) == head_revisions() == ("0003",)
+
+
+def test_schema_head_is_the_scripts_head() -> None:
+    # The open fast path trusts SCHEMA_HEAD; a new migration must move it too.
+    assert head_revisions() == (SCHEMA_HEAD,)
 
 
 def test_models_match_migrations(store_url: str) -> None:
