@@ -7,8 +7,8 @@ validated specs reach the event log, so a bad spec writes nothing.
 
 from __future__ import annotations
 
-import inspect
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,10 +20,19 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from flows.scheduler_args import (
+    CODE_ARGUMENTS,
+    RESERVED,
+    TAG,
+    check_scheduler_args,
+    form_conditions,
+    form_schema,
+)
 from schedulers import (
     Budget,
     Done,
@@ -52,10 +61,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 SchedulerName = Literal["random", "fifo", "hyperband", "asha", "pbt", "pbt_replay", "dyhpo"]
 
-#: Scheduler arguments that only the Python API may pass: they carry code.
-_CODE_ARGUMENTS = {"custom_explore_fn"}
-#: Arguments the spec sets from its own fields, never from ``scheduler_args``.
-_RESERVED = {"space", "metric", "mode", "seed", "budget"}
+_CODE_ARGUMENTS = CODE_ARGUMENTS
+_RESERVED = RESERVED
+#: "scheduler_args.<field>: <rule>", as the scheduler checks word their errors.
+_FIELD_MESSAGE = re.compile(r"^(scheduler_args\.[\w.\[\]]+): (.*)$")
 
 
 class SpecError(ValueError):
@@ -71,13 +80,17 @@ class SpecError(ValueError):
 
     @classmethod
     def from_validation(cls, exc: ValidationError) -> SpecError:
-        errors = []
+        errors: list[tuple[str, str]] = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "spec"
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            errors.append((loc, msg))
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if loc:
+                errors.append((loc, msg))
+                continue
+            # A check across fields (a model validator): its clauses name their fields.
+            for clause in re.split(r"; (?=scheduler_args\.)", msg):
+                match = _FIELD_MESSAGE.match(clause)
+                errors.append((match[1], match[2]) if match else ("spec", clause))
         return cls(errors)
 
 
@@ -140,8 +153,12 @@ def _ui_schema(schema: dict[str, Any]) -> None:
     """Shape the JSON schema for the Prefect UI's run form.
 
     The form shows a model's description above its fields: use the docstring's
-    first line, not the doctest. List each scheduler's arguments under
-    ``scheduler_args``, which is free-form because it depends on ``scheduler``.
+    first line, not the doctest. ``scheduler_args`` is a typed form per
+    scheduler (see :func:`flows.scheduler_args.form_schema`) whose toggle
+    chooses the scheduler, so the flat ``scheduler`` field is left out of the
+    form: it moves to ``patternProperties``, where the API still accepts and
+    checks it (YAML specs and older deployments send it) but the UI, which
+    renders ``properties`` only, does not show a second scheduler chooser.
     """
     schema["description"] = "Everything that defines an experiment."
     # A drop-down of the trainables registered where the schema is built (the
@@ -151,17 +168,9 @@ def _ui_schema(schema: dict[str, Any]) -> None:
     names = available_trainables()
     if names:
         schema["properties"]["trainable"]["enum"] = names
-    lines = []
-    for name in SchedulerName.__args__:  # type: ignore[attr-defined]
-        accepted = _keyword_arguments(scheduler_class(name)) or set()
-        lines.append(f"{name}: {', '.join(sorted(accepted - _RESERVED - _CODE_ARGUMENTS))}")
-    args = schema["properties"]["scheduler_args"]
-    args["description"] = (
-        "Arguments of the chosen scheduler. " + "; ".join(lines) + ". Async PBT and ASHA "
-        "(and any scheduler with max_concurrency > 1) decide in completion order: "
-        "only max_concurrency 1 repeats a run exactly."
-    )
-    args["examples"] = [{"max_t": 9, "reduction_factor": 3}]
+    scheduler = schema["properties"].pop("scheduler")
+    schema.setdefault("patternProperties", {})[f"^{TAG}$"] = scheduler
+    schema.update(form_conditions())
 
 
 class ExperimentSpec(BaseModel):
@@ -204,8 +213,12 @@ class ExperimentSpec(BaseModel):
     scheduler: Annotated[
         SchedulerName, Field(description="Which scheduler decides what runs next.")
     ] = "random"
-    scheduler_args: dict[str, Any] = Field(
-        default_factory=dict, description="Arguments of the chosen scheduler."
+    scheduler_args: Annotated[dict[str, Any], WithJsonSchema(form_schema())] = Field(
+        default_factory=dict,
+        description="Choose the scheduler, then set its arguments; an empty field takes "
+        "the default its description gives. Async PBT and ASHA (and any scheduler with "
+        "max_concurrency > 1) decide in completion order: only max_concurrency 1 repeats "
+        "a run exactly.",
     )
     budget: BudgetSpec = Field(
         default_factory=BudgetSpec, description="Limits on trials and total resource."
@@ -258,6 +271,31 @@ class ExperimentSpec(BaseModel):
     trainable_args: dict[str, Any] = Field(
         default_factory=dict, description="Fixed keyword arguments passed to the trainable."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_layout(cls, data: Any) -> Any:
+        """The run form's layout: the scheduler named inside ``scheduler_args``.
+
+        ``{scheduler_args: {scheduler: asha, max_t: 9}}`` becomes the flat
+        ``{scheduler: asha, scheduler_args: {max_t: 9}}`` every spec is stored
+        as; a ``scheduler`` given in both places must agree.
+        """
+        if not isinstance(data, Mapping):
+            return data
+        args = data.get("scheduler_args")
+        if not isinstance(args, Mapping) or TAG not in args:
+            return data
+        args = dict(args)
+        tag = args.pop(TAG)
+        top = data.get("scheduler")
+        if top is not None and top != tag:
+            raise ValueError(
+                f"scheduler is {top!r}, but scheduler_args are for {tag!r}; name one "
+                "scheduler (in a deployment, drop spec.scheduler from its parameters: the "
+                "run form chooses it in scheduler_args)"
+            )
+        return {**data, "scheduler": tag, "scheduler_args": args}
 
     @field_validator("seed", "max_concurrency", "segment_retries", mode="before")
     @classmethod
@@ -354,7 +392,6 @@ class ExperimentSpec(BaseModel):
     def build_scheduler(self) -> Scheduler:
         """Construct the scheduler, turning argument errors into field errors."""
         cls = scheduler_class(self.scheduler)
-        accepted = _keyword_arguments(cls)
         for key in self.scheduler_args:
             if key in _RESERVED:
                 raise ValueError(
@@ -365,11 +402,9 @@ class ExperimentSpec(BaseModel):
                     f"scheduler_args.{key} takes Python code and is only available from the "
                     "Python API, not from a spec"
                 )
-            if accepted is not None and key not in accepted:
-                raise ValueError(
-                    f"scheduler_args.{key} is not an argument of {self.scheduler!r}; "
-                    f"allowed: {sorted(accepted - _RESERVED - _CODE_ARGUMENTS)}"
-                )
+        # Each argument's type, bounds and choices (the form's rules); then the
+        # constructor checks what spans arguments (grace_period <= max_t, ...).
+        check_scheduler_args(self.scheduler, self.scheduler_args)
         try:
             return cls(
                 space=self.search_space,
@@ -386,21 +421,6 @@ class ExperimentSpec(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-
-def _keyword_arguments(cls: type) -> set[str] | None:
-    """Names ``cls.__init__`` accepts across the MRO (None if it takes anything)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names.update(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    names.discard("self")
-    return names
 
 
 #: Largest spec file read; a spec is a few hundred bytes, a big one a few KiB.

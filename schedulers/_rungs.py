@@ -23,6 +23,7 @@ from schedulers.space import SearchSpace
 # Argument checks live in schedulers.validation; re-exported for old imports.
 from schedulers.validation import (
     SchedulerArgumentError,
+    check_argument,
     check_grace_period,
     check_positive,
     check_reduction_factor,
@@ -161,7 +162,7 @@ def hyperband_brackets(
         >>> hyperband_brackets(100, 3)[0].rungs
         ((81, 1), (27, 3), (9, 11), (3, 33), (1, 100))
     """
-    check_positive("max_t", max_t)
+    check_argument("max_t", max_t)
     check_reduction_factor(reduction_factor)
     if integer is None:
         integer = isinstance(max_t, int)
@@ -380,4 +381,5 @@ def make_searcher(
             return TPESearcher(space, **kwargs)
         except TypeError as exc:
             raise SchedulerArgumentError("searcher_args", f"searcher_args: {exc}") from exc
-    raise SchedulerArgumentError("searcher", f"searcher is {name!r}, but must be 'random' or 'tpe'")
+    check_argument("searcher", name)  # raises: neither random nor tpe
+    raise AssertionError(name)  # pragma: no cover

@@ -25,7 +25,6 @@ from schedulers._rungs import (
     Number,
     asha_rungs,
     check_grace_period,
-    check_positive,
     check_reduction_factor,
     make_searcher,
     percentile,
@@ -45,12 +44,12 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
-from schedulers.validation import check_choice, check_int, check_name
+from schedulers.validation import ARGUMENTS, check_argument
 
 __all__ = ["ASHAInfo", "ASHAScheduler", "bracket_probabilities"]
 
-_VARIANTS = ("promotion", "stopping")
-_BRACKET_WEIGHTS = ("budget", "exponential", "round_robin")
+_VARIANTS = ARGUMENTS["variant"].choices
+_BRACKET_WEIGHTS = ARGUMENTS["bracket_weights"].choices
 
 
 @dataclass(frozen=True)
@@ -267,16 +266,16 @@ class ASHAScheduler(Scheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.max_t = check_positive("max_t", max_t)
-        self.grace_period = check_positive("grace_period", grace_period)
+        self.max_t = check_argument("max_t", max_t)
+        self.grace_period = check_argument("grace_period", grace_period)
         check_grace_period(grace_period, max_t)
         self.reduction_factor = check_reduction_factor(reduction_factor)
-        check_choice("variant", variant, _VARIANTS)
-        check_name("time_attr", time_attr)
+        check_argument("variant", variant)
+        check_argument("time_attr", time_attr)
         # At most one bracket per rung from grace_period to max_t.
         most = len(asha_rungs(grace_period, max_t, reduction_factor))
-        check_int("brackets", brackets, 1, most)
-        check_choice("bracket_weights", bracket_weights, _BRACKET_WEIGHTS)
+        check_argument("brackets", brackets, high=most)
+        check_argument("bracket_weights", bracket_weights)
         self.brackets = brackets
         self.bracket_weights = bracket_weights
         self._weights = bracket_probabilities(brackets, reduction_factor, bracket_weights)

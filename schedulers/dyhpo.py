@@ -99,12 +99,8 @@ from schedulers.gp import (
     fit_gp,
 )
 from schedulers.validation import (
-    check_bool,
-    check_choice,
+    check_argument,
     check_grace_period,
-    check_int,
-    check_name,
-    check_number,
     check_positive,
     check_reduction_factor,
 )
@@ -447,14 +443,14 @@ class DyHPOScheduler(Scheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.max_t = check_positive("max_t", max_t)
-        self.grace_period = check_grace_period(check_positive("grace_period", grace_period), max_t)
+        self.max_t = check_argument("max_t", max_t)
+        self.grace_period = check_grace_period(check_argument("grace_period", grace_period), max_t)
         if reduction_factor is not None:
             check_reduction_factor(reduction_factor)
         if rung_increment is not None:
-            check_positive("rung_increment", rung_increment)
+            check_argument("rung_increment", rung_increment)
         if rung_spacing is not None:
-            check_choice("rung_spacing", rung_spacing, ("geometric", "linear"))
+            check_argument("rung_spacing", rung_spacing)
         if rung_spacing is None:
             geometric = reduction_factor is not None and rung_increment is None
             rung_spacing = "geometric" if geometric else "linear"
@@ -470,19 +466,17 @@ class DyHPOScheduler(Scheduler):
         else:
             levels = self._check_levels(rung_levels, max_t)
         self.rung_levels: list[float] = levels
-        self.probability_sh = check_number("probability_sh", probability_sh, low=0, high=1)
-        self.surrogate: SurrogateKind = check_choice(  # type: ignore[assignment]
-            "surrogate", surrogate, ("dkgp", "gp")
-        )
-        self.curve_length = check_int("curve_length", curve_length, 0)
-        self.cost_aware = check_bool("cost_aware", cost_aware)
-        self.resource_attr = check_name("resource_attr", resource_attr)
-        self.num_init_random = check_int("num_init_random", num_init_random, 1)
-        self.num_candidates = check_int("num_candidates", num_candidates, 1)
-        self.max_gp_points = check_int("max_gp_points", max_gp_points, 4)
-        self.points_per_trial = check_int("points_per_trial", points_per_trial, 1)
-        self.refit_every = check_int("refit_every", refit_every, 1)
-        self.dkgp_min_points = check_int("dkgp_min_points", dkgp_min_points, 4)
+        self.probability_sh = check_argument("probability_sh", probability_sh)
+        self.surrogate: SurrogateKind = check_argument("surrogate", surrogate)
+        self.curve_length = check_argument("curve_length", curve_length)
+        self.cost_aware = check_argument("cost_aware", cost_aware)
+        self.resource_attr = check_argument("resource_attr", resource_attr)
+        self.num_init_random = check_argument("num_init_random", num_init_random)
+        self.num_candidates = check_argument("num_candidates", num_candidates)
+        self.max_gp_points = check_argument("max_gp_points", max_gp_points)
+        self.points_per_trial = check_argument("points_per_trial", points_per_trial)
+        self.refit_every = check_argument("refit_every", refit_every)
+        self.dkgp_min_points = check_argument("dkgp_min_points", dkgp_min_points)
         self._next_level = dict(zip(self.rung_levels[:-1], self.rung_levels[1:], strict=True))
         self._prev_level = dict(zip(self.rung_levels[1:], self.rung_levels[:-1], strict=True))
         # ---- folded state (changed only in on_event) ----

@@ -20,7 +20,6 @@ from typing import Any
 from schedulers._rungs import (
     Bracket,
     Number,
-    check_positive,
     check_reduction_factor,
     hyperband_brackets,
     make_searcher,
@@ -40,7 +39,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
-from schedulers.validation import check_bool, check_name
+from schedulers.validation import check_argument
 
 __all__ = ["HyperBandInfo", "HyperBandScheduler"]
 
@@ -263,16 +262,16 @@ class HyperBandScheduler(Scheduler):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.max_t = check_positive("max_t", max_t)
+        self.max_t = check_argument("max_t", max_t)
         self.reduction_factor = check_reduction_factor(reduction_factor)
-        check_bool("stop_last_trials", stop_last_trials)
+        check_argument("stop_last_trials", stop_last_trials)
         if not stop_last_trials and self.budget.max_resource is None:
             raise SchedulerArgumentError(
                 "stop_last_trials",
                 "stop_last_trials is False, but then budget.max_resource must be set "
                 "(survivors would otherwise train forever)",
             )
-        check_name("time_attr", time_attr)
+        check_argument("time_attr", time_attr)
         self.stop_last_trials = stop_last_trials
         self.time_attr = time_attr
         self.searcher = make_searcher(searcher, self.space, searcher_args)

@@ -37,12 +37,7 @@ from schedulers.events import (
 from schedulers.pbt_explore import Boundary, ExploreError, explore, parse_mutations
 from schedulers.pbt_replay import PBTReplay, pbt_lineage, pbt_policy
 from schedulers.validation import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_name,
-    check_number,
-    check_optional_int,
+    check_argument,
     check_positive,
 )
 
@@ -215,14 +210,14 @@ class PopulationBasedTraining(Scheduler):
     ) -> None:
         super().__init__(**kwargs)
         self.perturbation_interval = float(
-            check_positive("perturbation_interval", perturbation_interval)
+            check_argument("perturbation_interval", perturbation_interval)
         )
-        self.burn_in_period = float(check_number("burn_in_period", burn_in_period, low=0))
+        self.burn_in_period = float(check_argument("burn_in_period", burn_in_period))
         self.quantile_fraction = float(
-            check_number("quantile_fraction", quantile_fraction, low=0, high=0.5)
+            check_argument("quantile_fraction", quantile_fraction)
         )
         self.resample_probability = float(
-            check_number("resample_probability", resample_probability, low=0, high=1)
+            check_argument("resample_probability", resample_probability)
         )
         if (
             isinstance(perturbation_factors, (str, bytes))
@@ -238,15 +233,15 @@ class PopulationBasedTraining(Scheduler):
             float(check_positive(f"perturbation_factors[{i}]", f))
             for i, f in enumerate(perturbation_factors)
         )
-        self.population_size = check_int("population_size", population_size, 2)
-        self.max_generations = check_optional_int("max_generations", max_generations, 1)
-        self.max_t = None if max_t is None else float(check_positive("max_t", max_t))
-        self.time_attr = check_name("time_attr", time_attr)
-        check_choice("exploit", exploit, ("truncation", "binary_tournament"))
+        self.population_size = check_argument("population_size", population_size)
+        self.max_generations = check_argument("max_generations", max_generations, nullable=True)
+        self.max_t = None if max_t is None else float(check_argument("max_t", max_t))
+        self.time_attr = check_argument("time_attr", time_attr)
+        check_argument("exploit", exploit)
         self.exploit: Exploit = exploit
-        check_choice("compare", compare, ("matched", "latest"))
+        check_argument("compare", compare)
         self.compare: Compare = compare
-        check_choice("boundary", boundary, ("clip", "reflect"))
+        check_argument("boundary", boundary)
         self.boundary: Boundary = boundary
         if custom_explore_fn is not None and not callable(custom_explore_fn):
             raise SchedulerArgumentError(
@@ -254,9 +249,9 @@ class PopulationBasedTraining(Scheduler):
                 f"custom_explore_fn is {custom_explore_fn!r}, but must be callable",
             )
         self.custom_explore_fn = custom_explore_fn
-        self.log_config = check_bool("log_config", log_config)
-        self.require_attrs = check_bool("require_attrs", require_attrs)
-        self.synch = check_bool("synch", synch)
+        self.log_config = check_argument("log_config", log_config)
+        self.require_attrs = check_argument("require_attrs", require_attrs)
+        self.synch = check_argument("synch", synch)
         try:
             self.mutations = parse_mutations(hyperparam_mutations, self.space)
         except ExploreError as exc:

@@ -17,7 +17,7 @@ from schedulers.actions import Action, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError
 from schedulers.events import Event, SegmentFailed, SegmentFinished, TrialStopped
 from schedulers.searchers import RandomSearcher
-from schedulers.validation import check_int, check_max_t
+from schedulers.validation import check_argument, check_max_t
 
 __all__ = ["FIFOScheduler", "RandomScheduler"]
 
@@ -141,7 +141,7 @@ class FIFOScheduler(_FullBudget):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_t=max_t, **kwargs)
-        check_int("points_per_dim", points_per_dim, 1, 100)
+        check_argument("points_per_dim", points_per_dim)
         grid = dict(grid or {})
         axes: list[list[Any]] = []
         for name, dist in self.space.items():

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from prefect.utilities.callables import parameter_schema
 
-from flows.spec import SpecError
+from flows.scheduler_args import SCHEDULER_NAMES, argument_models
+from flows.spec import SpecError, load_spec, spec_differences
 from flows.tune import tune
+from schedulers.validation import ARGUMENTS
 from tests.flows.served import DEPLOYMENT, Served, run, start, wait_final
 
 GOOD: dict[str, Any] = {
@@ -55,6 +57,12 @@ BAD_PAYLOADS: list[tuple[dict[str, Any], str]] = [
     (with_spec(space={"x": {"type": "float", "low": 2, "high": 1}}), "space.x.low"),
     (with_spec(space={"x": {"type": "gauss"}}), "space.x.type"),
     (with_spec(scheduler_args={"max_t": 1, "bogus": 2}), "scheduler_args.bogus"),
+    (with_spec(scheduler_args={"scheduler": "asha", "max_t": 9}), "scheduler_args are for 'asha'"),
+    (
+        with_spec(scheduler=_DROP, scheduler_args={"scheduler": "asha", "max_t": 9,
+                                                   "reduction_factor": 1}),
+        "scheduler_args.reduction_factor: reduction_factor is 1, but must be >= 2",
+    ),
     (with_spec(scheduler_args={"max_t": 1, "custom_explore_fn": "x"}), "custom_explore_fn"),
     (with_spec(scheduler="hyperband", scheduler_args={"max_t": -1}), "scheduler_args.max_t"),
     (with_spec(scheduler_args={"max_t": 1, "metric": "x"}), "scheduler_args.metric"),
@@ -108,7 +116,12 @@ def check_form_schema(schema: dict[str, Any]) -> None:
     assert suffix["enum"] == ["none", "date", "datetime", "flow_run"]
     assert suffix["default"] == "none"
     spec, budget = _spec_schema(schema)
-    assert set(spec["scheduler"]["enum"]) >= {"random", "hyperband", "asha", "pbt", "dyhpo"}
+    # The flat `scheduler` is accepted but not shown: scheduler_args' toggle chooses it.
+    assert "scheduler" not in spec
+    flat = schema["definitions"]["ExperimentSpec"]["patternProperties"]["^scheduler$"]
+    assert set(flat["enum"]) >= {"random", "hyperband", "asha", "pbt", "dyhpo"}
+    titles = [branch["title"] for branch in spec["scheduler_args"]["anyOf"]]
+    assert titles == list(SCHEDULER_NAMES)
     assert spec["mode"]["enum"] == ["min", "max"]
     assert (spec["max_concurrency"]["minimum"], spec["max_concurrency"]["maximum"]) == (1, 256)
     assert spec["max_concurrency"]["default"] == 2
@@ -117,7 +130,7 @@ def check_form_schema(schema: dict[str, Any]) -> None:
     assert budget["max_trials"]["minimum"] == 1
     assert budget["max_resource"]["exclusiveMinimum"] == 0
     assert "noop" in spec["trainable"]["enum"]  # a drop-down of registered trainables
-    assert "hyperband: max_t, reduction_factor" in spec["scheduler_args"]["description"]
+    assert "completion order" in spec["scheduler_args"]["description"]
     assert spec["task_runner"]["enum"] == ["thread", "process", "dask", "ray"]
     for name, most in (("num_cpus", 1024), ("num_gpus", 64)):
         bounds = next(o for o in spec[name]["anyOf"] if o["type"] == "number")
@@ -159,6 +172,176 @@ def test_api_schema_check_names_the_field_and_the_range(
              raise_on_error=True)
 
 
+# ------------------------------------------------- typed scheduler_args form
+#: One valid set of arguments per scheduler (space: x in [0, 1]; 4 trials).
+ARGS: dict[str, dict[str, Any]] = {
+    "random": {"max_t": 3},
+    "fifo": {"max_t": 2, "points_per_dim": 2},
+    "hyperband": {"max_t": 9, "reduction_factor": 3},
+    "asha": {"max_t": 9, "grace_period": 1, "reduction_factor": 3, "brackets": 2,
+             "bracket_weights": "exponential"},
+    "pbt": {"perturbation_interval": 2, "population_size": 2, "max_t": 6,
+            "quantile_fraction": 0.5, "synch": True},
+    "pbt_replay": {"policy": [[0, {"x": 0.5}], [2, {"x": 0.25}]], "max_t": 4},
+    "dyhpo": {"max_t": 4, "grace_period": 1, "probability_sh": 0.5, "surrogate": "gp"},
+}
+
+
+def _form_schema() -> dict[str, Any]:
+    return parameter_schema(tune).model_dump()
+
+
+def test_one_variant_per_scheduler_with_the_scheduler_s_own_bounds() -> None:
+    """Each branch: the tag, every argument, words; the strict check has the bounds."""
+    schema = _form_schema()
+    spec = schema["definitions"]["ExperimentSpec"]
+    branches = spec["properties"]["scheduler_args"]["anyOf"]
+    assert [b["title"] for b in branches] == list(SCHEDULER_NAMES) == list(ARGS)
+    link = spec
+    for name, branch, model in zip(SCHEDULER_NAMES, branches, argument_models(), strict=True):
+        tag = branch["properties"]["scheduler"]
+        assert tag["default"] == name  # the UI fills it in
+        assert link["then"]["properties"]["scheduler_args"]["properties"]["scheduler"]["enum"] == [
+            name
+        ]
+        assert set(branch["properties"]) == set(model.model_fields)
+        for field, prop in branch["properties"].items():
+            assert prop["description"], (name, field)
+            if field != "scheduler":
+                # A default would be copied into every payload (and the stored spec).
+                assert "default" not in prop, (name, field)
+                words = prop["description"]
+                assert "Default:" in words or "Required." in words, (name, field)
+        # The API's check: the if/then chain, one strict schema per scheduler.
+        assert link["if"]["anyOf"][0]["properties"]["scheduler"]["const"] == name
+        strict = link["then"]["properties"]["scheduler_args"]
+        assert strict["additionalProperties"] is False
+        for field, prop in strict["properties"].items():
+            rule = ARGUMENTS.get(field)
+            if rule is None or field == "scheduler":
+                continue
+            if rule.kind in ("number", "int"):  # bounds from the scheduler's own table
+                low = "exclusiveMinimum" if rule.low_open else "minimum"
+                assert prop[low] == rule.low, (name, field)
+                assert prop.get("maximum") == rule.high, (name, field)
+            if rule.kind == "choice":
+                enum = prop.get("enum") or prop["anyOf"][0]["enum"]
+                assert enum == list(rule.choices)
+        link = link["else"]
+    # The branches only shape the form: an out-of-range value fails the one strict
+    # schema that applies, not every branch (which would say "not valid under any").
+    assert not any("minimum" in v for v in branches[3]["properties"].values())
+    quantile = _strict(spec, "pbt")["properties"]["quantile_fraction"]
+    assert (quantile["minimum"], quantile["maximum"]) == (0, 0.5)
+    assert _strict(spec, "asha")["properties"]["reduction_factor"]["minimum"] == 2
+    assert _strict(spec, "dyhpo")["properties"]["probability_sh"]["maximum"] == 1
+    assert _strict(spec, "pbt")["required"] == ["perturbation_interval"]
+
+
+def _strict(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    link = spec
+    while link["if"]["anyOf"][0]["properties"]["scheduler"]["const"] != name:
+        link = link["else"]
+    strict: dict[str, Any] = link["then"]["properties"]["scheduler_args"]
+    return strict
+
+
+def _yaml_spec(name: str, tmp_path: Path) -> Path:
+    import yaml
+
+    text = yaml.safe_dump({**GOOD, "name": f"form-{name}", "budget": {"max_trials": 4},
+                           "scheduler": name, "scheduler_args": ARGS[name]})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", list(ARGS))
+def test_ui_payload_stores_the_same_spec_as_the_yaml(name: str, tmp_path: Path) -> None:
+    """The form's layout (tag inside scheduler_args) and the flat YAML: one stored spec."""
+    from prefect.utilities.schema_tools.validation import validate
+
+    from_yaml = load_spec(_yaml_spec(name, tmp_path))
+    ui = {"spec": {**GOOD, "name": f"form-{name}", "budget": {"max_trials": 4},
+                   "scheduler_args": {"scheduler": name, **ARGS[name]}}}
+    ui["spec"].pop("scheduler")
+    validate(ui, _form_schema(), raise_on_error=True)  # what the API checks first
+    from_ui = tune.validate_parameters(ui)["spec"]  # what the flow run then gets
+    assert from_ui.to_json() == from_yaml.to_json()
+    assert from_ui.to_json()["scheduler_args"] == ARGS[name]  # exactly what was given
+    assert spec_differences(from_yaml.to_json(), from_ui) == []
+    # The flat layout passes the API's check too (older deployments, YAML).
+    validate({"spec": from_yaml.to_json()}, _form_schema(), raise_on_error=True)
+
+
+def test_stored_scheduler_args_are_exactly_what_the_spec_gave() -> None:
+    """The stored ExperimentCreated spec is unchanged: no defaults added, ints stay ints."""
+    import yaml
+
+    for path in sorted(Path("examples").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        stored = load_spec(path).to_json()
+        assert stored["scheduler_args"] == raw.get("scheduler_args", {}), path
+        assert stored["scheduler"] == raw.get("scheduler", "random"), path
+        assert json.dumps(stored["scheduler_args"]) == json.dumps(raw.get("scheduler_args", {}))
+
+
+#: (scheduler, bad arguments, field, what pydantic says, what the API says)
+BAD_ARGS: list[tuple[str, dict[str, Any], str, str, str]] = [
+    ("hyperband", {"max_t": -1}, "max_t", "must be > 0", "less than or equal to the minimum of 0"),
+    ("asha", {"max_t": 9, "reduction_factor": 1}, "reduction_factor", "must be >= 2",
+     "1 is less than the minimum of 2"),
+    ("asha", {"max_t": 9, "brackets": 0}, "brackets", "must be an integer >= 1",
+     "0 is less than the minimum of 1"),
+    ("asha", {"max_t": 9, "variant": "eager"}, "variant", "'promotion' or 'stopping'",
+     "is not one of ['promotion', 'stopping']"),
+    ("pbt", {"perturbation_interval": 2, "quantile_fraction": 0.7}, "quantile_fraction",
+     "must be in [0, 0.5]", "0.7 is greater than the maximum of 0.5"),
+    ("pbt", {"perturbation_interval": 2, "resample_probability": 1.5}, "resample_probability",
+     "must be in [0, 1]", "1.5 is greater than the maximum of 1"),
+    ("pbt", {"perturbation_interval": 2, "max_generations": 0}, "max_generations",
+     "must be an integer >= 1 or null", "0 is less than the minimum of 1"),
+    ("pbt", {"max_t": 4}, "perturbation_interval", "is required by 'pbt' (a number > 0)",
+     "'perturbation_interval' is a required property"),
+    ("dyhpo", {"max_t": 4, "probability_sh": 2}, "probability_sh", "must be in [0, 1]",
+     "2 is greater than the maximum of 1"),
+    ("dyhpo", {"max_t": 4, "rung_increment": 0}, "rung_increment", "must be > 0",
+     "0 is less than or equal to the minimum of 0"),
+    ("fifo", {"max_t": 2, "points_per_dim": 101}, "points_per_dim",
+     "must be an integer in 1..100", "101 is greater than the maximum of 100"),
+    # Prefect lets an optional field be null, so a wrong type reads "not valid under any
+    # of the given schemas" (the bound checks do not): the path still names the field.
+    ("random", {"max_t": True}, "max_t", "must be a number > 0", "True is not valid"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "field", "says", "api_says"), BAD_ARGS)
+@pytest.mark.parametrize("layout", ["flat", "form"])
+def test_bad_scheduler_argument_names_the_field_and_the_range(
+    name: str, args: dict[str, Any], field: str, says: str, api_says: str, layout: str
+) -> None:
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    spec: dict[str, Any] = {**GOOD, "budget": {"max_trials": 4}}
+    if layout == "flat":
+        spec.update(scheduler=name, scheduler_args=args)
+    else:
+        spec.pop("scheduler")
+        spec["scheduler_args"] = {"scheduler": name, **args}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert info.value.errors == [(f"scheduler_args.{field}", info.value.errors[0][1])]
+    assert says in info.value.errors[0][1], info.value.errors
+    assert "\n" not in str(info.value)  # one line: "error: invalid experiment spec: ..."
+    with pytest.raises(ValidationError) as api:
+        validate({"spec": spec}, _form_schema(), raise_on_error=True)
+    message = str(api.value)
+    assert f"field 'spec.scheduler_args.{field}'" in message or (
+        f"'{field}' is a required property" in message  # reported on scheduler_args
+    ), message
+    assert api_says in message, message
+
+
 # ------------------------------------------------------------- real server
 @pytest.mark.slow
 def test_served_deployment_schema_has_fields_and_bounds(served: Served) -> None:
@@ -178,6 +361,12 @@ def test_served_deployment_schema_has_fields_and_bounds(served: Served) -> None:
     [
         (with_spec(name="ui-bounds", max_concurrency=0), "max_concurrency"),
         (with_spec(name="ui-enum", scheduler="bayes"), "scheduler"),
+        (with_spec(name="ui-args", scheduler_args={"max_t": 1, "bogus": 1}), "scheduler_args"),
+        (
+            with_spec(name="ui-asha", scheduler=_DROP,
+                      scheduler_args={"scheduler": "asha", "max_t": 9, "grace_period": 0}),
+            "spec.scheduler_args.grace_period",
+        ),
     ],
 )
 def test_server_rejects_out_of_schema_payloads(
@@ -195,7 +384,11 @@ def test_server_rejects_out_of_schema_payloads(
     ("payload", "field"),
     [
         (with_spec(name="ui-trainable", trainable="not-registered"), "spec.trainable"),
-        (with_spec(name="ui-args", scheduler_args={"max_t": 1, "bogus": 1}), "scheduler_args"),
+        (
+            with_spec(name="ui-asha-order", scheduler=_DROP,
+                      scheduler_args={"scheduler": "asha", "max_t": 9, "grace_period": 10}),
+            "scheduler_args.grace_period",
+        ),
         (
             with_spec(name="ui-space", space={"x": {"type": "float", "low": 2, "high": 1}}),
             "space.x.low",

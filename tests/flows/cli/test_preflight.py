@@ -184,6 +184,17 @@ SPEC_CASES: dict[str, tuple[bytes, str]] = {
         yaml.safe_dump(SPEC).encode() + b"seed: 4\n", "duplicate key 'seed'"
     ),
     "seed-true": (yaml.safe_dump({**SPEC, "seed": True}).encode(), "seed is true"),
+    "asha-reduction_factor": (
+        yaml.safe_dump({**SPEC, "scheduler": "asha", "scheduler_args": {"reduction_factor": 1}})
+        .encode(),
+        "scheduler_args.reduction_factor: reduction_factor is 1, but must be >= 2",
+    ),
+    "form-layout-probability_sh": (
+        yaml.safe_dump({**{k: v for k, v in SPEC.items() if k != "scheduler"},
+                        "scheduler_args": {"scheduler": "dyhpo", "max_t": 4,
+                                           "probability_sh": 1.5}}).encode(),
+        "scheduler_args.probability_sh: probability_sh is 1.5, but must be in [0, 1]",
+    ),
     "max_t-unreachable": (
         yaml.safe_dump({**SPEC, "scheduler_args": {"max_t": 100}, "budget": {"max_resource": 10}})
         .encode(),
