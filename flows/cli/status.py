@@ -119,11 +119,14 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List experiments in the store."""
+    from flows.engine.status import listed_state
+
     with _reading(db) as store:
         rows = store.list_experiments()
+        states = {r.name: listed_state(store, r.name, r.state) for r in rows}
     if as_json:
         payload = [
-            {"name": r.name, "state": r.state, "created_at": r.created_at.isoformat(),
+            {"name": r.name, "state": states[r.name], "created_at": r.created_at.isoformat(),
              "events": r.last_seq, "trials": r.n_trials}
             for r in rows
         ]
@@ -134,5 +137,5 @@ def list_(
         table.add_column(col)
     for r in rows:
         created = f"{r.created_at:%Y-%m-%d %H:%M}"
-        table.add_row(r.name, r.state, str(r.n_trials), str(r.last_seq), created)
+        table.add_row(r.name, states[r.name], str(r.n_trials), str(r.last_seq), created)
     console.print(table)

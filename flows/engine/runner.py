@@ -517,7 +517,7 @@ class ExperimentRunner:
                 return []
             if self.commit(events):
                 for e in events:
-                    log.warning(
+                    log.info(
                         "%s: took over trial %s segment %g->%g from %s (%s)",
                         self.name, e.trial_id, e.start, e.stop, e.previous_owner, e.reason,
                     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flows.settings import get_settings
@@ -193,12 +193,17 @@ def experiment_status(
 
 def _live_runner(store: EventStore, name: str) -> bool:
     """Whether any runner still holds a lease on ``name`` (see flows.engine.leases)."""
-    from flows.engine.leases import LeaseSettings, Owner, pid_alive
-
     try:
         leases = store.leases(name)
     except Exception:  # status is a view: a missing lease table must not break it
         return True
+    return _any_live(leases)
+
+
+def _any_live(leases: Mapping[str, Any]) -> bool:
+    """Whether one of ``leases`` has a live holder: young, and not a dead process here."""
+    from flows.engine.leases import LeaseSettings, Owner, pid_alive
+
     me, timeout = Owner.current(LeaseSettings().worker_host), LeaseSettings().lease_timeout
     for lease in leases.values():
         if lease.host == me.host and not pid_alive(lease.pid):
@@ -206,6 +211,26 @@ def _live_runner(store: EventStore, name: str) -> bool:
         if lease.age <= timeout:
             return True
     return False
+
+
+def listed_state(store: EventStore, name: str, stored_state: str) -> str:
+    """The state ``rungflow list`` shows for ``name`` (stored as ``stored_state``).
+
+    A runner killed with SIGKILL cannot record that it stopped, so its
+    experiment stays stored as running. Once every lease on it has expired
+    with no live holder (or its process on this machine is gone), no runner is
+    working on it: it reads "interrupted", as in ``status``. Without a lease
+    (a runner still starting) the stored state stands.
+    """
+    if stored_state != "running":
+        return stored_state
+    try:
+        leases = store.leases(name)
+    except Exception:  # a view: a missing lease table must not break it
+        return stored_state
+    if leases and not _any_live(leases):
+        return "interrupted"
+    return stored_state
 
 
 def experiment_reason(status: dict[str, Any], finished_reason: str | None = None) -> str | None:

@@ -405,3 +405,44 @@ def test_two_processes_on_sqlite_one_killed(tmp_path: Path, prefect_api_url: str
     """Same machine: the dead process's segments are taken over at once."""
     cooperate(tmp_path, prefect_api_url, f"sqlite:///{tmp_path / 'coop.db'}", n=2,
               victim_host=None)
+
+
+def test_list_says_interrupted_once_the_last_lease_expired(url: str, tmp_path: Path) -> None:
+    """A SIGKILLed runner leaves its experiment stored as running, and its lease aging.
+
+    The lease's age is moved on the database's clock (tests.lease_clock), not
+    waited for: fresh, ``list`` says running; past the timeout with no live
+    holder, interrupted. A live holder on this host keeps it running.
+    """
+    from typer.testing import CliRunner
+
+    from flows.cli.app import app
+    from flows.engine.status import listed_state
+
+    def listed() -> str:
+        result = CliRunner().invoke(app, ["list", "--json", "--db", url])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)
+        state: str = row["state"]
+        return state
+
+    store = EventStore(url)
+    try:
+        far = Owner("another-machine", os.getpid(), "far")  # killed: it never beats again
+        _claim_one(store, far, tmp_path)
+        (stored,) = store.list_experiments()
+        assert stored.state == "running"
+        assert listed_state(store, "coop", "running") == "running" == listed()
+        timeout = LeaseSettings().lease_timeout
+        age_lease(store, "coop", far.id, timeout + 1)
+        assert listed_state(store, "coop", "running") == "interrupted" == listed()
+        assert listed_state(store, "coop", "finished") == "finished"  # only "running" is judged
+        # Another runner took over (a live process here, young lease): running again.
+        me = Owner.current()
+        store.register_lease("coop", me.id, me.host, me.pid)
+        assert listed() == "running"
+        store.release_lease("coop", me.id)
+        store.release_lease("coop", far.id)
+        assert listed() == "running"  # no lease at all: a runner still starting
+    finally:
+        store.close()
