@@ -160,6 +160,10 @@ def _field_schema(
         words.append(f"Allowed: {allowed}.")
     if required:
         words.append("Required.")
+    elif rule is not None and rule.kind == "bool":
+        # The UI draws an unset switch as off, whatever the default.
+        words.append(f"Default: {json.dumps(param.default)} (a switch left untouched sends "
+                     "nothing, so the default applies).")
     else:
         words.append(f"Default: {json.dumps(param.default)}.")
     schema: dict[str, Any] = {"title": name, "description": " ".join(words)}
