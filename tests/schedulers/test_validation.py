@@ -67,3 +67,60 @@ def test_base_and_rungs_reexport_the_same_error() -> None:
 
     assert public is base is SchedulerArgumentError
     assert old_home is check_positive
+
+
+# ------------------------------------------- one table: ARGUMENTS (the form's bounds too)
+def _outside(rule: Any) -> Any:
+    """A value just outside ``rule``."""
+    from schedulers.validation import ArgumentRule
+
+    assert isinstance(rule, ArgumentRule)
+    if rule.kind in ("number", "int"):
+        return rule.low if rule.low_open else (rule.low or 0) - 1
+    return {"bool": "yes", "choice": "nope", "name": ""}[rule.kind]
+
+
+#: Arguments each scheduler needs before any other is looked at.
+_REQUIRED: dict[str, dict[str, Any]] = {
+    "pbt": {"perturbation_interval": 1},
+    "pbt_replay": {"policy": [[0, {"x": 0.5}]], "max_t": 4},
+    "dyhpo": {"max_t": 4},
+}
+
+
+@pytest.mark.parametrize(
+    "scheduler", ["random", "fifo", "hyperband", "asha", "pbt", "pbt_replay", "dyhpo"]
+)
+def test_schedulers_check_their_arguments_with_the_shared_table(scheduler: str) -> None:
+    """Each scalar argument fails in the scheduler exactly as ARGUMENTS says.
+
+    The run form's bounds are built from ARGUMENTS, so this is what keeps the
+    form and the schedulers from drifting apart.
+    """
+    import inspect
+
+    from schedulers import Budget, SearchSpace
+    from schedulers.registry import scheduler_class
+    from schedulers.validation import ARGUMENTS
+
+    cls = scheduler_class(scheduler)
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            for p in inspect.signature(klass.__dict__["__init__"]).parameters.values():
+                params.setdefault(p.name, p)
+    checked = [a for a in params if a in ARGUMENTS]
+    assert checked, scheduler
+    space = SearchSpace.parse({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    for arg in checked:
+        rule, bad = ARGUMENTS[arg], _outside(ARGUMENTS[arg])
+        kwargs = {**_REQUIRED.get(scheduler, {}), arg: bad}
+        with pytest.raises(SchedulerArgumentError) as info:
+            cls(space=space, metric="loss", mode="min", seed=0, budget=Budget(8, None),
+                **kwargs)
+        assert info.value.argument == arg, (scheduler, arg, str(info.value))
+        if arg == "brackets":  # its upper bound is known only at run time
+            continue
+        with pytest.raises(SchedulerArgumentError) as expected:
+            rule.check(arg, bad, nullable=params[arg].default is None)
+        assert str(info.value) == str(expected.value), (scheduler, arg)
