@@ -13,9 +13,12 @@ processes writing at once without ever raising "database is locked":
 * Read-only work runs on an engine view whose transactions start with a plain
   ``BEGIN`` so it never queues behind writers (WAL gives it a snapshot).
 
-PostgreSQL needs ``pool_pre_ping`` (long flows outlive idle connections) and
-a connect timeout (:data:`CONNECT_TIMEOUT_S`): a server that accepts TCP but
-never answers must not hang a run. Concurrency control lives in
+PostgreSQL has no ``pool_pre_ping`` (a round trip per checkout): a connection
+the server dropped fails its first statement as a
+:class:`~storage.errors.ConnectionDroppedError`, is discarded, and the store
+repeats the operation once on a fresh one. It needs a connect timeout
+(:data:`CONNECT_TIMEOUT_S`): a server that accepts TCP but never answers must
+not hang a run. Concurrency control lives in
 :mod:`storage.event_store`.
 
 Errors users see. A URL that does not parse or names an unsupported backend is
@@ -38,7 +41,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
-from storage.errors import DatabaseUnavailableError, DatabaseURLError, StoreError
+from storage.errors import (
+    ConnectionDroppedError,
+    DatabaseUnavailableError,
+    DatabaseURLError,
+    StoreError,
+)
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -183,7 +191,12 @@ def _install_error_translation(engine: sa.Engine, url: sa.URL, timeout: float) -
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
             type(exc) is sa.exc.DatabaseError
         ):
-            raise store_error(exc, url, timeout) from exc
+            error = store_error(exc, url, timeout)
+            if context.is_disconnect and type(error) is DatabaseUnavailableError:
+                # The connection died under a statement (a server restart): the
+                # pool invalidates it, and callers may repeat the operation once.
+                error = ConnectionDroppedError(str(error))
+            raise error from exc
 
 
 def _driver_message(exc: BaseException) -> str:

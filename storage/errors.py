@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStoreUnavailableError",
     "ConcurrencyError",
+    "ConnectionDroppedError",
     "DatabaseURLError",
     "DatabaseUnavailableError",
     "ExperimentExistsError",
@@ -79,6 +80,16 @@ class StoreUnavailableError(StoreError):
 
 class DatabaseUnavailableError(StoreUnavailableError):
     """The database cannot be opened or stopped answering (see the message for the fix)."""
+
+
+class ConnectionDroppedError(DatabaseUnavailableError):
+    """The server closed a connection in use (a restart, an idle timeout, a kill).
+
+    The pool has discarded that connection. Whatever the statement belonged
+    to was rolled back, so the store (and the runner's writer) repeats the
+    whole operation once on a fresh connection; only a second failure
+    reaches the user, with the same message as any unusable database.
+    """
 
 
 class CheckpointStoreUnavailableError(StoreUnavailableError):

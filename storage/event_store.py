@@ -14,10 +14,25 @@ updates (:mod:`storage.projections`) commit in the same transaction.
 :meth:`EventStore.transaction` keeps one write transaction open across several
 appends, so that a result and the decisions it triggers commit together (see
 :func:`flows.engine.commit.decide_and_commit`).
+
+Writers that append all run long (a flow's runner) hold one connection for it:
+:meth:`EventStore.writer` gives an :class:`EventWriter`, whose transactions
+reuse that connection instead of checking one out of the pool each time. Its
+transactions may also take the experiment's *write lock* (``lock=True``): on
+PostgreSQL a ``pg_advisory_xact_lock`` keyed by the experiment (SQLite's
+``BEGIN IMMEDIATE`` already is one). Under the lock nobody who also takes it
+can append, so a writer that finds the log moved on
+(:meth:`AppendTransaction.append_or_catch_up`) reads the newer events in the
+same transaction, decides again and appends, instead of losing the race.
+The primary key still decides between writers that do not take the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +53,12 @@ from schedulers.events import (
 from storage import projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, create_store_engine, display_url
-from storage.errors import ConcurrencyError, ExperimentExistsError, ExperimentNotFoundError
+from storage.errors import (
+    ConcurrencyError,
+    ConnectionDroppedError,
+    ExperimentExistsError,
+    ExperimentNotFoundError,
+)
 from storage.models import EVENTS as _EVENTS
 from storage.models import EXPERIMENTS as _EXPERIMENTS
 from storage.models import LEASES as _LEASES
@@ -51,6 +71,7 @@ __all__ = [
     "STATES",
     "AppendTransaction",
     "EventStore",
+    "EventWriter",
     "ExperimentSummary",
     "LeaseRow",
     "ResultRow",
@@ -178,11 +199,24 @@ _GUARDED_INSERT = sa.insert(_EVENTS).from_select(
         sa.exists().where(
             _EV.experiment_id == sa.bindparam("experiment_id"),
             _EV.seq == sa.bindparam("prev", type_=sa.Integer()),
-        )
+        ),
+        # A committed event at our seq: the log moved on. No row instead of a
+        # key violation, so the transaction stays usable (append_or_catch_up).
+        ~sa.exists().where(
+            _EV.experiment_id == sa.bindparam("experiment_id"),
+            _EV.seq == sa.bindparam("seq"),
+        ),
     ),
 ).returning(_EV.seq)  # rowcount of INSERT ... SELECT is not reported by every driver
 _PLAIN_INSERT = sa.insert(_EVENTS)
 _LAST_SEQ = sa.select(sa.func.max(_EV.seq)).where(_EV.experiment_id == sa.bindparam("name"))
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def lock_key(name: str) -> int:
+    """The experiment's PostgreSQL advisory lock key: a stable signed 64-bit hash."""
+    digest = hashlib.blake2b(b"rungflow:" + name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _retry_dropped(fn: Callable[[], _T]) -> _T:
@@ -195,6 +229,8 @@ def _retry_dropped(fn: Callable[[], _T]) -> _T:
     """
     try:
         return fn()
+    except ConnectionDroppedError:
+        pass
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
@@ -239,6 +275,7 @@ class EventStore:
         self.url_for_display: str = display_url(self._url)
         self._engine = create_store_engine(self._url, connect_timeout=connect_timeout)
         self._reader = self._engine.execution_options(**{READ_ONLY: True})
+        self._writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
         try:
             upgrade_schema(self._engine)
         except BaseException:
@@ -248,6 +285,8 @@ class EventStore:
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Release every pooled connection. The store must not be used afterwards."""
+        for writer in list(self._writers):
+            writer.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -438,6 +477,15 @@ class EventStore:
         except _Lost as lost:
             raise self._conflict(name, lost.expected_seq) from None
 
+    def writer(self) -> EventWriter:
+        """A writer holding one connection for its appends (see :class:`EventWriter`).
+
+        Close it when done; :meth:`close` closes any still open.
+        """
+        writer = EventWriter(self)
+        self._writers.add(writer)
+        return writer
+
     def read_one(self, name: str, seq: int) -> StoredEvent | None:
         """The event at ``seq`` (None if there is none); cheap on any log length."""
         ev = _EVENTS.c
@@ -463,7 +511,8 @@ class EventStore:
         try:
             first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
             if first.first() is None:
-                raise _Lost(expected_seq)  # no event at expected_seq: unknown, or ahead
+                # Others appended since expected_seq; or no event there (unknown, or ahead).
+                raise _Lost(expected_seq, usable=True)
             if len(rows) > 1:
                 conn.execute(_PLAIN_INSERT, rows[1:])
         except IntegrityError:
@@ -508,10 +557,7 @@ class EventStore:
 
         def attempt() -> list[StoredEvent]:
             with self._reader.connect() as conn:
-                return [
-                    StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
-                    for seq, kind, trial_id, payload, created in conn.execute(stmt)
-                ]
+                return _stored(conn, name, stmt)
 
         return _retry_dropped(attempt)
 
@@ -651,6 +697,13 @@ class EventStore:
             return int(result.rowcount)
 
 
+def _stored(conn: sa.Connection, name: str, stmt: sa.Select[Any]) -> list[StoredEvent]:
+    return [
+        StoredEvent(name, seq, event_from_record(kind, trial_id, payload), created)
+        for seq, kind, trial_id, payload, created in conn.execute(stmt)
+    ]
+
+
 def _reopen(url: str, connect_timeout: float | None) -> EventStore:
     return EventStore(url, connect_timeout=connect_timeout)
 
@@ -658,9 +711,11 @@ def _reopen(url: str, connect_timeout: float | None) -> EventStore:
 class _Lost(Exception):
     """Internal: an append lost its race (turned into ConcurrencyError after rollback)."""
 
-    def __init__(self, expected_seq: int) -> None:
+    def __init__(self, expected_seq: int, *, usable: bool = False) -> None:
         super().__init__(expected_seq)
         self.expected_seq = expected_seq
+        #: Nothing failed in SQL: the transaction can go on (see append_or_catch_up).
+        self.usable = usable
 
 
 class AppendTransaction:
@@ -684,6 +739,128 @@ class AppendTransaction:
             self._store._insert(self._conn, self.name, rows, folded, self.seq)
             self.seq += len(rows)
         return self.seq
+
+    def append_or_catch_up(self, events: Sequence[Event]) -> list[StoredEvent] | None:
+        """Append ``events`` after :attr:`seq`; or, if others appended since, the newer events.
+
+        When the log has moved past :attr:`seq` nothing is written, the
+        transaction stays usable, :attr:`seq` moves to the newest event and
+        those events are returned: fold them, decide again and append. Inside
+        a locked transaction (see :meth:`EventWriter.transaction`) the next
+        attempt cannot be overtaken by another locking writer.
+
+        Returns:
+            None when ``events`` were appended; else the events after the old
+            :attr:`seq`.
+
+        Raises:
+            _Lost: (out of the block: :class:`ConcurrencyError`) a writer
+                inserted at the same time, or no event is at :attr:`seq`.
+        """
+        rows, folded = _encode(self.name, events, self.seq)
+        if not rows:
+            return None
+        try:
+            self._store._insert(self._conn, self.name, rows, folded, self.seq)
+        except _Lost as lost:
+            if not lost.usable:
+                raise
+            ev = _EVENTS.c
+            newer = _stored(
+                self._conn,
+                self.name,
+                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
+                .where(ev.experiment_id == self.name, ev.seq > self.seq)
+                .order_by(ev.seq),
+            )
+            if not newer:
+                raise
+            self.seq = newer[-1].seq
+            return newer
+        self.seq += len(rows)
+        return None
+
+
+class EventWriter:
+    """Appends through one connection held for the writer's life (a flow run).
+
+    Saves a pool checkout and return per transaction (and with them a
+    rollback on return). The connection is idle, holding no lock, between
+    transactions: on SQLite each transaction is one short ``BEGIN IMMEDIATE``.
+    A connection the database dropped (a PostgreSQL restart) is replaced at
+    the next transaction; :meth:`append` repeats itself once on the new one.
+    Thread-safe: transactions of one writer run one at a time.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._conn: sa.Connection | None = None
+        self._lock = threading.RLock()
+
+    def _connection(self) -> sa.Connection:
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.invalidated):
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+        if conn is None:
+            conn = self._conn = self._store._engine.connect()
+        return conn
+
+    @contextmanager
+    def transaction(
+        self, name: str, expected_seq: int, *, lock: bool = False
+    ) -> Iterator[AppendTransaction]:
+        """Like :meth:`EventStore.transaction`, on the held connection.
+
+        Args:
+            name: Experiment name.
+            expected_seq: The last seq the caller has seen.
+            lock: Take the experiment's write lock first (PostgreSQL:
+                ``pg_advisory_xact_lock``; SQLite's write transactions always
+                hold the database's), so that a writer that finds the log
+                moved on can catch up and append in the same transaction.
+        """
+        _check_expected(expected_seq)
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    if lock and conn.dialect.name == "postgresql":
+                        conn.execute(_ADVISORY_LOCK, {"key": lock_key(name)})
+                    yield AppendTransaction(self._store, conn, name, expected_seq)
+            except _Lost as lost:
+                raise self._store._conflict(name, lost.expected_seq) from None
+
+    def append(self, name: str, events: Sequence[Event], expected_seq: int) -> int:
+        """Like :meth:`EventStore.append`, on the held connection."""
+        if not events:
+            return self._store.append(name, events, expected_seq)
+
+        def attempt() -> int:
+            with self.transaction(name, expected_seq) as tx:
+                return tx.append(events)
+
+        return _retry_dropped(attempt)
+
+    def close(self) -> None:
+        """Return the connection to the pool (the writer may be used again)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _check_expected(expected_seq: int) -> None:

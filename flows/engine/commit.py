@@ -8,7 +8,11 @@ job API, ``rungflow retry``) goes through :func:`decide_and_commit`:
 2. in ONE write transaction, append the facts, fold them, ask the scheduler
    and append (and fold) its decisions, each right after the previous;
 3. if another writer appended first, nothing was written or folded: catch up
-   with the log and start again from 1, on the new state.
+   with the log and start again from 1, on the new state. The runner does
+   that inside the transaction when it can (it finds the newer events at its
+   first append, folds them, checks ``valid`` again and decides again); when
+   other runners write to the experiment, its transactions take the
+   experiment's write lock first, so that this second attempt cannot lose.
 
 So a result and the decisions it triggers (a finished trial's ``Stop``, the
 next ``RunSegment``) commit together, and no decision is ever appended on a
@@ -69,8 +73,10 @@ def decide_and_commit(
         if valid is not None and not valid():
             return Committed(False)
         try:
-            actions = runner.transact(facts, runs)
+            actions = runner.transact(facts, runs, valid)
         except ConcurrencyError:
             runner.catch_up()
             continue
+        if actions is None:  # others' events, folded inside the transaction, made it invalid
+            return Committed(False)
         return Committed(True, actions)

@@ -65,7 +65,9 @@ from schedulers import (
 from storage import (
     AppendTransaction,
     ConcurrencyError,
+    ConnectionDroppedError,
     EventStore,
+    EventWriter,
     ExperimentExistsError,
     StoreUnavailableError,
 )
@@ -229,6 +231,17 @@ class ExperimentRunner:
         #: (tests wait on it instead of sleeping).
         self.lease_scans = 0
         self._decided: list[Action] = []
+        #: The connection this runner's appends go through (see :meth:`transact`).
+        self._writer: EventWriter | None = None
+        #: Whether other writers append here too: then every transaction takes
+        #: the experiment's write lock first (set on the first sign of one).
+        self.cooperative = False
+        #: Transactions rolled back because another writer appended first.
+        self.lost_races = 0
+        #: Times a transaction found newer events and caught up inside it
+        #: (under the lock: no rollback, nothing decided twice).
+        self.caught_up_in_transaction = 0
+        self._dropped = False
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -303,8 +316,13 @@ class ExperimentRunner:
         return [c.started for c in taken]
 
     def close(self) -> None:
-        """Release the lease (``run`` does this itself)."""
+        """Release the lease and the writer's connection (``run`` does this itself)."""
         self.lease.release()
+        self._close_writer()
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
     def _fold(self, event: Event, seq: int) -> None:
         if self.keep_events:
@@ -421,10 +439,22 @@ class ExperimentRunner:
             return False
         return True
 
-    def transact(self, facts: Sequence[Event], runs: int | None = None) -> list[Action]:
+    def writer(self) -> EventWriter:
+        """The writer holding this runner's connection for its appends (opened on first use)."""
+        if self._writer is None:
+            self._writer = self.store.writer()
+        return self._writer
+
+    def transact(
+        self,
+        facts: Sequence[Event],
+        runs: int | None = None,
+        valid: Callable[[], bool] | None = None,
+    ) -> list[Action] | None:
         """Append ``facts``, then (unless ``runs`` is None) the scheduler's
         decisions on the new state, in ONE transaction; return the decisions.
 
+        All of it goes through the connection the runner holds (:meth:`writer`).
         Each append is folded as soon as it is written, so the next ``ask``
         sees it; should the transaction then fail, the state is rebuilt from
         the log (it holds none of this), so state and log never disagree.
@@ -432,51 +462,118 @@ class ExperimentRunner:
         (anywhere), after ``Done``, and before a ``RunSegment`` beyond ``runs``.
         See :func:`flows.engine.commit.decide_and_commit`.
 
+        If the first append finds that others appended since :attr:`seq`, their
+        events are folded inside the transaction and, when ``valid`` allows
+        (facts) or there are no facts (decisions only), the runner decides
+        again and appends in the same transaction. With :attr:`cooperative`
+        set the transaction first takes the experiment's write lock, so that
+        second attempt cannot lose: lost races between cooperating runners
+        become one extra read.
+
+        Returns:
+            The decisions appended; None if ``valid`` said no after a catch-up
+            (nothing written).
+
         Raises:
             ConcurrencyError: another writer appended first; nothing was written
-                or folded (catch up and decide again).
+                (catch up and decide again). Also once after the database
+                dropped the connection: the state was re-read from the log,
+                and the caller decides again on it.
         """
+        try:
+            actions = self._transact(facts, runs, valid)
+        except ConnectionDroppedError:
+            if self._dropped:
+                raise  # twice in a row: the database is really gone
+            self._dropped = True
+            self._reload(why="the database dropped the connection")
+            raise ConcurrencyError(self.name, self.seq, self.seq) from None
+        except ConcurrencyError:
+            self.lost_races += 1
+            self.cooperative = True  # someone else writes here: take the lock from now on
+            raise
+        self._dropped = False
+        self._maybe_snapshot()
+        return actions
+
+    def _transact(
+        self,
+        facts: Sequence[Event],
+        runs: int | None,
+        valid: Callable[[], bool] | None,
+    ) -> list[Action] | None:
         actions: list[Action] = []
         told = False
+        if not self.cooperative and self.claims.foreign(self.owner.id):
+            self.cooperative = True
         try:
-            with self.store.transaction(self.name, self.seq) as tx:
-                if facts:
-                    self._append(tx, facts)
-                    told = True
+            with self.writer().transaction(self.name, self.seq, lock=self.cooperative) as tx:
                 taken = 0
-                while runs is not None and not self.scheduler.finished:
-                    action = self.scheduler.ask(1)[0]
-                    if isinstance(action, Wait) or (
-                        isinstance(action, Done) and self.claims.open
-                    ):
+                while True:  # until the first append lands
+                    if facts:
+                        first: Sequence[Event] = facts
+                        action: Action | None = None
+                    else:
+                        action = self._next_decision(runs, taken)
+                        if action is None:
+                            return actions
+                        first = self.claim_events(action_events(action))
+                    newer = tx.append_or_catch_up(first)
+                    if newer is None:
                         break
-                    if isinstance(action, RunSegment):
-                        if taken >= runs:
-                            break
-                        taken += 1
-                    self._append(tx, self.claim_events(action_events(action)))
-                    told = True
+                    # Others appended first: fold their (committed) events, then
+                    # decide again on the new state, still in this transaction.
+                    self.caught_up_in_transaction += 1
+                    self.cooperative = True
+                    for record in newer:
+                        self._fold(record.event, record.seq)
+                    if facts and valid is None:
+                        raise ConcurrencyError(self.name, self.seq - len(newer), self.seq)
+                    if valid is not None and not valid():
+                        return None
+                self._tell(first, tx.seq - len(first) + 1)
+                told = True
+                if action is not None:
                     actions.append(action)
+                    taken += isinstance(action, RunSegment)
+                    if isinstance(action, Done):
+                        return actions
+                while (action := self._next_decision(runs, taken)) is not None:
+                    self._append(tx, self.claim_events(action_events(action)))
+                    actions.append(action)
+                    taken += isinstance(action, RunSegment)
                     if isinstance(action, Done):
                         break
         except BaseException:
             if told:
                 self._reload()
             raise
-        self._maybe_snapshot()
         return actions
+
+    def _next_decision(self, runs: int | None, taken: int) -> Action | None:
+        """The scheduler's next decision to append, or None to stop deciding (see transact)."""
+        if runs is None or self.scheduler.finished:
+            return None
+        action = self.scheduler.ask(1)[0]
+        if isinstance(action, Wait) or (isinstance(action, Done) and self.claims.open):
+            return None
+        if isinstance(action, RunSegment) and taken >= runs:
+            return None
+        return action
+
+    def _tell(self, events: Sequence[Event], first: int) -> None:
+        for offset, event in enumerate(events):
+            self._fold(event, first + offset)
 
     def _append(self, tx: AppendTransaction, events: Sequence[Event]) -> None:
         first = tx.seq + 1
         tx.append(events)
-        for offset, event in enumerate(events):
-            self._fold(event, first + offset)
+        self._tell(events, first)
 
-    def _reload(self) -> None:
+    def _reload(self, why: str = "a write failed after its events were folded") -> None:
         """Rebuild the state from the store after a transaction that folded
         events failed to commit (snapshot + tail, like a resume)."""
-        log.warning("%s: a write failed after its events were folded; re-reading the log",
-                    self.name)
+        log.warning("%s: %s; re-reading the log", self.name, why)
         self._reset_state()
         if self.snapshots:
             self._load_snapshot()
@@ -582,6 +679,7 @@ class ExperimentRunner:
             self._loop(executor, orphans)
         finally:
             self.lease.release()
+            self._close_writer()
             if self.snapshots and self.seq > self._snapshot_seq:
                 self.save_snapshot()  # where the next resume, status or artifacts start
         self.summary.state = "finished"
