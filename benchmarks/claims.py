@@ -1,42 +1,55 @@
-"""Decision + claim latency on PostgreSQL vs SQLite, alone and with 4 contending runners.
+"""Claim latency and lost races with 1, 2 and 4 cooperating runners (not a test).
 
 One *claim* is what a cooperating runner does before it may start a segment:
-ask the scheduler (random search, so the decision itself is cheap and the
-number measures the log) and append the decision's events with optimistic
-concurrency, catching up and deciding again after every lost race. Each
-claimed segment's result is then appended, untimed, so the experiment moves on
-as it would in a real run.
+:func:`flows.engine.commit.decide_and_commit` with ``runs=1``, the flow's own
+path. It asks the scheduler (random search, so the decision itself is cheap
+and the number measures the log) and appends the decision with its
+concurrency check; a *lost race* is a transaction rolled back because another
+runner appended first (then the runner catches up and decides again). The
+claimed segment's result is then recorded the same way, untimed, so the
+experiment moves on as it would in a real run.
+
+Every runner is its own process (as cooperating flow runs are), all started
+together on one fresh database per measurement. With ``--baseline DIR`` (a
+source tree, e.g. ``git archive main | tar -x -C DIR``) each measurement is
+also taken with that code in the same run; variants alternate and their order
+rotates per repeat. Prints min/median/max over repeats of the median and p95
+claim latency, lost races per 100 claims and claims/s, and the load average.
 
 Usage::
 
-    python benchmarks/claims.py [--claims 300] [--threads 4] [--pg URL]
-
-PostgreSQL defaults to a fresh database on 127.0.0.1:5432 (tests/pg.py); it is
-skipped with a note if the server is unreachable.
+    python benchmarks/claims.py [--claims 240] [--runners 1 2 4] [--repeats 3]
+        [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--sqlite]
+        [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing as mp
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The code under test: the tree named by RUNGFLOW_BENCH_TREE (a baseline), else this one.
+_TREE = os.environ.get("RUNGFLOW_BENCH_TREE") or str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _TREE)
 
-from flows.engine.leases import LeaseSettings
-from flows.engine.runner import ExperimentRunner
-from flows.spec import ExperimentSpec
-from schedulers import Done, RunSegment, SegmentFinished, Wait, action_events
-from storage import EventStore
+NAME = "claims"
 
 
-def _spec(name: str, n: int) -> ExperimentSpec:
+def _spec(n: int) -> Any:
+    from flows.spec import ExperimentSpec
+
     return ExperimentSpec.model_validate(
-        {"name": name, "trainable": "bench", "metric": "loss",
+        {"name": NAME, "trainable": "bench", "metric": "loss",
          "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
          "scheduler": "random", "scheduler_args": {"max_t": 1},
          "budget": {"max_trials": n}, "max_concurrency": 1},
@@ -44,108 +57,177 @@ def _spec(name: str, n: int) -> ExperimentSpec:
     )
 
 
-def _worker(store: EventStore, spec: ExperimentSpec, quota: int, out: list[float],
-            conflicts: list[int], start: threading.Barrier) -> None:
-    runner = ExperimentRunner(store, spec, "", lease_settings=LeaseSettings())
-    runner.replay()
-    runner.lease.acquire()
-    lost = 0
-    start.wait()
-    try:
-        claimed = 0
-        while claimed < quota:
-            t0 = time.perf_counter()
-            while True:  # decide + claim, again after every lost race
-                runner.catch_up()
-                action = runner.scheduler.ask(1)[0]
-                if isinstance(action, (Wait, Done)):
-                    return
-                if runner.commit(runner.claim_events(action_events(action))):
-                    break
-                lost += 1
-            out.append(time.perf_counter() - t0)
-            if isinstance(action, RunSegment):
-                claimed += 1
-                result = SegmentFinished(
-                    action.trial_id, action.start, action.stop,
-                    reports=({"resource": action.stop, "loss": 0.5},), metrics={"loss": 0.5},
-                )
-                while not runner.commit([result]):
-                    pass
-    finally:
-        conflicts.append(lost)
-        runner.close()
+def _runner_process(url: str, quota: int, budget: int, barrier: Any, out: Any) -> None:
+    from flows.engine.commit import decide_and_commit
+    from flows.engine.leases import LeaseSettings
+    from flows.engine.runner import ExperimentRunner
+    from schedulers import RunSegment, SegmentFinished
+    from storage import ConcurrencyError, EventStore
 
-
-def measure(url: str, claims: int, threads: int) -> dict[str, float]:
-    """Median/p95 latency (ms) and throughput of decide+claim with ``threads`` runners."""
-    name = f"bench{threads}"
     store = EventStore(url)
+    runner = ExperimentRunner(store, _spec(budget), "", lease_settings=LeaseSettings())
+    runner.open()  # replay, lease, and (here) a look at the other runners' leases
+    lost = [0]
+    transact = runner.transact
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return transact(*args, **kwargs)
+        except ConcurrencyError:
+            lost[0] += 1
+            raise
+
+    runner.transact = counted  # type: ignore[method-assign]
+    latencies: list[float] = []
+    barrier.wait()
+    t_start = time.perf_counter()
     try:
-        spec = _spec(name, claims * 2)
-        store.create_experiment(name, spec.to_json())
-        out: list[float] = []
-        conflicts: list[int] = []
-        barrier = threading.Barrier(threads)
-        workers = [
-            threading.Thread(target=_worker,
-                             args=(store, spec, claims // threads, out, conflicts, barrier))
-            for _ in range(threads)
-        ]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        wall = time.perf_counter() - t0
+        while len(latencies) < quota:
+            t0 = time.perf_counter()
+            actions = decide_and_commit(runner, runs=1).actions
+            if not actions or not isinstance(actions[-1], RunSegment):
+                break
+            latencies.append(time.perf_counter() - t0)
+            a = actions[-1]
+            report = {"resource": a.stop, "loss": 0.5}
+            result = SegmentFinished(a.trial_id, a.start, a.stop, (report,), report)
+            seq = runner._started_seq[a.trial_id]
+
+            def holds(a: Any = a, seq: int = seq) -> bool:  # as the runner records a result
+                return runner.claims.holds(runner.owner.id, a.trial_id, a.start, a.stop, seq)
+
+            decide_and_commit(runner, [result], runs=None, valid=holds)
+        wall = time.perf_counter() - t_start
     finally:
+        runner.close()
         store.close()
-    out.sort()
+    out.put({"latencies": latencies, "lost": lost[0], "wall": wall,
+             "caught_up": getattr(runner, "caught_up_in_transaction", 0)})
+
+
+def child(url: str, runners: int, claims: int) -> dict[str, Any]:
+    """One measurement in this interpreter: ``runners`` processes, ``claims`` in all."""
+    from storage import EventStore
+
+    budget = claims * 2
+    with EventStore(url) as store:
+        store.create_experiment(NAME, _spec(budget).to_json())
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(runners), ctx.Queue()
+    procs = [ctx.Process(target=_runner_process, args=(url, claims // runners, budget,
+                                                       barrier, out)) for _ in range(runners)]
+    for p in procs:
+        p.start()
+    parts = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    lat = sorted(x for part in parts for x in part["latencies"])
+    n = len(lat)
     return {
-        "decisions": len(out),
-        "median_ms": 1000 * statistics.median(out),
-        "p95_ms": 1000 * out[int(0.95 * (len(out) - 1))],
-        "lost_races": sum(conflicts),
-        "per_s": len(out) / wall,
+        "claims": n,
+        "median_ms": 1000 * statistics.median(lat),
+        "p95_ms": 1000 * lat[int(0.95 * (n - 1))],
+        "max_ms": 1000 * lat[-1],
+        "lost_per_100": 100 * sum(p["lost"] for p in parts) / n,
+        "caught_up_per_100": 100 * sum(p["caught_up"] for p in parts) / n,
+        "per_s": n / max(p["wall"] for p in parts),
     }
+
+
+def _pg_database(base: str) -> tuple[str, Any]:
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(base)
+    db = f"rungflow_claims_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+    return parsed.set(database=db).render_as_string(hide_password=False), drop
+
+
+def _fmt(values: list[float], width: int = 7, digits: int = 2) -> str:
+    return (f"{min(values):{width}.{digits}f} {statistics.median(values):{width}.{digits}f} "
+            f"{max(values):{width}.{digits}f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--claims", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--pg", default=None, help="PostgreSQL URL (default: fresh test DB)")
+    parser.add_argument("--claims", type=int, default=240, help="claims per measurement")
+    parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
+    parser.add_argument("--baseline", help="source tree of the code to compare with")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        url, runners = args.child.rsplit("|", 1)
+        print(json.dumps(child(url, int(runners), args.claims)))
+        return
 
+    codes: dict[str, str | None] = {"this": None}
+    if args.baseline:
+        codes = {"baseline": str(Path(args.baseline).resolve()), "this": None}
+    backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
+    figures: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="rungflow-claims-"))
-    urls = {"sqlite": f"sqlite:///{tmp / 'claims.db'}"}
-    pg = args.pg
-    if pg is None:
-        try:
-            from tests.pg import pg_available, pg_url
-
-            pg = pg_url() if pg_available() else None
-        except Exception:
-            pg = None
-    if pg:
-        urls["postgresql"] = pg
-    else:
-        print("PostgreSQL unreachable: measuring SQLite only")
-
-    rows: dict[tuple[str, int], dict[str, float]] = {}
-    for backend, url in urls.items():
-        for threads in (1, args.threads):
-            rows[(backend, threads)] = measure(url, args.claims, threads)
-    print(f"{'backend':<11} {'runners':>7} {'decisions':>9} {'median ms':>9} "
-          f"{'p95 ms':>8} {'lost races':>10} {'decisions/s':>11}")
-    for (backend, threads), r in rows.items():
-        print(f"{backend:<11} {threads:>7} {r['decisions']:>9.0f} {r['median_ms']:>9.2f} "
-              f"{r['p95_ms']:>8.2f} {r['lost_races']:>10.0f} {r['per_s']:>11.0f}")
-    if "postgresql" in urls:
-        for threads in (1, args.threads):
-            ratio = rows[("postgresql", threads)]["median_ms"] / rows[("sqlite", threads)][
-                "median_ms"]
-            print(f"median latency PostgreSQL / SQLite with {threads} runner(s): {ratio:.2f}x")
+    order = list(codes)
+    for rep in range(args.repeats):
+        for backend in backends:
+            for runners in args.runners:
+                for code in order:
+                    if backend == "sqlite":
+                        url, drop = f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}", None
+                    else:
+                        url, drop = _pg_database(args.pg)
+                    env = dict(os.environ)
+                    env.pop("RUNGFLOW_BENCH_TREE", None)
+                    if codes[code]:
+                        env["RUNGFLOW_BENCH_TREE"] = codes[code] or ""
+                        env["PYTHONPATH"] = codes[code] or ""
+                    try:
+                        out = subprocess.run(
+                            [sys.executable, __file__, "--claims", str(args.claims),
+                             "--child", f"{url}|{runners}"],
+                            env=env, check=True, capture_output=True, text=True)
+                    finally:
+                        if drop is not None:
+                            drop()
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    figures.setdefault((backend, runners, code), []).append(row)
+                    print(f"  repeat {rep + 1} {backend} {runners} runner(s) {code}: "
+                          f"median {row['median_ms']:.2f} ms, p95 {row['p95_ms']:.2f} ms, "
+                          f"lost {row['lost_per_100']:.1f}/100", flush=True)
+        order.reverse()
+    print(f"\n{args.claims} claims per measurement, {args.repeats} repeats; "
+          "each cell is min median max over repeats")
+    print(f"{'backend':<10} {'runners':>7} {'code':<9} {'median ms':>23} {'p95 ms':>23} "
+          f"{'lost races/100 claims':>23} {'claims/s':>23}")
+    for (backend, runners, code), rows in figures.items():
+        print(f"{backend:<10} {runners:>7} {code:<9} "
+              f"{_fmt([r['median_ms'] for r in rows])} {_fmt([r['p95_ms'] for r in rows])} "
+              f"{_fmt([r['lost_per_100'] for r in rows], 7, 1)} "
+              f"{_fmt([r['per_s'] for r in rows], 7, 0)}")
+    if args.baseline:
+        print("\nratio this / baseline (medians over repeats)")
+        for backend in backends:
+            for runners in args.runners:
+                this, base = figures[(backend, runners, "this")], figures[
+                    (backend, runners, "baseline")]
+                def med(rows: list[dict[str, Any]], key: str) -> float:
+                    return statistics.median(r[key] for r in rows)
+                print(f"  {backend} {runners} runner(s): median latency "
+                      f"{med(this, 'median_ms') / med(base, 'median_ms'):.2f}x, p95 "
+                      f"{med(this, 'p95_ms') / med(base, 'p95_ms'):.2f}x, lost races "
+                      f"{med(this, 'lost_per_100'):.1f} vs {med(base, 'lost_per_100'):.1f} "
+                      "per 100 claims")
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

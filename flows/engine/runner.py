@@ -309,6 +309,8 @@ class ExperimentRunner:
             return []
         self.store.set_state(self.name, "running")
         self.lease.acquire()  # before any claim: a claim without a lease looks released
+        if any(owner != self.owner.id for owner in self.store.leases(self.name)):
+            self.cooperative = True  # others run here: lock from the first transaction
         taken = self.reclaim(limit=self.spec.max_concurrency, force=True)
         self.summary.resumed_segments = len(taken)
         if taken:
@@ -506,21 +508,15 @@ class ExperimentRunner:
         told = False
         if not self.cooperative and self.claims.foreign(self.owner.id):
             self.cooperative = True
+        # The first batch is decided before the lock is taken (it is held for
+        # the transaction only); nothing to append, no transaction at all.
+        first, action = self._first_batch(facts, runs)
+        if not first:
+            return actions
         try:
             with self.writer().transaction(self.name, self.seq, lock=self.cooperative) as tx:
                 taken = 0
-                while True:  # until the first append lands
-                    if facts:
-                        first: Sequence[Event] = facts
-                        action: Action | None = None
-                    else:
-                        action = self._next_decision(runs, taken)
-                        if action is None:
-                            return actions
-                        first = self.claim_events(action_events(action))
-                    newer = tx.append_or_catch_up(first)
-                    if newer is None:
-                        break
+                while (newer := tx.append_or_catch_up(first)) is not None:
                     # Others appended first: fold their (committed) events, then
                     # decide again on the new state, still in this transaction.
                     self.caught_up_in_transaction += 1
@@ -531,6 +527,9 @@ class ExperimentRunner:
                         raise ConcurrencyError(self.name, self.seq - len(newer), self.seq)
                     if valid is not None and not valid():
                         return None
+                    first, action = self._first_batch(facts, runs)
+                    if not first:
+                        return actions
                 self._tell(first, tx.seq - len(first) + 1)
                 told = True
                 if action is not None:
@@ -549,6 +548,17 @@ class ExperimentRunner:
                 self._reload()
             raise
         return actions
+
+    def _first_batch(
+        self, facts: Sequence[Event], runs: int | None
+    ) -> tuple[Sequence[Event], Action | None]:
+        """What a transaction appends first: the facts, else the first decision's events."""
+        if facts:
+            return facts, None
+        action = self._next_decision(runs, 0)
+        if action is None:
+            return (), None
+        return self.claim_events(action_events(action)), action
 
     def _next_decision(self, runs: int | None, taken: int) -> Action | None:
         """The scheduler's next decision to append, or None to stop deciding (see transact)."""
