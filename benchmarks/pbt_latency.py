@@ -10,16 +10,27 @@ draws a donor and explores its config.
 RandomScheduler is timed in the same run on the same number of decisions (each
 a new trial trained 0 -> max_t in one segment) as the floor for "a decision".
 
-Run: ``python benchmarks/pbt_latency.py [--population 1000] [--generations 5]``.
+The loop is live: the collector runs as it would in the flow, so the max
+shows its pauses. ``--gc`` picks the collector policies compared, each
+repeated ``--repeats`` times, interleaved: ``default`` (nothing: main's live
+run), ``freeze-once`` (one ``gc.freeze()`` once the population exists: main
+after a resume), ``runner`` (the runner's :class:`flows.engine.gc_policy.HeapFreezer`,
+a freeze every 1,000 events folded). It prints p50/p95/max per decision.
+
+Run: ``python benchmarks/pbt_latency.py [--population 10000] [--generations 3]
+[--gc default freeze-once runner] [--repeats 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
+import os
 import statistics
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from schedulers import (
@@ -55,8 +66,13 @@ def loss(config: dict[str, Any], stop: float, tid: str) -> float:
     return (math.log10(config["lr"]) + 2.5) ** 2 + config["dropout"] + 1.0 / (1 + stop) + noise
 
 
-def drive(s: Scheduler, workers: int) -> tuple[list[float], list[float], int]:
-    """(decision ms, result-tell ms, exploits); in-flight kept at ``workers``."""
+def drive(s: Scheduler, workers: int, tick: Callable[[int], None] = lambda n: None
+          ) -> tuple[list[float], list[float], int]:
+    """(decision ms, result-tell ms, exploits); in-flight kept at ``workers``.
+
+    ``tick(n)`` is told how many events were folded after each decision and
+    result (the runner's collector policy hooks there, outside the timing).
+    """
     decide: list[float] = []
     result: list[float] = []
     inflight: list[RunSegment] = []
@@ -65,9 +81,11 @@ def drive(s: Scheduler, workers: int) -> tuple[list[float], list[float], int]:
         while len(inflight) < workers:
             t0 = time.perf_counter()
             action = s.ask(1)[0]
-            for e in action_events(action):
+            events = action_events(action)
+            for e in events:
                 s.tell(e)
             decide.append(time.perf_counter() - t0)
+            tick(len(events))
             if isinstance(action, Wait):
                 decide.pop()
                 break
@@ -83,14 +101,33 @@ def drive(s: Scheduler, workers: int) -> tuple[list[float], list[float], int]:
         t0 = time.perf_counter()
         s.tell(event)
         result.append(time.perf_counter() - t0)
+        tick(1)
 
 
 def summary(name: str, decide: list[float], result: list[float]) -> str:
     q = statistics.quantiles(decide, n=100)
     return (
-        f"{name:<22} {len(decide):>8} {statistics.mean(decide):>9.3f} {q[49]:>8.3f} "
-        f"{q[98]:>8.3f} {statistics.mean(result):>10.3f}"
+        f"{name:<34} {len(decide):>8} {statistics.mean(decide):>8.3f} {q[49]:>7.3f} "
+        f"{q[94]:>7.3f} {max(decide):>8.2f} {statistics.mean(result):>8.3f} {max(result):>8.2f}"
     )
+
+
+def gc_tick(policy: str, population: int) -> Callable[[int], None]:
+    """The collector policy ``policy`` as a per-fold hook (see the module doc)."""
+    if policy == "default":
+        return lambda n: None
+    if policy == "freeze-once":
+        seen = [0]
+
+        def once(n: int) -> None:
+            seen[0] += n
+            if seen[0] >= 2 * population and seen[0] - n < 2 * population:
+                gc.freeze()  # the population's trials exist: what a resume would have built
+
+        return once
+    from flows.engine.gc_policy import HeapFreezer
+
+    return HeapFreezer().tick
 
 
 def main() -> None:
@@ -98,13 +135,18 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=1000)
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--gc", nargs="+", default=["default"],
+                        choices=["default", "freeze-once", "runner"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", nargs="+", help="scheduler names to run (default: all)")
     args = parser.parse_args()
     n = args.population
-    print(f"population {n}, {args.generations} generations, {args.workers} segments in flight")
-    print(f"{'scheduler':<22} {'decisions':>8} {'mean ms':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'tell ms':>10}")
+    print(f"population {n}, {args.generations} generations, {args.workers} segments in flight; "
+          "ms per decision (ask + its events' tells) and per result tell")
+    print(f"{'scheduler / gc policy':<34} {'decisions':>8} {'mean':>8} {'p50':>7} "
+          f"{'p95':>7} {'max':>8} {'tell':>8} {'tell max':>8}")
     means = {}
-    for name, factory in [
+    variants = [
         ("pbt async truncation", lambda: PopulationBasedTraining(
             space=SPACE, metric="loss", perturbation_interval=1, population_size=n,
             max_generations=args.generations, hyperparam_mutations=MUTATIONS)),
@@ -117,14 +159,30 @@ def main() -> None:
         ("random", lambda: RandomScheduler(
             space=SPACE, metric="loss", max_t=1,
             budget=Budget(max_trials=n * args.generations))),
-    ]:
-        decide, result, exploits = drive(factory(), args.workers)
-        means[name] = statistics.mean(decide)
-        print(summary(name, decide, result) + (f"   exploits {exploits}" if exploits else ""))
-    base = means["random"]
-    for name, m in means.items():
-        if name != "random":
-            print(f"{name}: {m / base:.1f}x random per decision")
+    ]
+    variants = [v for v in variants if not args.only or v[0] in args.only]
+    maxes: dict[str, list[float]] = {}
+    for rep in range(args.repeats):
+        policies = args.gc if rep % 2 == 0 else list(reversed(args.gc))
+        for name, factory in variants:
+            for policy in policies:
+                gc.collect()
+                decide, result, exploits = drive(factory(), args.workers, gc_tick(policy, n))
+                gc.unfreeze()
+                label = f"{name} / {policy}"
+                means.setdefault(name, statistics.mean(decide))
+                maxes.setdefault(label, []).append(max(decide))
+                print(summary(label, decide, result)
+                      + (f"   exploits {exploits}" if exploits else ""), flush=True)
+    if "random" in means:
+        base = means["random"]
+        for name, m in means.items():
+            if name != "random":
+                print(f"{name}: {m / base:.1f}x random per decision")
+    for label, values in maxes.items():
+        print(f"max ms over repeats, {label}: min {min(values):.2f} median "
+              f"{statistics.median(values):.2f} max {max(values):.2f}")
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import inspect
 import json
 import logging
@@ -33,6 +32,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flows.engine.gc_policy import HeapFreezer
 from flows.engine.leases import (
     Claim,
     ClaimBook,
@@ -91,7 +91,7 @@ log = logging.getLogger("rungflow")
 SNAPSHOT_EVERY_EVENTS = 2000
 #: ... and at least this many seconds since the last one.
 SNAPSHOT_EVERY_SECONDS = 30.0
-#: Replays folding at least this many events freeze the heap they built.
+#: From this log length on, the heap is frozen after replay and during the run.
 GC_FREEZE_EVENTS = 10_000
 # Layout of what _snapshot_state stores; bump when it changes.
 _STATE_FORMAT = 1
@@ -242,6 +242,10 @@ class ExperimentRunner:
         #: (under the lock: no rollback, nothing decided twice).
         self.caught_up_in_transaction = 0
         self._dropped = False
+        #: Keeps the collector's full passes off the loop once the state is big
+        #: (see :mod:`flows.engine.gc_policy`): once the log is GC_FREEZE_EVENTS
+        #: long, frozen after replay (snapshot or not) and every 1,000 events.
+        self.heap = HeapFreezer()
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -284,12 +288,11 @@ class ExperimentRunner:
         self._reset_state()
         if self.snapshots:
             self._load_snapshot()
-        start = self.seq
         self.catch_up()
-        if self.seq - start >= GC_FREEZE_EVENTS:
+        if self.seq >= GC_FREEZE_EVENTS:
             # What replay built lives as long as the run: keep the collector's
             # full passes from walking it again and again (pauses of tens of ms).
-            gc.freeze()
+            self.heap.freeze()
         if self.snapshots and self.seq - self._snapshot_seq >= self.snapshot_every_events:
             self.save_snapshot()  # the next resume starts here
 
@@ -327,6 +330,8 @@ class ExperimentRunner:
             self._writer.close()
 
     def _fold(self, event: Event, seq: int) -> None:
+        if seq >= GC_FREEZE_EVENTS:
+            self.heap.tick()
         if self.keep_events:
             self.events.append(event)
         self.scheduler.tell(event)
@@ -690,6 +695,7 @@ class ExperimentRunner:
         finally:
             self.lease.release()
             self._close_writer()
+            self.heap.release()
             if self.snapshots and self.seq > self._snapshot_seq:
                 self.save_snapshot()  # where the next resume, status or artifacts start
         self.summary.state = "finished"
