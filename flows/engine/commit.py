@@ -10,9 +10,9 @@ job API, ``rungflow retry``) goes through :func:`decide_and_commit`:
 3. if another writer appended first, nothing was written or folded: catch up
    with the log and start again from 1, on the new state. The runner does
    that inside the transaction when it can (it finds the newer events at its
-   first append, folds them, checks ``valid`` again and decides again); when
-   other runners write to the experiment, its transactions take the
-   experiment's write lock first, so that this second attempt cannot lose.
+   first append, folds them, checks ``valid`` again and decides again); its
+   transactions take the experiment's write lock first, so that this second
+   attempt cannot lose to another runner.
 
 So a result and the decisions it triggers (a finished trial's ``Stop``, the
 next ``RunSegment``) commit together, and no decision is ever appended on a

@@ -233,9 +233,6 @@ class ExperimentRunner:
         self._decided: list[Action] = []
         #: The connection this runner's appends go through (see :meth:`transact`).
         self._writer: EventWriter | None = None
-        #: Whether other writers append here too: then every transaction takes
-        #: the experiment's write lock first (set on the first sign of one).
-        self.cooperative = False
         #: Transactions rolled back because another writer appended first.
         self.lost_races = 0
         #: Times a transaction found newer events and caught up inside it
@@ -312,8 +309,6 @@ class ExperimentRunner:
             return []
         self.store.set_state(self.name, "running")
         self.lease.acquire()  # before any claim: a claim without a lease looks released
-        if any(owner != self.owner.id for owner in self.store.leases(self.name)):
-            self.cooperative = True  # others run here: lock from the first transaction
         taken = self.reclaim(limit=self.spec.max_concurrency, force=True)
         self.summary.resumed_segments = len(taken)
         if taken:
@@ -472,10 +467,13 @@ class ExperimentRunner:
         If the first append finds that others appended since :attr:`seq`, their
         events are folded inside the transaction and, when ``valid`` allows
         (facts) or there are no facts (decisions only), the runner decides
-        again and appends in the same transaction. With :attr:`cooperative`
-        set the transaction first takes the experiment's write lock, so that
-        second attempt cannot lose: lost races between cooperating runners
-        become one extra read.
+        again and appends in the same transaction. Every transaction first
+        takes the experiment's write lock (on PostgreSQL an advisory lock, one
+        short statement; SQLite's write transactions hold it anyway), so that
+        second attempt cannot lose: lost races between runners become one
+        extra read. (Taking it only once another runner shows up left a
+        window: a runner that had not noticed yet kept writing unlocked, and
+        the locked ones kept losing to it.)
 
         Returns:
             The decisions appended; None if ``valid`` said no after a catch-up
@@ -497,7 +495,6 @@ class ExperimentRunner:
             raise ConcurrencyError(self.name, self.seq, self.seq) from None
         except ConcurrencyError:
             self.lost_races += 1
-            self.cooperative = True  # someone else writes here: take the lock from now on
             raise
         self._dropped = False
         self._maybe_snapshot()
@@ -511,21 +508,18 @@ class ExperimentRunner:
     ) -> list[Action] | None:
         actions: list[Action] = []
         told = False
-        if not self.cooperative and self.claims.foreign(self.owner.id):
-            self.cooperative = True
         # The first batch is decided before the lock is taken (it is held for
         # the transaction only); nothing to append, no transaction at all.
         first, action = self._first_batch(facts, runs)
         if not first:
             return actions
         try:
-            with self.writer().transaction(self.name, self.seq, lock=self.cooperative) as tx:
+            with self.writer().transaction(self.name, self.seq, lock=True) as tx:
                 taken = 0
                 while (newer := tx.append_or_catch_up(first)) is not None:
                     # Others appended first: fold their (committed) events, then
                     # decide again on the new state, still in this transaction.
                     self.caught_up_in_transaction += 1
-                    self.cooperative = True
                     for record in newer:
                         self._fold(record.event, record.seq)
                     if facts and valid is None:

@@ -1,6 +1,6 @@
 """The runner's write path: one held connection, catching up inside a transaction
-instead of losing a race, the experiment lock once another runner shows up, and
-one retry after the database dropped the connection."""
+(under the experiment lock) instead of losing a race, and one retry after the
+database dropped the connection."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_a_stale_runner_catches_up_inside_its_transaction(store: EventStore) -> 
         # b has not seen a's claim: it finds it at its first append, folds it,
         # decides again and claims another trial, with nothing rolled back.
         second = decide_and_commit(b, runs=1).actions
-        assert b.lost_races == 0 and b.caught_up_in_transaction == 1 and b.cooperative
+        assert b.lost_races == 0 and b.caught_up_in_transaction == 1
         (x,), (y,) = first, second
         assert isinstance(x, RunSegment) and isinstance(y, RunSegment)
         assert x.trial_id != y.trial_id
@@ -95,7 +95,6 @@ def test_the_runner_appends_through_the_connection_it_holds(store: EventStore) -
     assert held is not None
     decide_and_commit(runner, [_result(x)], runs=2)
     assert runner.writer()._conn is held
-    assert not runner.cooperative  # alone: no lock taken
     runner.close()
     assert runner.writer()._conn is None
 
