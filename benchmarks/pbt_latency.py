@@ -33,6 +33,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from _gcprobe import GCProbe
+
 from schedulers import (
     Budget,
     CheckpointRef,
@@ -167,13 +169,16 @@ def main() -> None:
         for name, factory in variants:
             for policy in policies:
                 gc.collect()
+                probe = GCProbe().start()
                 decide, result, exploits = drive(factory(), args.workers, gc_tick(policy, n))
+                probe.stop()
                 gc.unfreeze()
                 label = f"{name} / {policy}"
                 means.setdefault(name, statistics.mean(decide))
                 maxes.setdefault(label, []).append(max(decide))
                 print(summary(label, decide, result)
-                      + (f"   exploits {exploits}" if exploits else ""), flush=True)
+                      + (f"   exploits {exploits}" if exploits else "")
+                      + f"   {probe.summary()}", flush=True)
     if "random" in means:
         base = means["random"]
         for name, m in means.items():

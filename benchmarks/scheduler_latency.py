@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _gcprobe import GCProbe
 
 from examples.synthetic import SPACE, synthetic_curve
 from schedulers import (
@@ -138,7 +139,9 @@ def main() -> None:
             for policy in policies:
                 gc.collect()
                 t0 = time.perf_counter()
+                probe = GCProbe().start()
                 costs = drive(make(), args.history, args.decisions, policy=policy) * 1e3
+                probe.stop()
                 gc.unfreeze()
                 setup = time.perf_counter() - t0 - costs.sum() / 1e3
                 mean = float(costs.mean())
@@ -147,7 +150,8 @@ def main() -> None:
                 label = f"{name} / {policy}"
                 maxes.setdefault(label, []).append(float(costs.max()))
                 print(f"{label:<40}{mean:>8.3f}{p50:>8.3f}{p95:>8.3f}{p99:>8.3f}"
-                      f"{costs.max():>9.2f}{mean / baseline:>9.1f}{setup:>8.1f}", flush=True)
+                      f"{costs.max():>9.2f}{mean / baseline:>9.1f}{setup:>8.1f}   "
+                      f"{probe.summary()}", flush=True)
     for label, values in maxes.items():
         print(f"max ms over repeats, {label}: min {min(values):.2f} median "
               f"{statistics.median(values):.2f} max {max(values):.2f}")
