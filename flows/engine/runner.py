@@ -268,17 +268,25 @@ class ExperimentRunner:
         diffs = spec_differences(first.spec, self.spec)
         if diffs:
             raise refused_resume(self.name, diffs)
-        self._reset_state()
-        if self.snapshots:
-            self._load_snapshot()
-        start = self.seq
-        self.catch_up()
-        if self.seq - start >= GC_FREEZE_EVENTS:
+        folded = self.restore()
+        if folded >= GC_FREEZE_EVENTS:
             # What replay built lives as long as the run: keep the collector's
             # full passes from walking it again and again (pauses of tens of ms).
             gc.freeze()
         if self.snapshots and self.seq - self._snapshot_seq >= self.snapshot_every_events:
             self.save_snapshot()  # the next resume starts here
+
+    def restore(self) -> int:
+        """Fold the state from scratch: the latest usable snapshot, then the
+        log's tail (the whole log without a snapshot). Returns how many events
+        were folded after the snapshot. Reads only; the experiment must exist.
+        """
+        self._reset_state()
+        if self.snapshots:
+            self._load_snapshot()
+        start = self.seq
+        self.catch_up()
+        return self.seq - start
 
     def open(self) -> list[SegmentStarted]:
         """Create or replay the experiment; return the segments this runner must run again.
@@ -477,10 +485,7 @@ class ExperimentRunner:
         events failed to commit (snapshot + tail, like a resume)."""
         log.warning("%s: a write failed after its events were folded; re-reading the log",
                     self.name)
-        self._reset_state()
-        if self.snapshots:
-            self._load_snapshot()
-        self.catch_up()
+        self.restore()
 
     def claim_events(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with this runner stamped as owner of every ``SegmentStarted``."""

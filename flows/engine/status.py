@@ -1,16 +1,19 @@
-"""Read-side views of an experiment, rebuilt from its event log."""
+"""Read-side views of an experiment: projections and snapshots, the log as the reference."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flows.settings import get_settings
-from flows.spec import stored_spec
+from flows.spec import ExperimentSpec, stored_spec
 from schedulers import (
     Event,
     ExperimentFinished,
+    Scheduler,
     SegmentFailed,
     SegmentFinished,
     TrialCreated,
@@ -19,10 +22,13 @@ from schedulers.events import ImportCompleted, ObservationImported, TrialRetried
 from schedulers.outcomes import error_summary, final_status, most_common_error
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
 
+log = logging.getLogger("rungflow")
+
 __all__ = [
     "checkpoint_usage",
     "experiment_reason",
     "experiment_status",
+    "experiment_status_from_log",
     "imported_summary",
     "load_events",
     "read_records",
@@ -79,44 +85,117 @@ def experiment_status(
     disk now, after retention) and the scheduler's own ``extras`` (brackets,
     schedule records...).
 
+    Never folds the whole log on a store the flow keeps up: the scheduler's
+    state is the runner's latest snapshot plus the log's tail (see
+    :meth:`flows.engine.runner.ExperimentRunner.restore`), and the rest comes
+    from the ``results`` projection and a few event kinds read through their
+    index (:func:`storage.projections.read_status_view`). A tail longer than
+    :data:`~flows.engine.runner.SNAPSHOT_EVERY_EVENTS` leaves a snapshot for
+    the next call. Projections that miss trials or results (an older
+    rungflow, a hand-edited database: detected by counting) are rebuilt once;
+    if they still disagree, the whole log is folded
+    (:func:`experiment_status_from_log`, the same JSON).
+
     Args:
         store: The event store.
         name: Experiment name.
         checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
     """
+    from flows.engine.runner import ExperimentRunner
+
+    created = store.read_one(name, 1)
+    if created is None:
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    spec = stored_spec(created.event)
+    runner = ExperimentRunner(store, spec, "")
+    if runner.restore() >= runner.snapshot_every_events:
+        runner.save_snapshot()  # a cache: the next status starts here
+    view = store.status_view(name, runner.seq)
+    if view.stale:
+        log.info("%s: the trials/results projections miss rows; rebuilding them", name)
+        with contextlib.suppress(Exception):  # read-only database: fold the log instead
+            store.rebuild_projections(name)
+        view = store.status_view(name, runner.seq)
+        if view.stale:
+            return experiment_status_from_log(store, name, checkpoints=checkpoints)
+    fold = _StatusFold()
+    for _seq, event, stamp in view.events:
+        fold.tell(event, stamp)
+    fold.segments = {
+        trial_id: [
+            {"start": start, "stop": stop, "metrics": metrics, "finished_at": at.isoformat()}
+            for start, stop, metrics, at in rows
+        ]
+        for trial_id, rows in view.segments.items()
+    }
+    fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
+    return _assemble(store, name, spec, runner.scheduler, fold, checkpoints)
+
+
+def experiment_status_from_log(
+    store: EventStore, name: str, *, checkpoints: str | None = None
+) -> dict[str, Any]:
+    """:func:`experiment_status` by folding the whole log (the reference it must equal)."""
     records = read_records(store, name)
-    events = [r.event for r in records]
-    spec = stored_spec(events[0])
+    spec = stored_spec(records[0].event)
     scheduler = spec.build_scheduler()
-    segments: dict[str, list[dict[str, Any]]] = {}
-    errors: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    times: dict[str, list[str]] = {}
-    finished: ExperimentFinished | None = None
+    fold = _StatusFold()
     for record in records:
         event = record.event
         scheduler.tell(event)
         stamp = record.created_at.isoformat()
         trial_id = event.trial
         if trial_id is not None and not event.coordination:
-            times.setdefault(trial_id, [stamp, stamp])[1] = stamp
+            fold.times.setdefault(trial_id, [stamp, stamp])[1] = stamp
         if isinstance(event, TrialCreated):
-            segments[event.trial_id] = []
+            fold.segments[event.trial_id] = []
         elif isinstance(event, SegmentFinished):
-            segments[event.trial_id].append(
+            fold.segments[event.trial_id].append(
                 {"start": event.start, "stop": event.stop, "metrics": dict(event.metrics),
                  "finished_at": stamp}
             )
-        elif isinstance(event, SegmentFailed):
+        fold.tell(event, record.created_at)
+    return _assemble(store, name, spec, scheduler, fold, checkpoints)
+
+
+class _StatusFold:
+    """Per-trial facts of ``status`` that the scheduler's state does not keep."""
+
+    def __init__(self) -> None:
+        self.segments: dict[str, list[dict[str, Any]]] = {}
+        self.times: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+        self.finished: ExperimentFinished | None = None
+        self.imports: list[Event] = []
+
+    def tell(self, event: Event, stamp: Any) -> None:
+        """Fold one event (only the kinds of :data:`storage.projections.STATUS_KINDS` matter)."""
+        if isinstance(event, SegmentFailed):
             if event.final:
-                errors[event.trial_id] = event.error
+                self.errors[event.trial_id] = event.error
         elif isinstance(event, TrialStopped):
-            reasons[event.trial_id] = event.reason
+            self.reasons[event.trial_id] = event.reason
         elif isinstance(event, ExperimentFinished):
-            finished = event
+            self.finished = event
         elif isinstance(event, TrialRetried):
-            finished = None  # a retry reopens a finished experiment (flows.retry)
-            errors.pop(event.trial_id, None)
+            self.finished = None  # a retry reopens a finished experiment (flows.retry)
+            self.errors.pop(event.trial_id, None)
+        elif isinstance(event, (ObservationImported, ImportCompleted)):
+            self.imports.append(event)
+
+
+def _assemble(
+    store: EventStore,
+    name: str,
+    spec: ExperimentSpec,
+    scheduler: Scheduler,
+    fold: _StatusFold,
+    checkpoints: str | None,
+) -> dict[str, Any]:
+    """The status JSON from the folded scheduler and the per-trial facts."""
+    segments, errors, reasons, times = fold.segments, fold.errors, fold.reasons, fold.times
+    finished = fold.finished
     stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     trials = []
     counts: dict[str, int] = {}
@@ -183,7 +262,7 @@ def experiment_status(
             checkpoints or get_settings().resolved_checkpoints, name
         ),
         "extras": scheduler.status_extras(),
-        "imported": imported_summary(events),
+        "imported": imported_summary(fold.imports),
     }
     status_json["reason"] = experiment_reason(
         status_json, None if finished is None else finished.reason
