@@ -331,6 +331,11 @@ class ExperimentArtifacts:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
 
+    @property
+    def runner(self) -> ExperimentRunner | None:
+        """The flow's runner, once a result was recorded (None before)."""
+        return self._runner
+
     # ------------------------------------------------------------- progress
     def __call__(self, runner: ExperimentRunner) -> None:
         """Progress hook: a clock read unless ``min_interval`` has passed.
@@ -499,7 +504,8 @@ class ExperimentArtifacts:
             try:
                 if not store.has_experiment(self.spec.name):
                     return  # failed before anything was written: nothing to show
-                status = experiment_status(store, self.spec.name)
+                # The run's own runner, caught up: no snapshot to load, no log to fold.
+                status = experiment_status(store, self.spec.name, runner=self._runner)
             finally:
                 store.close()
             if failed and status["state"] == "running":

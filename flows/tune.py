@@ -179,14 +179,20 @@ def _ended_state(exc: BaseException) -> str:
     return "failed"
 
 
-def _verdict(spec: ExperimentSpec, summary: RunSummary) -> State[Any]:
-    """Completed, or Failed when every trial failed or none reported the metric."""
+def _verdict(
+    spec: ExperimentSpec, summary: RunSummary, runner: ExperimentRunner | None = None
+) -> State[Any]:
+    """Completed, or Failed when every trial failed or none reported the metric.
+
+    ``runner`` (the run's, if known) saves loading a snapshot: see
+    :func:`flows.engine.status.experiment_status`.
+    """
     from flows.engine.status import experiment_status, run_verdict
 
     store = EventStore(get_settings().resolved_database_url)
     try:
         if store.has_experiment(spec.name):
-            message = run_verdict(experiment_status(store, spec.name))
+            message = run_verdict(experiment_status(store, spec.name, runner=runner))
         else:
             message = None
         if message is not None:
@@ -257,7 +263,7 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
         summary = run_experiment(spec, on_progress=on_progress if hooks else None)
         if artifacts:
             artifacts.summary = summary
-        verdict = _verdict(spec, summary)
+        verdict = _verdict(spec, summary, None if artifacts is None else artifacts.runner)
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,

@@ -231,6 +231,11 @@ class ExperimentRunner:
         self._decided: list[Action] = []
         self._reset_state()
 
+    @property
+    def snapshot_version(self) -> str:
+        """The version of this runner's snapshots: equal versions fold the same state."""
+        return self._snapshot_version
+
     def _reset_state(self) -> None:
         """The fold's state before event 1 (everything a snapshot holds)."""
         self.scheduler: Scheduler = self.spec.build_scheduler()

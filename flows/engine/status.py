@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec, stored_spec
@@ -22,13 +22,19 @@ from schedulers.events import ImportCompleted, ObservationImported, TrialRetried
 from schedulers.outcomes import error_summary, final_status, most_common_error
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
 
+if TYPE_CHECKING:
+    from flows.engine.runner import ExperimentRunner
+
 log = logging.getLogger("rungflow")
 
 __all__ = [
+    "EXPORT_KINDS",
     "checkpoint_usage",
     "experiment_reason",
     "experiment_status",
     "experiment_status_from_log",
+    "export_events",
+    "folded_runner",
     "imported_summary",
     "load_events",
     "read_records",
@@ -66,7 +72,11 @@ def checkpoint_usage(root: str, name: str) -> dict[str, Any]:
 
 
 def experiment_status(
-    store: EventStore, name: str, *, checkpoints: str | None = None
+    store: EventStore,
+    name: str,
+    *,
+    checkpoints: str | None = None,
+    runner: ExperimentRunner | None = None,
 ) -> dict[str, Any]:
     """The JSON printed by ``rungflow status --json``.
 
@@ -100,16 +110,12 @@ def experiment_status(
         store: The event store.
         name: Experiment name.
         checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
+        runner: A runner that has folded this experiment (the flow's, after
+            its run): it catches up with the log through ``store`` instead
+            of loading a snapshot, if its scheduler is built exactly as the
+            stored spec builds it (else it is not used).
     """
-    from flows.engine.runner import ExperimentRunner
-
-    created = store.read_one(name, 1)
-    if created is None:
-        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
-    spec = stored_spec(created.event)
-    runner = ExperimentRunner(store, spec, "")
-    if runner.restore() >= runner.snapshot_every_events:
-        runner.save_snapshot()  # a cache: the next status starts here
+    spec, runner = folded_runner(store, name, runner)
     view = store.status_view(name, runner.seq)
     if view.stale:
         log.info("%s: the trials/results projections miss rows; rebuilding them", name)
@@ -130,6 +136,52 @@ def experiment_status(
     }
     fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
     return _assemble(store, name, spec, runner.scheduler, fold, checkpoints)
+
+
+def folded_runner(
+    store: EventStore, name: str, runner: ExperimentRunner | None = None
+) -> tuple[ExperimentSpec, ExperimentRunner]:
+    """The stored spec and a runner holding the fold of ``name``'s whole log.
+
+    Built from the latest snapshot plus the log's tail (a long tail leaves a
+    snapshot for the next reader), or ``runner`` caught up through ``store``
+    when its scheduler is built exactly as the stored spec builds it.
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    from flows.engine.runner import ExperimentRunner
+
+    created = store.read_one(name, 1)
+    if created is None:
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    spec = stored_spec(created.event)
+    fresh = ExperimentRunner(store, spec, "")
+    if (
+        runner is not None
+        and runner.name == name
+        and runner.snapshot_version == fresh.snapshot_version
+    ):
+        runner.store = store  # the flow's own store may be closed by now
+        runner.catch_up()
+        return spec, runner
+    if fresh.restore() >= fresh.snapshot_every_events:
+        fresh.save_snapshot()  # a cache: the next reader starts here
+    return spec, fresh
+
+
+#: Kinds ``rungflow export`` reads: the rows, each segment's config and the end.
+EXPORT_KINDS = ("SegmentStarted", "SegmentFinished", "ExperimentFinished", "TrialRetried")
+
+
+def export_events(store: EventStore, name: str) -> tuple[list[StoredEvent], dict[str, str]]:
+    """What ``rungflow export`` needs: the stored events of :data:`EXPORT_KINDS`
+    (through the kind index) and each trial's status word before the
+    experiment's end is applied (from the folded scheduler, see :func:`folded_runner`).
+    """
+    _, runner = folded_runner(store, name)
+    stored = store.read(name, until_seq=runner.seq, kinds=EXPORT_KINDS)
+    return stored, {tid: t.status for tid, t in runner.scheduler.trials.items()}
 
 
 def experiment_status_from_log(

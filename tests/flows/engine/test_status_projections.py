@@ -1,4 +1,4 @@
-"""``status`` from projections and snapshots == ``status`` from a full fold.
+"""``status`` (and ``export``) from projections and snapshots == from a full fold.
 
 :func:`flows.engine.status.experiment_status` reads the runner's latest
 snapshot plus the log's tail and the ``results`` projection; the log stays the
@@ -16,8 +16,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from flows.cli.export import history_records
 from flows.engine.runner import ExperimentRunner
-from flows.engine.status import experiment_status, experiment_status_from_log
+from flows.engine.status import (
+    experiment_status,
+    experiment_status_from_log,
+    export_events,
+    read_records,
+)
 from flows.spec import ExperimentSpec
 from schedulers.events import Event, TrialStopped
 from schedulers.simulate import simulate
@@ -111,6 +117,8 @@ def test_status_from_projections_equals_full_fold(
     fast, full = both(store)
     assert fast == full
     status = json.loads(fast)
+    exported = history_records(*export_events(store, NAME))
+    assert json.dumps(exported) == json.dumps(history_records(read_records(store, NAME)))
     assert status["n_trials"] > 0 and status["trials"][0]["segments"]
     if scheduler in ("random", "asha"):
         assert status["counts"].get("failed")
