@@ -14,6 +14,7 @@ projection is only a convenient view of it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,6 +346,25 @@ class StatusView:
     stale: bool
 
 
+def _number(conn: sa.Connection, payload: Any, key: str) -> sa.ColumnElement[Any]:
+    """A number in a JSON payload as SQL gives it without decoding JSON in Python:
+    SQLite's ``json_extract`` keeps integers and reals apart; PostgreSQL's
+    ``->>`` gives the text as written (see :func:`_json_number`)."""
+    if conn.dialect.name == "postgresql":
+        return payload[key].as_string()
+    return sa.func.json_extract(payload, f"$.{key}", type_=sa.Numeric(asdecimal=False))
+
+
+def _json_number(text: str | None) -> Any:
+    """``0`` -> 0, ``0.0`` -> 0.0: the number as ``json.loads`` reads it."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _count(conn: sa.Connection, stmt: sa.Select[Any]) -> int:
     return int(conn.execute(stmt).scalar_one() or 0)
 
@@ -379,14 +399,22 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
         # start/stop as the event wrote them (JSON keeps 0 apart from 0.0; the
         # Float columns do not), without decoding the rest of the payload.
         stamped = (
-            sa.select(r.trial_id, ev.payload["start"], ev.payload["stop"], r.metrics,
+            sa.select(r.trial_id, _number(conn, ev.payload, "start"),
+                      _number(conn, ev.payload, "stop"), sa.cast(r.metrics, sa.Text),
                       ev.created_at)
             .join(_EVENTS, sa.and_(ev.experiment_id == r.experiment_id, ev.seq == r.seq))
             .where(r.experiment_id == experiment, r.seq <= until_seq)
             .order_by(r.seq)
         )
-        for trial_id, start, stop, metrics, created in conn.execute(stamped):
-            segments.setdefault(trial_id, []).append((start, stop, dict(metrics), created))
+        rows = conn.execute(stamped).all()
+        # One JSON document for every row's metrics: a single C-level parse
+        # instead of a json.loads call per row.
+        metrics = json.loads("[" + ",".join(row[3] for row in rows) + "]")
+        postgres = conn.dialect.name == "postgresql"
+        for (trial_id, start, stop, _, created), values in zip(rows, metrics, strict=True):
+            if postgres:
+                start, stop = _json_number(start), _json_number(stop)
+            segments.setdefault(trial_id, []).append((start, stop, values, created))
         bounds = (
             sa.select(
                 ev.trial_id.label("trial_id"),

@@ -69,7 +69,7 @@ from storage import (
     ExperimentExistsError,
     StoreUnavailableError,
 )
-from storage.snapshots import dumps, loads
+from storage.snapshots import dumps, gc_paused, loads
 
 __all__ = [
     "GC_FREEZE_EVENTS",
@@ -278,19 +278,23 @@ class ExperimentRunner:
             # What replay built lives as long as the run: keep the collector's
             # full passes from walking it again and again (pauses of tens of ms).
             gc.freeze()
-        if self.snapshots and self.seq - self._snapshot_seq >= self.snapshot_every_events:
-            self.save_snapshot()  # the next resume starts here
+        if self.snapshots and folded >= GC_FREEZE_EVENTS:
+            # The next resume starts here. Not after a short tail: pickling
+            # 10k trials costs about as much as folding 10k events, and would
+            # delay the first segment; the loop's periodic snapshot follows.
+            self.save_snapshot()
 
     def restore(self) -> int:
         """Fold the state from scratch: the latest usable snapshot, then the
         log's tail (the whole log without a snapshot). Returns how many events
         were folded after the snapshot. Reads only; the experiment must exist.
         """
-        self._reset_state()
-        if self.snapshots:
-            self._load_snapshot()
-        start = self.seq
-        self.catch_up()
+        with gc_paused():  # everything built here stays alive (see gc_paused)
+            self._reset_state()
+            if self.snapshots:
+                self._load_snapshot()
+            start = self.seq
+            self.catch_up()
         return self.seq - start
 
     def open(self) -> list[SegmentStarted]:

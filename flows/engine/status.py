@@ -21,6 +21,7 @@ from schedulers import (
 from schedulers.events import ImportCompleted, ObservationImported, TrialRetried, TrialStopped
 from schedulers.outcomes import error_summary, final_status, most_common_error
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
+from storage.snapshots import gc_paused
 
 if TYPE_CHECKING:
     from flows.engine.runner import ExperimentRunner
@@ -116,6 +117,17 @@ def experiment_status(
             stored spec builds it (else it is not used).
     """
     spec, runner = folded_runner(store, name, runner)
+    with gc_paused():  # ~10 containers per result, all kept (see gc_paused)
+        return _status_from_view(store, name, spec, runner, checkpoints)
+
+
+def _status_from_view(
+    store: EventStore,
+    name: str,
+    spec: ExperimentSpec,
+    runner: ExperimentRunner,
+    checkpoints: str | None,
+) -> dict[str, Any]:
     view = store.status_view(name, runner.seq)
     if view.stale:
         log.info("%s: the trials/results projections miss rows; rebuilding them", name)
@@ -150,7 +162,7 @@ def folded_runner(
     Raises:
         ExperimentNotFoundError: unknown experiment.
     """
-    from flows.engine.runner import ExperimentRunner
+    from flows.engine.runner import GC_FREEZE_EVENTS, ExperimentRunner
 
     created = store.read_one(name, 1)
     if created is None:
@@ -165,8 +177,11 @@ def folded_runner(
         runner.store = store  # the flow's own store may be closed by now
         runner.catch_up()
         return spec, runner
-    if fresh.restore() >= fresh.snapshot_every_events:
-        fresh.save_snapshot()  # a cache: the next reader starts here
+    if fresh.restore() >= GC_FREEZE_EVENTS:
+        # A long fold (an old store, a run that never snapshotted): leave a
+        # snapshot for the next reader. Not after a short tail: pickling 10k
+        # trials costs about what folding 10k events does.
+        fresh.save_snapshot()
     return spec, fresh
 
 
