@@ -319,6 +319,9 @@ class ExperimentArtifacts:
         self.clock = clock
         self.live_interval = live_interval
         self.summary: RunSummary | None = None
+        #: The final ``experiment_status`` if the flow already computed it
+        #: (its verdict does); :meth:`publish` then uses it as it is.
+        self.status: dict[str, Any] | None = None
         self.updates = 0  # API calls made for progress, for tests and benchmarks
         self.live_updates = 0  # leaderboard + curves updates made, likewise
         self._progress_id: UUID | None = None
@@ -504,8 +507,11 @@ class ExperimentArtifacts:
             try:
                 if not store.has_experiment(self.spec.name):
                     return  # failed before anything was written: nothing to show
-                # The run's own runner, caught up: no snapshot to load, no log to fold.
-                status = experiment_status(store, self.spec.name, runner=self._runner)
+                # The verdict's status, or the run's own runner caught up: no
+                # snapshot to load, no log to fold.
+                status = self.status
+                if status is None or failed:
+                    status = experiment_status(store, self.spec.name, runner=self._runner)
             finally:
                 store.close()
             if failed and status["state"] == "running":
