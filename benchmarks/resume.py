@@ -12,7 +12,13 @@ times, ``--repeats`` times with the variants interleaved:
   run it until the first new segment starts (``open()`` replays, takes a
   lease, reclaims the crashed segments; then the first decision is claimed);
 * ``status``: ``experiment_status`` in this process;
+* ``artifacts``: the status the end of a flow run computes (verdict and final
+  artifacts each compute one), given the run's folded runner when the code
+  accepts it;
 * ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter.
+
+Each timing runs on a fresh copy of the crashed run's database (resume and
+status may leave snapshots behind), in a fresh interpreter.
 
 It prints min/median/max seconds per figure and the load average.
 
@@ -20,8 +26,8 @@ Run: ``python benchmarks/resume.py [--trials 10000] [--repeats 3]
 [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-sqlite]
 [--baseline DIR]``. With ``--baseline`` (a source tree, e.g. ``git archive
 main | tar -x -C DIR``) each figure is also taken with that code, in the same
-run, on a copy of the same log (without snapshots), variants interleaved.
-Each timing runs in a fresh interpreter.
+run, on a copy of the same log whose snapshot that code took, variants
+interleaved.
 The PostgreSQL figures need a database URL (skipped without ``--pg``); the
 script creates and drops its own database next to the one named.
 """
@@ -74,8 +80,11 @@ def make_spec(scheduler: str, trials: int) -> ExperimentSpec:
     """PBT with ``trials`` members (ten segments each by the cut), or ASHA."""
     if scheduler == "pbt":
         # Room for more generations than the cut leaves time for: still running.
+        # compare="latest" (Ray's rule): "matched" ranks against every member
+        # at each boundary, O(population) per decision, which makes simulating
+        # a 10k-member log take hours; the log's shape is what is timed here.
         args: dict[str, Any] = {"perturbation_interval": 1, "population_size": trials,
-                                "max_generations": 20}
+                                "max_generations": 20, "compare": "latest"}
         budget: dict[str, Any] = {}
     else:
         args = {"max_t": 1024, "grace_period": 1, "reduction_factor": 2}
@@ -203,7 +212,10 @@ def pg_database(base: str) -> Iterator[str]:
         yield url.set(database=db).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            for name in (db, f"{db}_base"):
+            names = [r[0] for r in conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                {"p": f"{db}%"})]
+            for name in names:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
@@ -213,52 +225,91 @@ def fmt(values: list[float]) -> str:
             f"max {max(values):7.2f} s")
 
 
+def time_artifacts(url: str, spec: ExperimentSpec, root: str) -> float:
+    """The status the end of a flow run computes (its verdict and final
+    artifacts each compute one), given the run's folded runner where the code
+    accepts it."""
+    import inspect
+
+    with EventStore(url) as store:
+        runner = ExperimentRunner(store, spec, root)
+        runner.replay()  # the state the run ended with (not timed)
+        kwargs: dict[str, Any] = {"checkpoints": root}
+        if "runner" in inspect.signature(experiment_status).parameters:
+            kwargs["runner"] = runner
+        t0 = time.perf_counter()
+        experiment_status(store, NAME, **kwargs)
+        return time.perf_counter() - t0
+
+
+def take_snapshot(url: str, spec: ExperimentSpec) -> float:
+    """The crashed run's last periodic snapshot, taken by the code timed."""
+    with EventStore(url) as store:
+        runner = ExperimentRunner(store, spec, "")
+        runner.replay()
+        runner.save_snapshot()
+    return 0.0
+
+
 def measure(url: str, what: str, root: str, spec_json: str) -> float:
     """One timing in this interpreter (the parent runs each in a fresh process)."""
     spec = ExperimentSpec.model_validate_json(spec_json)
+    if what == "snapshot":
+        return take_snapshot(url, spec)
     if what == "resume":
         return time_resume(url, spec, root)
     if what == "status":
         return time_status(url, root)
+    if what == "artifacts":
+        return time_artifacts(url, spec, root)
     return time_status_cli(url, root)
 
 
-def build(url: str, spec: ExperimentSpec, events: list[Event], tail: int) -> None:
-    """Write the log; a snapshot is taken ``tail`` events before its end, as the
-    crashed run's last periodic snapshot would have been."""
+def copy_db(label: str, src: str, dst_name: str) -> str:
+    """A copy of the database at ``src`` named ``dst_name``, replacing any; its URL."""
+    if label == "sqlite":
+        path = Path(sa.make_url(src).database or "")
+        dst = path.with_name(f"{dst_name}.db")
+        with sqlite3.connect(path) as a, sqlite3.connect(dst) as b:
+            a.backup(b)
+        return f"sqlite:///{dst}"
+    parsed = sa.make_url(src)
+    admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    db = f"{parsed.database.split('__')[0]}__{dst_name}"  # type: ignore[union-attr]
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{db}" TEMPLATE "{parsed.database}"'))
+    admin.dispose()
+    return parsed.set(database=db).render_as_string(hide_password=False)
+
+
+def run_code(code: str | None, *argv: str) -> float:
+    """``--measure argv`` in a fresh interpreter running the tree ``code`` (None: this one)."""
+    env = dict(os.environ)
+    if code:
+        env["PYTHONPATH"] = code
+    out = subprocess.run([sys.executable, __file__, "--measure", *argv],
+                         env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def build(label: str, url: str, spec: ExperimentSpec, events: list[Event], tail: int,
+          codes: dict[str, str | None]) -> dict[str, str]:
+    """The crashed run's database for each code: the log up to ``tail`` events
+    before its end, the snapshot that code's runner takes there (its last
+    periodic one), then the tail. Returns each code's pristine database URL;
+    every timing runs on a fresh copy of it (resume and status write snapshots)."""
     with EventStore(url) as store:
         write_log(store, spec, events[:-tail])
-        runner = ExperimentRunner(store, spec, "")
-        if hasattr(runner, "save_snapshot"):
-            runner.replay()
-            runner.save_snapshot()
-        seq = store.last_seq(NAME)
-        for i in range(len(events) - tail, len(events), BATCH):
-            seq = store.append(NAME, events[i : min(i + BATCH, len(events))], expected_seq=seq)
-
-
-def as_baseline(label: str, url: str) -> str:
-    """A copy of the log a rungflow without snapshots opens (schema 0002)."""
-    if label == "sqlite":
-        src = Path(sa.make_url(url).database or "")
-        dst = src.with_name("baseline.db")
-        with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-            a.backup(b)
-        out = f"sqlite:///{dst}"
-    else:
-        parsed = sa.make_url(url)
-        db = f"{parsed.database}_base"
-        admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{db}" TEMPLATE "{parsed.database}"'))
-        admin.dispose()
-        out = parsed.set(database=db).render_as_string(hide_password=False)
-    engine = sa.create_engine(out)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE snapshots"))
-        conn.execute(sa.text("UPDATE rungflow_alembic_version SET version_num = '0002'"))
-    engine.dispose()
-    return out
+    pristine = {code: copy_db(label, url, f"pristine_{code}") for code in codes}
+    for code, path in codes.items():
+        run_code(path, pristine[code], "snapshot", "", spec.model_dump_json())
+        with EventStore(pristine[code]) as store:
+            seq = store.last_seq(NAME)
+            for i in range(len(events) - tail, len(events), BATCH):
+                seq = store.append(NAME, events[i : min(i + BATCH, len(events))],
+                                   expected_seq=seq)
+    return pristine
 
 
 def main() -> None:
@@ -298,29 +349,19 @@ def main() -> None:
             codes = {"baseline": str(Path(args.baseline).resolve()), "this": None}
         for label, url in backends:
             t0 = time.perf_counter()
-            build(url, spec, events, args.tail)
-            print(f"{label}: log written in {time.perf_counter() - t0:.1f} s", flush=True)
-            urls = {"this": url}
-            if args.baseline:
-                urls["baseline"] = as_baseline(label, url)
+            pristine = build(label, url, spec, events, args.tail, codes)
+            print(f"{label}: logs written in {time.perf_counter() - t0:.1f} s", flush=True)
             for code in codes:
-                variants.append((code, label, urls[code]))
-        whats = ["resume", "status"] + ([] if args.skip_cli else ["status-cli"])
+                variants.append((code, label, pristine[code]))
+        whats = ["resume", "status", "artifacts"] + ([] if args.skip_cli else ["status-cli"])
         figures: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(args.repeats):
             # Rotate the order so no variant always runs first (cold caches).
             k = rep % len(variants)
             for code, label, url in variants[k:] + variants[:k]:
                 for what in whats:
-                    env = dict(os.environ)
-                    if codes[code]:
-                        env["PYTHONPATH"] = codes[code] or ""
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--measure", url, what, root,
-                         spec.model_dump_json()],
-                        env=env, check=True, capture_output=True, text=True,
-                    )
-                    value = float(out.stdout.strip().splitlines()[-1])
+                    work = copy_db(label, url, "work")
+                    value = run_code(codes[code], work, what, root, spec.model_dump_json())
                     figures.setdefault((label, what, code), []).append(value)
                     print(f"  ({label} {what} {code}: {value:.2f} s)", flush=True)
         for (label, what, code), values in sorted(figures.items()):

@@ -319,6 +319,9 @@ class ExperimentArtifacts:
         self.clock = clock
         self.live_interval = live_interval
         self.summary: RunSummary | None = None
+        #: The final ``experiment_status`` if the flow already computed it
+        #: (its verdict does); :meth:`publish` then uses it as it is.
+        self.status: dict[str, Any] | None = None
         self.updates = 0  # API calls made for progress, for tests and benchmarks
         self.live_updates = 0  # leaderboard + curves updates made, likewise
         self._progress_id: UUID | None = None
@@ -330,6 +333,11 @@ class ExperimentArtifacts:
         self._last_fraction = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+
+    @property
+    def runner(self) -> ExperimentRunner | None:
+        """The flow's runner, once a result was recorded (None before)."""
+        return self._runner
 
     # ------------------------------------------------------------- progress
     def __call__(self, runner: ExperimentRunner) -> None:
@@ -499,7 +507,11 @@ class ExperimentArtifacts:
             try:
                 if not store.has_experiment(self.spec.name):
                     return  # failed before anything was written: nothing to show
-                status = experiment_status(store, self.spec.name)
+                # The verdict's status, or the run's own runner caught up: no
+                # snapshot to load, no log to fold.
+                status = self.status
+                if status is None or failed:
+                    status = experiment_status(store, self.spec.name, runner=self._runner)
             finally:
                 store.close()
             if failed and status["state"] == "running":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +29,9 @@ from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
 from storage import CheckpointError, EventStore, StoreUnavailableError
 from storage.checkpoints import is_process_local, resolve_root
+
+if TYPE_CHECKING:
+    from flows.artifacts import ExperimentArtifacts
 
 __all__ = ["PrefectExecutor", "make_task_runner", "train_segment", "tune"]
 
@@ -179,14 +182,25 @@ def _ended_state(exc: BaseException) -> str:
     return "failed"
 
 
-def _verdict(spec: ExperimentSpec, summary: RunSummary) -> State[Any]:
-    """Completed, or Failed when every trial failed or none reported the metric."""
+def _verdict(
+    spec: ExperimentSpec, summary: RunSummary, artifacts: ExperimentArtifacts | None = None
+) -> State[Any]:
+    """Completed, or Failed when every trial failed or none reported the metric.
+
+    With ``artifacts``, the run's runner they saw saves loading a snapshot
+    (see :func:`flows.engine.status.experiment_status`), and the status is
+    handed to them for the final artifacts, which need not compute it again.
+    """
     from flows.engine.status import experiment_status, run_verdict
 
     store = EventStore(get_settings().resolved_database_url)
     try:
         if store.has_experiment(spec.name):
-            message = run_verdict(experiment_status(store, spec.name))
+            runner = None if artifacts is None else artifacts.runner
+            status = experiment_status(store, spec.name, runner=runner)
+            message = run_verdict(status)
+            if artifacts is not None:
+                artifacts.status = status
         else:
             message = None
         if message is not None:
@@ -257,7 +271,7 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
         summary = run_experiment(spec, on_progress=on_progress if hooks else None)
         if artifacts:
             artifacts.summary = summary
-        verdict = _verdict(spec, summary)
+        verdict = _verdict(spec, summary, artifacts)
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,

@@ -574,6 +574,13 @@ class EventStore:
         return _retry_dropped(lambda: snapshots.load_snapshot(self._reader, name, version))
 
     # ---------------------------------------------------------- projections
+    def status_view(self, name: str, until_seq: int) -> projections.StatusView:
+        """What ``rungflow status`` reads besides the folded scheduler, up to
+        ``until_seq`` (see :func:`storage.projections.read_status_view`)."""
+        return _retry_dropped(
+            lambda: projections.read_status_view(self._reader, name, until_seq)
+        )
+
     def trials(self, name: str) -> list[TrialRow]:
         """Projected trials in creation order."""
         t = _TRIALS.c

@@ -14,6 +14,7 @@ projection is only a convenient view of it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedulers.events import (
+    EVENT_TYPES,
     Event,
     SegmentFailed,
     SegmentFinished,
@@ -30,12 +32,23 @@ from schedulers.events import (
     TrialPerturbed,
     TrialRetried,
     TrialStopped,
+    event_from_record,
 )
 from schedulers.outcomes import next_status, stop_outcome
+from storage.models import EVENTS as _EVENTS
 from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 
-__all__ = ["Projection", "ResultRecord", "TrialRecord", "apply_events", "rebuild"]
+__all__ = [
+    "STATUS_KINDS",
+    "Projection",
+    "ResultRecord",
+    "StatusView",
+    "TrialRecord",
+    "apply_events",
+    "read_status_view",
+    "rebuild",
+]
 
 # Keep IN (...) lists well below every backend's bound-parameter limit.
 _CHUNK = 500
@@ -291,3 +304,141 @@ def rebuild(conn: sa.Connection, experiment: str, items: Iterable[tuple[int, Eve
         conn.execute(sa.insert(_TRIALS), [t.row(experiment) for t in proj.trials.values()])
     if proj.results:
         conn.execute(sa.insert(_RESULTS), [r.row(experiment) for r in proj.results])
+
+
+# ---------------------------------------------------------------- read side
+#: Event kinds ``rungflow status`` reads from the log itself (through the
+#: (experiment, kind) index): few per trial, and what the projections do not
+#: keep (error texts, stop reasons, warm-start imports, the experiment's end).
+STATUS_KINDS = (
+    "SegmentFailed",
+    "TrialStopped",
+    "TrialRetried",
+    "ExperimentFinished",
+    "ObservationImported",
+    "ImportCompleted",
+)
+_COORDINATION_KINDS = sorted(k for k, cls in EVENT_TYPES.items() if cls.coordination)
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """What ``rungflow status`` reads besides the scheduler's folded state.
+
+    Everything is as of event ``until_seq``.
+
+    Attributes:
+        segments: Finished segments per trial in log order, as ``(start, stop,
+            metrics, finished_at)`` (from ``results``; the write time, start
+            and stop as written come from its event's row).
+        times: ``trial_id -> (first, last)`` write times of the trial's
+            events (coordination events excluded).
+        events: ``(seq, event, created_at)`` of the :data:`STATUS_KINDS`, in order.
+        stale: The projections do not hold every trial and result of the
+            log up to ``until_seq`` (written by an older rungflow, or edited):
+            rebuild them, or fold the log instead.
+    """
+
+    until_seq: int
+    segments: dict[str, list[tuple[Any, Any, dict[str, Any], Any]]]
+    times: dict[str, tuple[Any, Any]]
+    events: list[tuple[int, Event, Any]]
+    stale: bool
+
+
+def _number(conn: sa.Connection, payload: Any, key: str) -> sa.ColumnElement[Any]:
+    """A number in a JSON payload as SQL gives it without decoding JSON in Python:
+    SQLite's ``json_extract`` keeps integers and reals apart; PostgreSQL's
+    ``->>`` gives the text as written (see :func:`_json_number`)."""
+    if conn.dialect.name == "postgresql":
+        return payload[key].as_string()
+    return sa.func.json_extract(payload, f"$.{key}", type_=sa.Numeric(asdecimal=False))
+
+
+def _json_number(text: str | None) -> Any:
+    """``0`` -> 0, ``0.0`` -> 0.0: the number as ``json.loads`` reads it."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _count(conn: sa.Connection, stmt: sa.Select[Any]) -> int:
+    return int(conn.execute(stmt).scalar_one() or 0)
+
+
+def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> StatusView:
+    """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one transaction.
+
+    Costs three indexed queries plus one aggregate over the experiment's
+    events (``trial_id`` and ``kind`` only); no event but those of
+    :data:`STATUS_KINDS` is decoded. Staleness is detected by counting: the
+    ``results`` rows must match the ``SegmentFinished`` events and the
+    ``trials`` rows the ``TrialCreated`` events up to ``until_seq`` (both
+    counts are served by indexes).
+    """
+    ev, r, t = _EVENTS.c, _RESULTS.c, _TRIALS.c
+    mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
+    with engine.connect() as conn:
+        n_results = _count(conn, sa.select(sa.func.count()).select_from(_RESULTS).where(
+            r.experiment_id == experiment, r.seq <= until_seq))
+        n_finished = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            mine, ev.kind == "SegmentFinished"))
+        n_trials = _count(conn, sa.select(sa.func.count()).select_from(_TRIALS).where(
+            t.experiment_id == experiment, t.created_seq <= until_seq))
+        n_created = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            mine, ev.kind == "TrialCreated"))
+        stale = n_results != n_finished or n_trials != n_created
+        segments: dict[str, list[tuple[Any, Any, dict[str, Any], Any]]] = {}
+        times: dict[str, tuple[Any, Any]] = {}
+        events: list[tuple[int, Event, Any]] = []
+        if stale:
+            return StatusView(until_seq, segments, times, events, True)
+        # start/stop as the event wrote them (JSON keeps 0 apart from 0.0; the
+        # Float columns do not), without decoding the rest of the payload.
+        stamped = (
+            sa.select(r.trial_id, _number(conn, ev.payload, "start"),
+                      _number(conn, ev.payload, "stop"), sa.cast(r.metrics, sa.Text),
+                      ev.created_at)
+            .join(_EVENTS, sa.and_(ev.experiment_id == r.experiment_id, ev.seq == r.seq))
+            .where(r.experiment_id == experiment, r.seq <= until_seq)
+            .order_by(r.seq)
+        )
+        rows = conn.execute(stamped).all()
+        # One JSON document for every row's metrics: a single C-level parse
+        # instead of a json.loads call per row.
+        metrics = json.loads("[" + ",".join(row[3] for row in rows) + "]")
+        postgres = conn.dialect.name == "postgresql"
+        for (trial_id, start, stop, _, created), values in zip(rows, metrics, strict=True):
+            if postgres:
+                start, stop = _json_number(start), _json_number(stop)
+            segments.setdefault(trial_id, []).append((start, stop, values, created))
+        bounds = (
+            sa.select(
+                ev.trial_id.label("trial_id"),
+                sa.func.min(ev.seq).label("lo"),
+                sa.func.max(ev.seq).label("hi"),
+            )
+            .where(mine, ev.trial_id.is_not(None), ev.kind.not_in(_COORDINATION_KINDS))
+            .group_by(ev.trial_id)
+            .subquery()
+        )
+        first, last = _EVENTS.alias("first"), _EVENTS.alias("last")
+        stmt = (
+            sa.select(bounds.c.trial_id, first.c.created_at, last.c.created_at)
+            .join(first, sa.and_(first.c.experiment_id == experiment,
+                                 first.c.seq == bounds.c.lo))
+            .join(last, sa.and_(last.c.experiment_id == experiment, last.c.seq == bounds.c.hi))
+        )
+        for trial_id, started, ended in conn.execute(stmt):
+            times[trial_id] = (started, ended)
+        few = (
+            sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
+            .where(mine, ev.kind.in_(STATUS_KINDS))
+            .order_by(ev.seq)
+        )
+        for seq, kind, trial_id, payload, created in conn.execute(few):
+            events.append((int(seq), event_from_record(kind, trial_id, payload), created))
+    return StatusView(until_seq, segments, times, events, False)

@@ -19,10 +19,13 @@ trusted. A snapshot that fails to load for any reason is ignored the same way.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import pickle
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +42,7 @@ __all__ = [
     "UnsafeSnapshotError",
     "delete_snapshots",
     "dumps",
+    "gc_paused",
     "load_snapshot",
     "loads",
     "save_snapshot",
@@ -120,13 +124,33 @@ def dumps(state: Any) -> bytes:
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (restored afterwards).
+
+    Building hundreds of thousands of containers that all stay alive (an
+    unpickled scheduler, decoded events, JSON rows) triggers a collection
+    every 700 allocations, each walking the ever larger young heap and
+    every tenth one the whole heap: a third or more of the time spent.
+    Nothing built here is garbage, so nothing is lost by waiting.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def loads(data: bytes) -> Any:
-    """Unpickle with :class:`RestrictedUnpickler`.
+    """Unpickle with :class:`RestrictedUnpickler` (collector paused, see :func:`gc_paused`).
 
     Raises:
         UnsafeSnapshotError: a class outside the allow-list.
     """
-    return RestrictedUnpickler(io.BytesIO(data)).load()
+    with gc_paused():
+        return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
 @dataclass(frozen=True)

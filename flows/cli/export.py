@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,11 +43,16 @@ class ExportFormat(StrEnum):
     json = "json"
 
 
-def history_records(events: Sequence[Any]) -> list[dict[str, Any]]:
+def history_records(
+    events: Sequence[Any], statuses: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One record per report, in log order (see module docs for the fields).
 
     ``events`` are stored events (with ``created_at``, giving ``finished_at``)
-    or bare events (``finished_at`` is then None).
+    or bare events (``finished_at`` is then None). ``statuses`` gives trials'
+    status words folded elsewhere (the scheduler's: then ``events`` need only
+    be those of :data:`flows.engine.status.EXPORT_KINDS`); other trials'
+    are folded from ``events``.
     """
     config: dict[str, dict[str, Any]] = {}
     status: dict[str, str | None] = {}
@@ -78,6 +83,8 @@ def history_records(events: Sequence[Any]) -> list[dict[str, Any]]:
                         "metrics": {k: v for k, v in report.items() if k != "resource"},
                     }
                 )
+    if statuses is not None:
+        status.update(statuses)
     for record in records:
         record["status"] = final_status(status.get(str(record["trial_id"])) or "paused", finished)
     return records
@@ -149,11 +156,11 @@ def register(app: typer.Typer) -> None:
             export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
             return
         from flows.cli._common import _reading, err
-        from flows.engine.status import read_records
+        from flows.engine.status import export_events
 
         with _reading(db) as store:
-            stored = read_records(store, experiment)
-        records = history_records(stored)
+            stored, statuses = export_events(store, experiment)
+        records = history_records(stored, statuses)
         text = to_csv(records) if fmt is ExportFormat.csv else to_json(records)
         if output is None:
             sys.stdout.write(text)

@@ -71,7 +71,7 @@ from storage import (
     ExperimentExistsError,
     StoreUnavailableError,
 )
-from storage.snapshots import dumps, loads
+from storage.snapshots import dumps, gc_paused, loads
 
 __all__ = [
     "GC_FREEZE_EVENTS",
@@ -245,6 +245,11 @@ class ExperimentRunner:
         self.heap = HeapFreezer()
         self._reset_state()
 
+    @property
+    def snapshot_version(self) -> str:
+        """The version of this runner's snapshots: equal versions fold the same state."""
+        return self._snapshot_version
+
     def _reset_state(self) -> None:
         """The fold's state before event 1 (everything a snapshot holds)."""
         self.scheduler: Scheduler = self.spec.build_scheduler()
@@ -282,16 +287,29 @@ class ExperimentRunner:
         diffs = spec_differences(first.spec, self.spec)
         if diffs:
             raise refused_resume(self.name, diffs)
-        self._reset_state()
-        if self.snapshots:
-            self._load_snapshot()
-        self.catch_up()
+        folded = self.restore()
         if self.seq >= GC_FREEZE_EVENTS:
             # What replay built lives as long as the run: keep the collector's
             # full passes from walking it again and again (pauses of tens of ms).
             self.heap.freeze()
-        if self.snapshots and self.seq - self._snapshot_seq >= self.snapshot_every_events:
-            self.save_snapshot()  # the next resume starts here
+        if self.snapshots and folded >= GC_FREEZE_EVENTS:
+            # The next resume starts here. Not after a short tail: pickling
+            # 10k trials costs about as much as folding 10k events, and would
+            # delay the first segment; the loop's periodic snapshot follows.
+            self.save_snapshot()
+
+    def restore(self) -> int:
+        """Fold the state from scratch: the latest usable snapshot, then the
+        log's tail (the whole log without a snapshot). Returns how many events
+        were folded after the snapshot. Reads only; the experiment must exist.
+        """
+        with gc_paused():  # everything built here stays alive (see gc_paused)
+            self._reset_state()
+            if self.snapshots:
+                self._load_snapshot()
+            start = self.seq
+            self.catch_up()
+        return self.seq - start
 
     def open(self) -> list[SegmentStarted]:
         """Create or replay the experiment; return the segments this runner must run again.
@@ -583,10 +601,7 @@ class ExperimentRunner:
         """Rebuild the state from the store after a transaction that folded
         events failed to commit (snapshot + tail, like a resume)."""
         log.warning("%s: %s; re-reading the log", self.name, why)
-        self._reset_state()
-        if self.snapshots:
-            self._load_snapshot()
-        self.catch_up()
+        self.restore()
 
     def claim_events(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with this runner stamped as owner of every ``SegmentStarted``."""

@@ -1,16 +1,19 @@
-"""Read-side views of an experiment, rebuilt from its event log."""
+"""Read-side views of an experiment: projections and snapshots, the log as the reference."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
-from flows.spec import stored_spec
+from flows.spec import ExperimentSpec, stored_spec
 from schedulers import (
     Event,
     ExperimentFinished,
+    Scheduler,
     SegmentFailed,
     SegmentFinished,
     TrialCreated,
@@ -18,11 +21,21 @@ from schedulers import (
 from schedulers.events import ImportCompleted, ObservationImported, TrialRetried, TrialStopped
 from schedulers.outcomes import error_summary, final_status, most_common_error
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
+from storage.snapshots import gc_paused
+
+if TYPE_CHECKING:
+    from flows.engine.runner import ExperimentRunner
+
+log = logging.getLogger("rungflow")
 
 __all__ = [
+    "EXPORT_KINDS",
     "checkpoint_usage",
     "experiment_reason",
     "experiment_status",
+    "experiment_status_from_log",
+    "export_events",
+    "folded_runner",
     "imported_summary",
     "load_events",
     "read_records",
@@ -60,7 +73,11 @@ def checkpoint_usage(root: str, name: str) -> dict[str, Any]:
 
 
 def experiment_status(
-    store: EventStore, name: str, *, checkpoints: str | None = None
+    store: EventStore,
+    name: str,
+    *,
+    checkpoints: str | None = None,
+    runner: ExperimentRunner | None = None,
 ) -> dict[str, Any]:
     """The JSON printed by ``rungflow status --json``.
 
@@ -79,44 +96,173 @@ def experiment_status(
     disk now, after retention) and the scheduler's own ``extras`` (brackets,
     schedule records...).
 
+    Never folds the whole log on a store the flow keeps up: the scheduler's
+    state is the runner's latest snapshot plus the log's tail (see
+    :meth:`flows.engine.runner.ExperimentRunner.restore`), and the rest comes
+    from the ``results`` projection and a few event kinds read through their
+    index (:func:`storage.projections.read_status_view`). A tail longer than
+    :data:`~flows.engine.runner.SNAPSHOT_EVERY_EVENTS` leaves a snapshot for
+    the next call. Projections that miss trials or results (an older
+    rungflow, a hand-edited database: detected by counting) are rebuilt once;
+    if they still disagree, the whole log is folded
+    (:func:`experiment_status_from_log`, the same JSON).
+
     Args:
         store: The event store.
         name: Experiment name.
         checkpoints: Blob-store root; default ``RUNGFLOW_CHECKPOINTS``.
+        runner: A runner that has folded this experiment (the flow's, after
+            its run): it catches up with the log through ``store`` instead
+            of loading a snapshot, if its scheduler is built exactly as the
+            stored spec builds it (else it is not used).
     """
+    spec, runner = folded_runner(store, name, runner)
+    with gc_paused():  # ~10 containers per result, all kept (see gc_paused)
+        return _status_from_view(store, name, spec, runner, checkpoints)
+
+
+def _status_from_view(
+    store: EventStore,
+    name: str,
+    spec: ExperimentSpec,
+    runner: ExperimentRunner,
+    checkpoints: str | None,
+) -> dict[str, Any]:
+    view = store.status_view(name, runner.seq)
+    if view.stale:
+        log.info("%s: the trials/results projections miss rows; rebuilding them", name)
+        with contextlib.suppress(Exception):  # read-only database: fold the log instead
+            store.rebuild_projections(name)
+        view = store.status_view(name, runner.seq)
+        if view.stale:
+            return experiment_status_from_log(store, name, checkpoints=checkpoints)
+    fold = _StatusFold()
+    for _seq, event, stamp in view.events:
+        fold.tell(event, stamp)
+    fold.segments = {
+        trial_id: [
+            {"start": start, "stop": stop, "metrics": metrics, "finished_at": at.isoformat()}
+            for start, stop, metrics, at in rows
+        ]
+        for trial_id, rows in view.segments.items()
+    }
+    fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
+    return _assemble(store, name, spec, runner.scheduler, fold, checkpoints)
+
+
+def folded_runner(
+    store: EventStore, name: str, runner: ExperimentRunner | None = None
+) -> tuple[ExperimentSpec, ExperimentRunner]:
+    """The stored spec and a runner holding the fold of ``name``'s whole log.
+
+    Built from the latest snapshot plus the log's tail (a long tail leaves a
+    snapshot for the next reader), or ``runner`` caught up through ``store``
+    when its scheduler is built exactly as the stored spec builds it.
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    from flows.engine.runner import GC_FREEZE_EVENTS, ExperimentRunner
+
+    created = store.read_one(name, 1)
+    if created is None:
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    spec = stored_spec(created.event)
+    fresh = ExperimentRunner(store, spec, "")
+    if (
+        runner is not None
+        and runner.name == name
+        and runner.snapshot_version == fresh.snapshot_version
+    ):
+        runner.store = store  # the flow's own store may be closed by now
+        runner.catch_up()
+        return spec, runner
+    if fresh.restore() >= GC_FREEZE_EVENTS:
+        # A long fold (an old store, a run that never snapshotted): leave a
+        # snapshot for the next reader. Not after a short tail: pickling 10k
+        # trials costs about what folding 10k events does.
+        fresh.save_snapshot()
+    return spec, fresh
+
+
+#: Kinds ``rungflow export`` reads: the rows, each segment's config and the end.
+EXPORT_KINDS = ("SegmentStarted", "SegmentFinished", "ExperimentFinished", "TrialRetried")
+
+
+def export_events(store: EventStore, name: str) -> tuple[list[StoredEvent], dict[str, str]]:
+    """What ``rungflow export`` needs: the stored events of :data:`EXPORT_KINDS`
+    (through the kind index) and each trial's status word before the
+    experiment's end is applied (from the folded scheduler, see :func:`folded_runner`).
+    """
+    _, runner = folded_runner(store, name)
+    stored = store.read(name, until_seq=runner.seq, kinds=EXPORT_KINDS)
+    return stored, {tid: t.status for tid, t in runner.scheduler.trials.items()}
+
+
+def experiment_status_from_log(
+    store: EventStore, name: str, *, checkpoints: str | None = None
+) -> dict[str, Any]:
+    """:func:`experiment_status` by folding the whole log (the reference it must equal)."""
     records = read_records(store, name)
-    events = [r.event for r in records]
-    spec = stored_spec(events[0])
+    spec = stored_spec(records[0].event)
     scheduler = spec.build_scheduler()
-    segments: dict[str, list[dict[str, Any]]] = {}
-    errors: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    times: dict[str, list[str]] = {}
-    finished: ExperimentFinished | None = None
+    fold = _StatusFold()
     for record in records:
         event = record.event
         scheduler.tell(event)
         stamp = record.created_at.isoformat()
         trial_id = event.trial
         if trial_id is not None and not event.coordination:
-            times.setdefault(trial_id, [stamp, stamp])[1] = stamp
+            fold.times.setdefault(trial_id, [stamp, stamp])[1] = stamp
         if isinstance(event, TrialCreated):
-            segments[event.trial_id] = []
+            fold.segments[event.trial_id] = []
         elif isinstance(event, SegmentFinished):
-            segments[event.trial_id].append(
+            fold.segments[event.trial_id].append(
                 {"start": event.start, "stop": event.stop, "metrics": dict(event.metrics),
                  "finished_at": stamp}
             )
-        elif isinstance(event, SegmentFailed):
+        fold.tell(event, record.created_at)
+    return _assemble(store, name, spec, scheduler, fold, checkpoints)
+
+
+class _StatusFold:
+    """Per-trial facts of ``status`` that the scheduler's state does not keep."""
+
+    def __init__(self) -> None:
+        self.segments: dict[str, list[dict[str, Any]]] = {}
+        self.times: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+        self.finished: ExperimentFinished | None = None
+        self.imports: list[Event] = []
+
+    def tell(self, event: Event, stamp: Any) -> None:
+        """Fold one event (only the kinds of :data:`storage.projections.STATUS_KINDS` matter)."""
+        if isinstance(event, SegmentFailed):
             if event.final:
-                errors[event.trial_id] = event.error
+                self.errors[event.trial_id] = event.error
         elif isinstance(event, TrialStopped):
-            reasons[event.trial_id] = event.reason
+            self.reasons[event.trial_id] = event.reason
         elif isinstance(event, ExperimentFinished):
-            finished = event
+            self.finished = event
         elif isinstance(event, TrialRetried):
-            finished = None  # a retry reopens a finished experiment (flows.retry)
-            errors.pop(event.trial_id, None)
+            self.finished = None  # a retry reopens a finished experiment (flows.retry)
+            self.errors.pop(event.trial_id, None)
+        elif isinstance(event, (ObservationImported, ImportCompleted)):
+            self.imports.append(event)
+
+
+def _assemble(
+    store: EventStore,
+    name: str,
+    spec: ExperimentSpec,
+    scheduler: Scheduler,
+    fold: _StatusFold,
+    checkpoints: str | None,
+) -> dict[str, Any]:
+    """The status JSON from the folded scheduler and the per-trial facts."""
+    segments, errors, reasons, times = fold.segments, fold.errors, fold.reasons, fold.times
+    finished = fold.finished
     stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     trials = []
     counts: dict[str, int] = {}
@@ -183,7 +329,7 @@ def experiment_status(
             checkpoints or get_settings().resolved_checkpoints, name
         ),
         "extras": scheduler.status_extras(),
-        "imported": imported_summary(events),
+        "imported": imported_summary(fold.imports),
     }
     status_json["reason"] = experiment_reason(
         status_json, None if finished is None else finished.reason

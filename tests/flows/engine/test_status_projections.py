@@ -1,0 +1,165 @@
+"""``status`` (and ``export``) from projections and snapshots == from a full fold.
+
+:func:`flows.engine.status.experiment_status` reads the runner's latest
+snapshot plus the log's tail and the ``results`` projection; the log stays the
+truth, so its JSON must equal :func:`experiment_status_from_log`'s, for every
+scheduler, on every backend, with and without a snapshot, and on a store whose
+projections were lost (rebuilt once).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flows.cli.export import history_records
+from flows.engine.runner import ExperimentRunner
+from flows.engine.status import (
+    experiment_status,
+    experiment_status_from_log,
+    export_events,
+    read_records,
+)
+from flows.spec import ExperimentSpec
+from schedulers.events import Event, TrialStopped
+from schedulers.simulate import simulate
+from storage import EventStore
+from storage.models import RESULTS, TRIALS
+from tests.schedulers.conftest import objective
+from tests.storage.conftest import BACKENDS, make_url
+
+NAME = "status-contract"
+SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    "width": {"type": "int", "low": 8, "high": 64, "step": 8},
+    "act": {"type": "categorical", "choices": ["relu", "tanh", "sigmoid"]},
+}
+#: scheduler -> (scheduler_args, budget): small runs that finish quickly.
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "random": ({"max_t": 9}, {"max_trials": 12}),
+    "fifo": ({"max_t": 3, "points_per_dim": 2}, {}),
+    "hyperband": ({"max_t": 9, "reduction_factor": 3}, {"max_trials": 30}),
+    "asha": ({"max_t": 9, "grace_period": 1, "reduction_factor": 3}, {"max_trials": 20}),
+    "pbt": ({"perturbation_interval": 2, "population_size": 6, "max_generations": 3}, {}),
+    "dyhpo": (
+        {"max_t": 9, "grace_period": 1, "reduction_factor": 3, "num_init_random": 4,
+         "num_candidates": 16, "max_gp_points": 32},
+        {"max_resource": 80},
+    ),
+}
+
+
+def make_spec(scheduler: str) -> ExperimentSpec:
+    args, budget = CASES[scheduler]
+    return ExperimentSpec(
+        name=NAME, trainable="synthetic", metric="loss", mode="min", space=SPACE,
+        scheduler=scheduler, scheduler_args=args, budget=budget, max_concurrency=3, seed=3,
+    )
+
+
+def simulated_log(spec: ExperimentSpec) -> list[Event]:
+    """A run with failures (every 7th segment fails) and its end."""
+    count = {"n": 0}
+
+    def fail(_: Any) -> bool:
+        count["n"] += 1
+        return count["n"] % 7 == 0
+
+    result = simulate(spec.build_scheduler(), objective, max_concurrency=3, fail=fail, seed=2)
+    return list(result.events)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[EventStore]:
+    s = EventStore(make_url(str(request.param), tmp_path_factory))
+    yield s
+    s.close()
+
+
+def write(store: EventStore, spec: ExperimentSpec, events: list[Event], batch: int) -> int:
+    store.create_experiment(NAME, spec.to_json())
+    seq = 1
+    for i in range(0, len(events), batch):
+        seq = store.append(NAME, events[i : i + batch], expected_seq=seq)
+    return seq
+
+
+def both(store: EventStore) -> tuple[str, str]:
+    """Both JSON texts (as printed: 0 and 0.0 differ there, not in a dict)."""
+    return (
+        json.dumps(experiment_status(store, NAME, checkpoints="/nonexistent"), indent=2),
+        json.dumps(experiment_status_from_log(store, NAME, checkpoints="/nonexistent"), indent=2),
+    )
+
+
+@pytest.mark.parametrize("scheduler", list(CASES))
+@pytest.mark.parametrize("cut", [None, 0.3, 0.8, 1.0])
+def test_status_from_projections_equals_full_fold(
+    store: EventStore, scheduler: str, cut: float | None
+) -> None:
+    spec = make_spec(scheduler)
+    events = simulated_log(spec)
+    # Short appends take the per-event projection path, long ones the bulk one.
+    head = len(events) if cut is None else int(len(events) * cut)
+    write(store, spec, events[:head], batch=1 if scheduler in ("random", "pbt") else 50)
+    if cut is not None:
+        runner = ExperimentRunner(store, spec, "")
+        runner.restore()
+        runner.save_snapshot()
+        seq = store.last_seq(NAME)
+        for i in range(head, len(events), 5):
+            seq = store.append(NAME, events[i : i + 5], expected_seq=seq)
+    fast, full = both(store)
+    assert fast == full
+    status = json.loads(fast)
+    exported = history_records(*export_events(store, NAME))
+    assert json.dumps(exported) == json.dumps(history_records(read_records(store, NAME)))
+    assert status["n_trials"] > 0 and status["trials"][0]["segments"]
+    if scheduler in ("random", "asha"):
+        assert status["counts"].get("failed")
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "pbt"])
+def test_mid_run_status_with_open_segments(store: EventStore, scheduler: str) -> None:
+    """A crashed run: open segments, no ExperimentFinished, snapshot behind the end."""
+    spec = make_spec(scheduler)
+    events = simulated_log(spec)
+    cut = len(events) * 2 // 3
+    write(store, spec, events[: cut // 2], batch=7)
+    ExperimentRunner(store, spec, "").save_snapshot()  # an empty state at seq 0 is ignored
+    runner = ExperimentRunner(store, spec, "")
+    runner.restore()
+    runner.save_snapshot()
+    store.append(NAME, events[cut // 2 : cut], expected_seq=store.last_seq(NAME))
+    fast, full = both(store)
+    assert fast == full
+    assert json.loads(fast)["state"] in ("running", "interrupted")
+
+
+def test_lost_projections_are_rebuilt(store: EventStore) -> None:
+    """Projections missing rows (an older rungflow, a hand edit) are detected and rebuilt."""
+    spec = make_spec("asha")
+    write(store, spec, simulated_log(spec), batch=40)
+    expected = experiment_status_from_log(store, NAME, checkpoints="/nonexistent")
+    text = json.dumps(expected)
+    engine = sa.create_engine(store._url)  # behind the store's back
+    with engine.begin() as conn:
+        conn.execute(sa.delete(RESULTS).where(RESULTS.c.seq > 30))
+        conn.execute(sa.delete(TRIALS).where(TRIALS.c.trial_id == "t0003"))
+    engine.dispose()
+    assert json.dumps(experiment_status(store, NAME, checkpoints="/nonexistent")) == text
+    assert len(store.results(NAME)) == sum(len(t["segments"]) for t in expected["trials"])
+
+
+def test_unfoldable_projection_falls_back_to_the_log(store: EventStore) -> None:
+    """A log event the projections never keep (a stop of an unknown trial) is harmless."""
+    spec = make_spec("random")
+    seq = write(store, spec, simulated_log(spec)[:20], batch=20)
+    store.append(NAME, [TrialStopped("t9999", "ghost")], expected_seq=seq)
+    fast, full = both(store)
+    assert fast == full
