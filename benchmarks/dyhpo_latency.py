@@ -9,7 +9,9 @@ results), plus the total CPU of the loop. RandomScheduler's ``ask(1)`` over the
 same loop is the floor, measured in the same run.
 
 Run: ``python benchmarks/dyhpo_latency.py [--max-obs 2000] [--workers 4]``.
-Pass ``--scheduler-args '{"surrogate": "gp"}'`` to time a variant.
+By default it times Syne Tune's rung defaults and rungflow's defaults one
+after the other in the same run (``--variants NAME=JSON ...`` for others;
+``--scheduler-args '{"surrogate": "dkgp"}'`` times one variant).
 """
 
 from __future__ import annotations
@@ -106,19 +108,27 @@ def summary(times: list[tuple[int, float]], lo: int, hi: int) -> str:
     return f"{len(sel):>6} {p50:>7.1f} {p95:>7.1f} {max(sel):>8.1f}"
 
 
+#: Variants timed by default, in one run: Syne Tune's rung defaults (linear
+#: rungs 1, 3, 5, ..., probability_sh 0.25) and rungflow's defaults.
+DEFAULT_VARIANTS = (
+    'syne-tune={"rung_increment": 2, "probability_sh": 0.25}',
+    "defaults={}",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-obs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--scheduler-args", default="{}", help="JSON kwargs for DyHPO")
+    parser.add_argument("--scheduler-args", default=None,
+                        help="JSON kwargs for DyHPO (one variant; overrides --variants)")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                        metavar="NAME=JSON", help="DyHPO variants timed one after the other")
     args = parser.parse_args()
-    extra = json.loads(args.scheduler_args)
+    variants = [v.partition("=")[::2] for v in args.variants]
+    if args.scheduler_args is not None:
+        variants = [("dyhpo", args.scheduler_args)]
     budget = Budget(max_resource=1e9)
-
-    def dyhpo() -> Scheduler:
-        return DyHPOScheduler(
-            space=SPACE, metric="loss", max_t=MAX_T, seed=0, budget=budget, **extra
-        )
 
     def random() -> Scheduler:
         return RandomScheduler(space=SPACE, metric="loss", max_t=MAX_T, seed=0, budget=budget)
@@ -127,21 +137,28 @@ def main() -> None:
         f"live ask/tell loop, one core, {args.workers} workers, max_t={MAX_T}, "
         f"up to {args.max_obs} observations; load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"DyHPO args: {extra or 'defaults'}")
-    times, total = live_loop(dyhpo, args.max_obs, args.workers)
     _, total_random = live_loop(random, min(args.max_obs, 400), args.workers)
-    print(f"{'observations':<14}{'asks':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>8}")
-    lo = 0
-    for hi in BUCKETS:
-        if hi > args.max_obs:
-            break
-        print(f"[{lo}, {hi}){'':<{13 - len(f'[{lo}, {hi})')}}{summary(times, lo, hi)}")
-        lo = hi
-    print(f"{'all':<14}{summary(times, 0, args.max_obs + 1)}")
-    print(
-        f"total CPU of the DyHPO loop: {total:.1f} s over {len(times)} asks; "
-        f"random's loop to 400 obs: {total_random:.2f} s"
-    )
+    for name, raw in variants:
+        extra = json.loads(raw)
+
+        def dyhpo(extra: dict[str, Any] = extra) -> Scheduler:
+            return DyHPOScheduler(
+                space=SPACE, metric="loss", max_t=MAX_T, seed=0, budget=budget, **extra
+            )
+
+        times, total = live_loop(dyhpo, args.max_obs, args.workers)
+        print(f"\nDyHPO {name}: {extra or 'defaults'}; rungs {dyhpo().rung_levels}")
+        print(f"{'observations':<14}{'asks':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>8}")
+        lo = 0
+        for hi in BUCKETS:
+            if hi > args.max_obs:
+                break
+            print(f"[{lo}, {hi}){'':<{13 - len(f'[{lo}, {hi})')}}{summary(times, lo, hi)}")
+            lo = hi
+        print(f"{'all':<14}{summary(times, 0, args.max_obs + 1)}")
+        print(f"total CPU of the DyHPO loop: {total:.1f} s over {len(times)} asks")
+    print(f"\nrandom's loop to 400 obs: {total_random:.2f} s; "
+          f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,24 @@ def optuna_random_sh(problem: Problem, seed: int, budget: float, workers: int) -
                    time.process_time() - start_cpu)
 
 
+#: DyHPO candidate configurations (``--methods dyhpo-...``; ``--dyhpo NAME=JSON``
+#: adds more). ``dyhpo`` itself is the scheduler's defaults. The others
+#: depart from them one or two settings at a time: ``lin2`` = Syne Tune's
+#: linear rungs 1, 3, 5, ... (``rung_increment=2``); ``geo`` = geometric rungs
+#: 1, 3, 9, 27, 81 (``reduction_factor=3``); ``sh25``/``sh50`` =
+#: ``probability_sh``; ``dkgp`` = the deep-kernel surrogate; ``nocost`` =
+#: ``cost_aware=False``; ``nocurve`` = ``curve_length=0``.
+DYHPO_VARIANTS: dict[str, dict[str, Any]] = {
+    "dyhpo-lin2-sh25": {"rung_increment": 2, "probability_sh": 0.25},
+    "dyhpo-lin2-sh50": {"rung_increment": 2, "probability_sh": 0.5},
+    "dyhpo-geo-sh25": {"reduction_factor": 3, "probability_sh": 0.25},
+    "dyhpo-geo-sh50": {"reduction_factor": 3, "probability_sh": 0.5},
+    "dyhpo-geo-sh50-nocost": {"reduction_factor": 3, "probability_sh": 0.5, "cost_aware": False},
+    "dyhpo-geo-sh25-nocost": {"reduction_factor": 3, "probability_sh": 0.25, "cost_aware": False},
+    "dyhpo-geo-sh50-dkgp": {"reduction_factor": 3, "probability_sh": 0.5, "surrogate": "dkgp"},
+    "dyhpo-geo-sh50-nocurve": {"reduction_factor": 3, "probability_sh": 0.5, "curve_length": 0},
+}
+
 METHODS: dict[str, Method] = {
     "hyperband+tpe": _hyperband("tpe"),
     "hyperband+random": _hyperband("random"),
@@ -233,6 +251,7 @@ METHODS: dict[str, Method] = {
     "asha 5 br., Ray weights": _asha("random", brackets=5, bracket_weights="exponential"),
     "asha 5 br., round robin": _asha("random", brackets=5, bracket_weights="round_robin"),
     "dyhpo": _dyhpo(),
+    **{name: _dyhpo(**extra) for name, extra in DYHPO_VARIANTS.items()},
     "random (full)": _rungflow(_random),
     "optuna random+SH": optuna_random_sh,
 }
@@ -265,63 +284,134 @@ def p_two_sided(a: Sequence[float], b: Sequence[float]) -> float:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def _acceptance_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """ACCEPTANCE, with every DyHPO variant of the run held to ``dyhpo``'s pairs."""
+    pairs = [(a, b) for a, b in ACCEPTANCE if a != "dyhpo"]
+    for m in methods:
+        if m.startswith("dyhpo"):
+            pairs += [(m, b) for a, b in ACCEPTANCE if a == "dyhpo"]
+    return [(a, b) for a, b in pairs if a in methods and b in methods]
+
+
+def summarise_problem(
+    pname: str, budget: float, methods: Sequence[str], outcomes: Mapping[str, Sequence[Outcome]]
+) -> dict[str, Any]:
+    """Print one problem's table and acceptance pairs; return its JSON report."""
+    regrets = {m: [o.regret for o in outcomes[m]] for m in methods}
+    stats = {m: summarise(r) for m, r in regrets.items()}
+    best = min(stats, key=lambda m: stats[m]["median"])
+    n = len(regrets[methods[0]])
+    print(f"\n{pname}: R={PROBLEMS[pname].max_t}, budget {budget:g} epochs, {n} seeds")
+    print(f"{'method':<26}{'median regret':>14}{'IQR':>20}{'p vs best':>10}"
+          f"{'resource':>10}{'trials':>8}{'cpu s/run':>10}")
+    for m in methods:
+        s = stats[m]
+        p = p_two_sided(regrets[m], regrets[best]) if m != best else float("nan")
+        stats[m]["p_vs_best"] = p
+        outs = outcomes[m]
+        stats[m]["cpu_median"] = float(np.median([o.seconds for o in outs]))
+        iqr = f"[{s['q1']:.4f}, {s['q3']:.4f}]"
+        print(f"{m:<26}{s['median']:>14.4f}{iqr:>20}"
+              f"{'best' if m == best else f'{p:.3f}':>10}"
+              f"{np.mean([o.resource for o in outs]):>10.0f}"
+              f"{np.mean([o.trials for o in outs]):>8.0f}"
+              f"{stats[m]['cpu_median']:>10.2f}")
+    pairs = []
+    for a, b in _acceptance_pairs(methods):
+        p = p_worse(regrets[a], regrets[b])
+        ratio = stats[a]["median"] / max(stats[b]["median"], 1e-12)
+        pairs.append({"method": a, "peer": b, "p_worse": p, "median_ratio": ratio})
+        print(f"  {a} vs {b}: median ratio {ratio:.2f}, one-sided p({a} worse) = {p:.3f}")
+    return {
+        "budget": budget, "best": best, "stats": stats, "pairs": pairs, "regrets": regrets,
+        "resource": {m: [o.resource for o in outcomes[m]] for m in methods},
+        "cpu_seconds": {m: [o.seconds for o in outcomes[m]] for m in methods},
+    }
+
+
+def _parse_dyhpo(specs: Sequence[str]) -> list[str]:
+    """``NAME=JSON`` -> a DyHPO method with those arguments (added to METHODS)."""
+    names = []
+    for spec in specs:
+        name, _, raw = spec.partition("=")
+        if not name.startswith("dyhpo") or not raw:
+            raise SystemExit(f"error: --dyhpo {spec!r} must be dyhpo-NAME=JSON")
+        METHODS[name] = _dyhpo(**json.loads(raw))
+        names.append(name)
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget-trainings", type=float, default=30.0,
                         help="total resource in full trainings of R epochs (default 30)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"default: every method but the DyHPO variants; "
+                             f"choices: {', '.join(METHODS)}")
+    parser.add_argument("--dyhpo", nargs="*", default=[], metavar="dyhpo-NAME=JSON",
+                        help="extra DyHPO variants, e.g. dyhpo-x='{\"probability_sh\": 0.5}'")
     parser.add_argument("--out", default=str(OUT / "search_quality.json"))
     args = parser.parse_args(argv)
+    extra = _parse_dyhpo(args.dyhpo)
+    if args.methods is None:
+        args.methods = [m for m in METHODS if m not in DYHPO_VARIANTS and m not in extra] + extra
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"error: unknown method {unknown[0]!r}")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(f"load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, {args.workers} workers, "
           f"budget {args.budget_trainings:g} full trainings per run")
     report: dict[str, Any] = {"args": vars(args), "problems": {}}
-    for pname in args.problems:
-        problem = PROBLEMS[pname]
-        budget = args.budget_trainings * problem.max_t
-        outcomes: dict[str, list[Outcome]] = {m: [] for m in args.methods}
-        for seed in range(args.seeds):  # variants interleaved within each seed
-            for m in args.methods:
-                outcomes[m].append(METHODS[m](problem, seed, budget, args.workers))
-        regrets = {m: [o.regret for o in outs] for m, outs in outcomes.items()}
-        stats = {m: summarise(r) for m, r in regrets.items()}
-        best = min(stats, key=lambda m: stats[m]["median"])
-        print(f"\n{pname}: R={problem.max_t}, budget {budget:g} epochs")
-        print(f"{'method':<22}{'median regret':>14}{'IQR':>20}{'p vs best':>10}"
-              f"{'resource':>10}{'trials':>8}{'cpu s/run':>10}")
-        for m in args.methods:
-            s = stats[m]
-            p = p_two_sided(regrets[m], regrets[best]) if m != best else float("nan")
-            stats[m]["p_vs_best"] = p
-            outs = outcomes[m]
-            iqr = f"[{s['q1']:.4f}, {s['q3']:.4f}]"
-            print(f"{m:<22}{s['median']:>14.4f}{iqr:>20}"
-                  f"{'best' if m == best else f'{p:.3f}':>10}"
-                  f"{np.mean([o.resource for o in outs]):>10.0f}"
-                  f"{np.mean([o.trials for o in outs]):>8.0f}"
-                  f"{np.median([o.seconds for o in outs]):>10.2f}")
-        pairs = []
-        for a, b in ACCEPTANCE:
-            if a in regrets and b in regrets:
-                p = p_worse(regrets[a], regrets[b])
-                ratio = stats[a]["median"] / max(stats[b]["median"], 1e-12)
-                pairs.append({"method": a, "peer": b, "p_worse": p, "median_ratio": ratio})
-                print(f"  {a} vs {b}: median ratio {ratio:.2f}, "
-                      f"one-sided p({a} worse) = {p:.3f}")
-        report["problems"][pname] = {
-            "budget": budget, "best": best, "stats": stats, "pairs": pairs,
-            "regrets": regrets,
-            "resource": {m: [o.resource for o in outs] for m, outs in outcomes.items()},
-            "cpu_seconds": {m: [o.seconds for o in outs] for m, outs in outcomes.items()},
-        }
+    outcomes = {p: {m: [] for m in args.methods} for p in args.problems}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Seeds outermost (every problem and method of a seed, interleaved), and
+    # the raw outcomes saved after each seed: a run cut short still holds the
+    # same seeds for every row.
+    for seed in seeds:
+        for pname in args.problems:
+            problem = PROBLEMS[pname]
+            budget = args.budget_trainings * problem.max_t
+            cpu = []
+            for m in args.methods:
+                outcome = METHODS[m](problem, seed, budget, args.workers)
+                outcomes[pname][m].append(outcome)
+                cpu.append(f"{m} {outcome.regret:.3f}/{outcome.seconds:.1f}s")
+            print(f"  seed {seed} {pname}: " + ", ".join(cpu), flush=True)
+        report["seeds_done"] = seed - args.first_seed + 1
+        report["load_average"] = os.getloadavg()
+        report["raw"] = {
+            p: {m: [vars(o) for o in outs] for m, outs in per.items()}
+            for p, per in outcomes.items()
+        }
+        out.write_text(json.dumps(report, indent=1))
+        print(f"seed {seed} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    for pname in args.problems:
+        budget = args.budget_trainings * PROBLEMS[pname].max_t
+        report["problems"][pname] = summarise_problem(
+            pname, budget, args.methods, outcomes[pname])
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     out.write_text(json.dumps(report, indent=1))
     print(f"\nsaved {out}")
     return report
 
 
+def summarise_file(path: str) -> None:
+    """Print the tables of a (possibly partial) saved run."""
+    report = json.loads(pathlib.Path(path).read_text())
+    args = report["args"]
+    for pname, per in report["raw"].items():
+        outcomes = {m: [Outcome(**o) for o in outs] for m, outs in per.items()}
+        summarise_problem(pname, args["budget_trainings"] * PROBLEMS[pname].max_t,
+                          list(outcomes), outcomes)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarise":
+        summarise_file(sys.argv[2])
+    else:
+        main()
