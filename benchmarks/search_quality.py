@@ -26,7 +26,12 @@ every method against the best (lowest median) method of the problem, plus the
 acceptance pairs of issue 16 one-sided. Saves everything as JSON.
 
 Run: ``python benchmarks/search_quality.py [--seeds 20] [--budget-trainings 30]
-[--problems ...] [--methods ...] [--workers 4]``.
+[--problems ...] [--methods ...] [--workers 4]``. DyHPO settings other than
+the defaults are methods too (``--methods dyhpo-geo-sh50 ...``, see
+:data:`DYHPO_VARIANTS`; ``--dyhpo dyhpo-NAME='{"probability_sh": 0.5}'`` adds
+one). Seeds are the outer loop and the raw outcomes are saved after every
+seed; ``python benchmarks/search_quality.py --summarise FILE`` prints the
+tables of a run that was cut short.
 """
 
 from __future__ import annotations
