@@ -293,6 +293,7 @@ ARGUMENTS: dict[str, ArgumentRule] = {
     "surrogate": _choice("dkgp", "gp"),
     "curve_length": _int(0),
     "cost_aware": _FLAG,
+    "new_config_target": _choice("first_rung", "max_t"),
     "num_init_random": _int(1),
     "num_candidates": _int(1),
     "max_gp_points": _int(4),

@@ -123,13 +123,15 @@ def test_rung_levels() -> None:
     assert rung_levels_for(10, 1, rung_spacing="linear", rung_increment=2) == [1, 3, 5, 7, 9, 10]
 
 
-def test_defaults_are_syne_tunes() -> None:
-    """Linear rungs grace_period + k * 2 and probability_sh 0.25 (Syne Tune's DyHPO);
-    reduction_factor alone selects geometric rungs, as in Syne Tune."""
-    s = DyHPOScheduler(space=LR, metric="loss", max_t=9)
-    assert s.rung_levels == [1, 3, 5, 7, 9]
+def test_defaults_geometric_rungs_and_syne_tunes_setting_one_argument_away() -> None:
+    """Geometric rungs (measured cheaper, no worse: see the module docstring) and
+    Syne Tune's probability_sh 0.25; rung_increment=2 gives Syne Tune's linear rungs."""
+    s = DyHPOScheduler(space=LR, metric="loss", max_t=81)
+    assert s.rung_levels == [1, 3, 9, 27, 81]
     assert s.probability_sh == 0.25
     assert s.surrogate == "gp" and s.cost_aware
+    syne = DyHPOScheduler(space=LR, metric="loss", max_t=9, rung_increment=2)
+    assert syne.rung_levels == [1, 3, 5, 7, 9] and syne.probability_sh == 0.25
     assert DyHPOScheduler(space=LR, metric="loss", max_t=9, reduction_factor=3).rung_levels == [
         1,
         3,
@@ -512,6 +514,34 @@ def test_the_learning_curve_changes_predictions_and_decisions() -> None:
     assert without.paused["good"][0] == pytest.approx(without.paused["bad"][0])
     (action,) = _curve_world(4).ask(1)
     assert getattr(action, "trial_id", None) == "good"
+
+
+def _crossing_world(seed: int, target: str) -> DyHPOScheduler:
+    """Crossing curves: large learning rates lead at rung 1 and end worst at 9."""
+    s = scheduler(seed=seed, new_config_target=target, num_candidates=64)
+    rng = np.random.default_rng(seed)
+    for k in range(12):
+        u = float(rng.uniform(-4, 0))  # log10 lr
+        fast = (u + 4) / 4  # 0 (slow, ends best) .. 1 (fast, ends worst)
+        curve = {1: 1.0 - 0.6 * fast, 3: 0.8 - 0.4 * fast, 9: 0.1 + 0.5 * fast}
+        add_trial(s, f"t{k}", 10**u, curve, stopped=True)
+    return s
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_new_configuration_is_chosen_for_its_final_score(seed: int) -> None:
+    """With crossing curves the first rung favours fast learners; the new trial's
+    configuration must be chosen for its predicted score at max_t (slow learners),
+    while the paper's first-rung rule picks a fast one."""
+    lrs = {}
+    for target in ("max_t", "first_rung"):
+        s = _crossing_world(seed, target)
+        (action,) = s.ask(1)
+        assert isinstance(action, RunSegment) and action.new_trial
+        assert action.info["decision"] == "dyhpo"
+        lrs[target] = math.log10(action.config["lr"])
+    assert lrs["max_t"] < -2.5
+    assert lrs["first_rung"] > -1.5
 
 
 def test_curve_inputs_improve_the_fit() -> None:
