@@ -34,13 +34,14 @@ The rung default departs from Syne Tune's DyHPO, whose levels are linear,
 ...; its rung system warns otherwise). Measured on
 ``benchmarks/search_quality.py`` (30 full trainings of resource, 4 workers):
 with linear rungs every trial trained to the end takes ~40 decisions instead
-of 5, which cost 9-34 s of CPU per run against 1.2-9 s for geometric rungs
-(3 seeds, same run), for no lower regret; over 20 seeds geometric rungs with
-``probability_sh = 0.25`` have the lowest DyHPO median regret on the two
-multi-fidelity Hartmann presets and the crossing curves (figures in
-docs/schedulers.md). Syne Tune's setting stays one argument away:
-``rung_increment=2`` selects its linear levels (``probability_sh`` is already
-its 0.25).
+of 5, which cost 9-36 s of CPU per run against 1.4-7.8 s for geometric rungs
+on the same seeds, with no consistent regret difference; over 20 seeds the
+defaults have a lower median regret than ASHA + random and full-fidelity
+random search on the crossing curves and both multi-fidelity Hartmann
+presets (figures in docs/benchmarks.md). ``probability_sh = 0.5`` measured
+no different from 0.25, so Syne Tune's value stays. Syne Tune's setting is
+one argument away: ``rung_increment=2`` (and ``new_config_target="first_rung"``
+for the paper's choice of new configurations).
 
 Surrogate (``surrogate``):
 
