@@ -410,13 +410,14 @@ def load_by_file(
         name, source = "rf_shipped", root / "rf_shipped.py"
         source.write_text(SHIPPED)
         spec = importlib.util.spec_from_file_location(name, source)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    specs = [spec]
     if package:
-        train = importlib.import_module(name)  # found through the package's __path__
-        monkeypatch.setitem(sys.modules, name, train)
+        specs.append(importlib.util.spec_from_file_location(name, source / "train.py"))
+    for each in specs:
+        assert each is not None and each.loader is not None
+        module = importlib.util.module_from_spec(each)
+        monkeypatch.setitem(sys.modules, each.name, module)  # gone after the test
+        each.loader.exec_module(module)
     assert str(root) not in sys.path
     return name, source
 
