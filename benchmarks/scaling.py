@@ -1,13 +1,16 @@
-"""Throughput, worker utilization and CPU cost per segment: threads, Dask and Ray.
+"""Throughput, worker utilization and CPU cost per segment: threads, processes, Dask, Ray.
 
 Each run trains the installed ``synthetic`` trainable with
 ``trainable_args.seconds_per_unit`` (default 0.2 s of sleep per resource unit),
 so the useful work of every segment is known exactly and every CPU second
 spent is orchestration. The same experiment (same scheduler, seed and
-budget, so the same segments) runs on every task runner, variants interleaved
-within each repeat:
+budget) runs on every task runner, variants interleaved within each repeat,
+with one Prefect API server for the flow and every worker (as ``rungflow run``
+has):
 
-* ``thread``: a thread pool in the flow process (the baseline);
+* ``thread``: a thread pool of ``workers`` threads in the flow process (the
+  baseline);
+* ``process``: a process pool of ``workers`` processes, started by each run;
 * ``dask``: a LocalCluster of ``workers`` single-threaded worker processes,
   started once per worker count and reached through ``RUNGFLOW_DASK_ADDRESS``,
   as an external cluster is;
@@ -21,21 +24,31 @@ resource budget proportional to the worker count.
 
 Figures per variant, min / median / max over ``--repeats``:
 
-* util: useful seconds / (workers x wall), wall = first submit to last result;
+* util: useful seconds / (workers x wall), wall = first submit to last result,
+  with every worker process already started (see :func:`start_workers`);
+* start s: seconds the run spent starting its worker processes before the
+  window (process pool and Ray job: every run; Dask: once per cluster);
+* 1st s: first submit to first result;
 * seg/s: finished segments per second of wall;
 * CPU per segment in ms, read from /proc for process trees before and after
   the run: ``flow`` (the flow process: the Prefect client, the runner loop,
   the event log, and for ``thread`` the task engine too), ``api`` (every
-  Prefect API server process: the flow's ephemeral one, and any a worker
-  started for itself), ``workers`` (the cluster's processes: Dask nanny and
-  worker processes, Ray daemons and worker processes); ``client+server`` is
+  Prefect API server process: the one the benchmark starts for the flow and
+  its workers, and any a worker started for itself), ``workers`` (the
+  runner's processes: process-pool workers, Dask nanny and worker processes,
+  Ray daemons and worker processes); ``client+server`` is
   flow + api + workers, i.e. all CPU that rungflow, Prefect and the engine
   spent per segment (the trainable only sleeps).
 
 Usage:
-    python benchmarks/scaling.py [--runners thread dask ray] [--workers 2]
+    python benchmarks/scaling.py [--runner thread,dask,ray] [--workers 2]
         [--seconds 0.2] [--units 20] [--schedulers asha] [--oversubscribe 2]
         [--repeats 3]
+
+``--runner`` (or ``--runners``) takes names separated by commas or spaces, and
+may be repeated; the thread baseline is always included. ``--oversubscribe``
+applies to Dask and Ray (segments in flight per worker); a thread or process
+pool runs exactly ``workers`` segments at once.
 
 Figures: see docs/scaling.md ("Which task runner") for a full run.
 """
@@ -44,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -68,7 +82,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # A loaded machine starts the ephemeral API slowly (Prefect waits 20 s by default).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-RUNNERS = ("thread", "dask", "ray")
+RUNNERS = ("thread", "process", "dask", "ray")
+#: Runners whose pool *is* the flow's in-flight limit: one worker per segment
+#: in flight, so they run ``workers`` segments at once, never oversubscribed.
+POOLS = ("thread", "process")
 
 
 @dataclass
@@ -77,6 +94,7 @@ class TimedExecutor:
 
     inner: Any
     first_submit: float | None = None
+    first_result: float | None = None
     last_result: float = 0.0
     segments: int = 0
     sleeps: int = 0
@@ -95,6 +113,8 @@ class TimedExecutor:
             outcome = self.inner.result(handle)
         finally:
             self.last_result = time.perf_counter()
+            if self.first_result is None:
+                self.first_result = self.last_result
         self.segments += 1
         # The synthetic trainable sleeps once per report (one per unit).
         self.sleeps += len(outcome.reports)
@@ -126,6 +146,9 @@ class CpuMeter:
     """
 
     cluster: Callable[[], list[psutil.Process]] = list
+    #: Processes of another runner's cluster that are children of this
+    #: process too (the Dask LocalCluster): never counted here.
+    exclude: set[int] = field(default_factory=set)
 
     def sample(self) -> dict[str, float]:
         me = psutil.Process()
@@ -133,7 +156,8 @@ class CpuMeter:
         for root in [*me.children(), *self.cluster()]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 for proc in [root, *root.children(recursive=True)]:
-                    seen[proc.pid] = proc
+                    if proc.pid not in self.exclude:
+                        seen[proc.pid] = proc
         out = {"flow": _cpu(me), "api": 0.0, "workers": 0.0}
         for proc in seen.values():
             with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -150,16 +174,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The Dask LocalCluster's processes: children of this process, like a
+#: process pool's workers and the Prefect API, but only the Dask runner's.
+DASK_PIDS: set[int] = set()
+
+
 @contextlib.contextmanager
 def cluster_for(runner: str, workers: int, tmp: Path) -> Iterator[CpuMeter]:
     """Start the runner's cluster once; point RUNGFLOW_*_ADDRESS at it."""
-    if runner == "thread":
-        yield CpuMeter()
+    if runner in POOLS:
+        # A process pool's workers are children of this process.
+        yield CpuMeter(exclude=DASK_PIDS)
     elif runner == "dask":
         from distributed import LocalCluster
 
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster:
+            DASK_PIDS.update(p.pid for p in me.children(recursive=True) if p.pid not in before)
             os.environ["RUNGFLOW_DASK_ADDRESS"] = cluster.scheduler_address
             try:
                 yield CpuMeter()  # workers are children of this process
@@ -212,7 +245,7 @@ def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
                 log_text = (tmp / f"ray-head-{workers}.log").read_text()[-2000:]
                 raise RuntimeError(f"ray start failed:\n{log_text}")
         os.environ.update(RUNGFLOW_RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="disabled")
-        yield CpuMeter(cluster=members)
+        yield CpuMeter(cluster=members, exclude=DASK_PIDS)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -224,6 +257,44 @@ def _ray_head(workers: int, tmp: Path) -> Iterator[CpuMeter]:
 
 
 # -- one run ----------------------------------------------------------------------
+
+
+def _ray_nap(seconds: float) -> int:
+    """A Ray task that imports the task engine, naps, and says which worker it was."""
+    importlib.import_module("flows.tune")
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def start_workers(task_runner: Any, runner: str, workers: int) -> float:
+    """Bring up all ``workers`` worker processes of a connected runner; seconds taken.
+
+    A process pool and a Ray job start their worker processes for each run
+    (Ray's workers belong to one job); Dask's live as long as the cluster and
+    were started by the warm-up run. Without this, the start-up (import Prefect,
+    rungflow, the trainable) would be counted in the first segments' time, and
+    ``util`` would measure the start-up instead of the steady state. The time
+    is printed as ``start s``: it is a per-run cost the user pays too.
+    """
+    begin = time.perf_counter()
+    if runner == "process":
+        # One process per submit while none is idle, up to max_workers.
+        executor = task_runner._executor
+        futures = [executor.submit(exec, "import flows.tune") for _ in range(workers)]
+        for future in futures:
+            future.result()
+    elif runner == "ray":
+        import ray
+
+        nap = ray.remote(num_cpus=1, max_retries=0)(_ray_nap)
+        # Naps hold a CPU each, so Ray starts one worker process per nap; a
+        # worker that started late may let an early one nap twice: go again.
+        pids: set[int] = set()
+        for _ in range(5):
+            pids.update(ray.get([nap.remote(2.0) for _ in range(workers)]))
+            if len(pids) >= workers:
+                break
+    return time.perf_counter() - begin
 
 
 def spec_for(scheduler: str, runner: str, workers: int, in_flight: int, units: int,
@@ -261,9 +332,13 @@ class Run:
     wall: float
     useful: float
     cpu: dict[str, float] = field(default_factory=dict)
+    #: Seconds from the first submit to the first result.
+    first: float = 0.0
+    #: Seconds to start the run's worker processes (see :func:`start_workers`).
+    start: float = 0.0
 
 
-def run_one(spec: Any, root: Path, meter: CpuMeter, seconds: float) -> Run:
+def run_one(spec: Any, root: Path, meter: CpuMeter, seconds: float, workers: int) -> Run:
     """Run ``spec`` in a flow on its runner; time it and meter the CPU."""
     from prefect import flow
 
@@ -281,18 +356,21 @@ def run_one(spec: Any, root: Path, meter: CpuMeter, seconds: float) -> Run:
         try:
             runner = ExperimentRunner(store, spec, ckpt, on_progress=Retention(ckpt))
             with make_task_runner(spec) as task_runner:  # connected before timing
+                start = start_workers(task_runner, spec.task_runner, workers)
                 executor = TimedExecutor(PrefectExecutor(task_runner, retries=0))
                 before = meter.sample()
                 summary = runner.run(executor)
                 after = meter.sample()
             if summary.segments_failed:
                 raise RuntimeError(f"{summary.segments_failed} segment(s) failed")
-            assert executor.first_submit is not None
+            assert executor.first_submit is not None and executor.first_result is not None
             out["run"] = Run(
                 executor.segments,
                 executor.last_result - executor.first_submit,
                 executor.sleeps * seconds,
                 {k: after[k] - before[k] for k in before},
+                executor.first_result - executor.first_submit,
+                start,
             )
         finally:
             store.close()
@@ -322,16 +400,20 @@ def report(label: str, workers: int, runs: Sequence[Run], base: Sequence[Run] | 
     if base:
         ref = statistics.median(per_seg(r, "flow", "api", "workers") for r in base)
         ratio = f"{statistics.median(total) / ref:5.2f}x"
-    return (f"{label:22} {runs[0].segments:>5} {_mmm(util, '.0%'):>14} {_mmm(rate, '.1f'):>14} | "
+    first = statistics.median(r.first for r in runs)
+    start = statistics.median(r.start for r in runs)
+    return (f"{label:22} {runs[0].segments:>5} {_mmm(util, '.0%'):>14} {_mmm(rate, '.1f'):>14} "
+            f"{start:>7.1f} {first:>5.1f} | "
             f"{statistics.median(flow_ms):>6.0f} {statistics.median(api_ms):>5.0f} "
             f"{statistics.median(work_ms):>7.0f} | {_mmm(total, '.0f'):>14} {ratio:>6}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS)
-    parser.add_argument("--runner", dest="runners_extra", action="append", choices=RUNNERS,
-                        default=[], help="add a runner to the thread baseline (repeatable)")
+    parser.add_argument("--runner", "--runners", dest="runners", nargs="+", action="extend",
+                        default=[], metavar="RUNNER",
+                        help=f"runners, comma- or space-separated, repeatable: {','.join(RUNNERS)} "
+                             "(default: thread,dask,ray; thread is always included)")
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--seconds", type=float, default=0.2, help="sleep per resource unit")
     parser.add_argument("--units", type=int, default=20, help="budget units per worker")
@@ -342,18 +424,26 @@ def main() -> None:
     opts = parser.parse_args()
     # SIGTERM runs the cleanup (clusters, the Ray head's process group) too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    runners = opts.runners
-    if opts.runners_extra:  # --runner ray: the thread baseline next to ray
-        runners = list(dict.fromkeys(["thread", *opts.runners_extra]))
+    names = [n.strip() for arg in opts.runners for n in arg.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(RUNNERS))
+    if unknown:
+        parser.error(f"unknown runner(s) {', '.join(unknown)}; choose from {', '.join(RUNNERS)}")
+    # The thread baseline always runs, first; then the others in the order given.
+    runners = list(dict.fromkeys(["thread", *(names or ("dask", "ray"))]))
 
     import examples.objectives  # noqa: F401  (registers 'synthetic' in this process)
 
     print(f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start; "
           f"{opts.seconds:g} s of sleep per resource unit; budget {opts.units} units per "
           f"worker; {opts.repeats} repeats, runners interleaved; min/median/max\n")
-    header = (f"{'variant':22} {'segs':>5} {'util':>14} {'seg/s':>14} | {'flow':>6} "
-              f"{'api':>5} {'workers':>7} | {'client+server':>14} {'vs thr':>6}")
-    with tempfile.TemporaryDirectory(prefix="rungflow-scaling-") as tmp:
+    header = (f"{'variant':22} {'segs':>5} {'util':>14} {'seg/s':>14} {'start s':>7} "
+              f"{'1st s':>5} | {'flow':>6} {'api':>5} {'workers':>7} | "
+              f"{'client+server':>14} {'vs thr':>6}")
+    from flows.prefect_api import owned_prefect_api
+
+    # One Prefect API for the flow and every worker, as `rungflow run` has:
+    # without it each process-pool worker would boot an ephemeral API of its own.
+    with owned_prefect_api(), tempfile.TemporaryDirectory(prefix="rungflow-scaling-") as tmp:
         for workers in opts.workers:
             with contextlib.ExitStack() as stack:
                 # Ray first: its nodes must register within 30 s, easier on a
@@ -365,28 +455,33 @@ def main() -> None:
                     # the trainable on their first task.
                     warm = spec_for("asha", runner, workers, workers, 2, 0.0, tag="warm")
                     (Path(tmp) / warm.name).mkdir()
-                    run_one(warm, Path(tmp) / warm.name, meters[runner], 0.0)
+                    run_one(warm, Path(tmp) / warm.name, meters[runner], 0.0, workers)
                 print(header)
                 print("-" * len(header), flush=True)
                 for scheduler in opts.schedulers:
                     for factor in opts.oversubscribe:
-                        in_flight = workers * factor
                         runs: dict[str, list[Run]] = {r: [] for r in runners}
                         for rep in range(opts.repeats):
                             for runner in runners:  # interleaved within each repeat
+                                in_flight = workers * (1 if runner in POOLS else factor)
                                 spec = spec_for(scheduler, runner, workers, in_flight,
                                                 opts.units, opts.seconds, tag=f"r{rep}")
                                 root = Path(tmp) / spec.name
                                 root.mkdir()
                                 runs[runner].append(
-                                    run_one(spec, root, meters[runner], opts.seconds))
+                                    run_one(spec, root, meters[runner], opts.seconds, workers))
                         base = runs.get("thread")
                         for runner in runners:
-                            label = f"{scheduler} {runner} w{workers} x{factor}"
+                            over = 1 if runner in POOLS else factor
+                            label = f"{scheduler} {runner} w{workers} x{over}"
                             print(report(label, workers, runs[runner], base), flush=True)
     print(
         f"\nload average {os.getloadavg()[0]:.1f} at the end.\n"
-        "util = training seconds / (workers x wall); CPU in ms per segment (median):\n"
+        "util = training seconds / (workers x wall), wall = first submit to last result;\n"
+        "start s = starting the run's worker processes before the window (process pool\n"
+        "and Ray job: per run; Dask: once per cluster, 0 here), 1st s = first submit to\n"
+        "first result (medians);\n"
+        "CPU in ms per segment (median):\n"
         "flow = the flow process (Prefect client, runner loop, event log; the task engine\n"
         "too for threads), api = Prefect API server processes, workers = the cluster's\n"
         "processes; client+server = their sum (min/median/max), vs thr = its median over\n"

@@ -38,6 +38,7 @@ from flows.spec import ExperimentSpec
 from flows.trainable import get_trainable
 
 __all__ = [
+    "PACKAGES",
     "ImportModules",
     "WorkerTrainableError",
     "ensure_packages",
@@ -165,13 +166,13 @@ def make_process_runner(spec: ExperimentSpec, modules: Sequence[str]) -> Process
 #: rungflow's top-level packages. ``storage`` collides with the ``storage``
 #: spill directory Dask creates in each worker's local directory, which Dask
 #: also puts on ``sys.path``: see :class:`ImportModules`.
-_PACKAGES = ("flows", "schedulers", "storage", "examples")
+PACKAGES = ("flows", "schedulers", "storage", "examples")
 
 
 def source_roots() -> tuple[str, ...]:
     """Directories that contain rungflow's packages in this process."""
     roots: dict[str, None] = {}
-    for name in _PACKAGES:
+    for name in PACKAGES:
         module = sys.modules.get(name) or importlib.import_module(name)
         file = getattr(module, "__file__", None)
         if file:
@@ -193,7 +194,7 @@ def ensure_packages(paths: Sequence[str]) -> None:
     for path in paths:
         if path not in sys.path:
             sys.path.append(path)
-    for name in _PACKAGES:
+    for name in PACKAGES:
         module = sys.modules.get(name)
         if module is not None and getattr(module, "__file__", None) is None:
             del sys.modules[name]

@@ -24,6 +24,14 @@ parameters or its logs:
 * ``RUNGFLOW_RAY_ADDRESS``: an existing Ray cluster (``ray://host:10001``,
   ``host:6379`` or ``auto``) for ``task_runner: ray``; unset, a local Ray
   instance with ``max_concurrency`` CPUs is started per run
+* ``RUNGFLOW_RAY_PY_MODULES``: code Ray ships to its workers for
+  ``task_runner: ray`` (the job's ``py_modules``), comma-separated: ``auto``
+  (the modules of the experiment's trainable and ``RUNGFLOW_WORKER_MODULES``
+  that are not installed in site-packages), module names, package
+  directories, ``.py`` files, wheels or remote URIs (see
+  :func:`flows.ray_runner.py_modules`)
+* ``RUNGFLOW_RAY_RUNTIME_ENV``: a JSON object merged into the Ray job's runtime
+  environment (``working_dir``, ``pip``, ``excludes``, ``env_vars``...)
 * ``RUNGFLOW_WORKER_MODULES``: comma-separated modules every worker process
   (process pool, Dask, Ray) imports before it trains, so that trainables registered
   with ``@trainable`` there are found. The module of the experiment's
@@ -117,6 +125,10 @@ class RungflowSettings(BaseSettings):
     # must not be able to choose where a flow run connects to.
     dask_address: str | None = None
     ray_address: str | None = None
+    # Code to ship to Ray workers: settings too. A spec or UI form never
+    # chooses code to import or a path to upload.
+    ray_py_modules: str = ""
+    ray_runtime_env: str = ""
     worker_modules: str = ""
     retention: bool = True
     keep_last: int = Field(default=2, ge=1, le=1_000_000)

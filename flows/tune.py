@@ -84,7 +84,8 @@ def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
     if spec.task_runner == "ray":
         from flows.ray_runner import make_ray_runner
 
-        return make_ray_runner(spec, modules, settings.ray_address)
+        return make_ray_runner(spec, modules, settings.ray_address,
+                               ship=settings.ray_py_modules, extra_env=settings.ray_runtime_env)
     runner: TaskRunner[Any] = make_dask_runner(spec, modules, settings.dask_address)
     return runner
 

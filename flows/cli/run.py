@@ -123,7 +123,7 @@ def _start_flow(parsed: ExperimentSpec, as_json: bool) -> dict[str, Any]:
     from flows.cli.progress import CliProgress
     from flows.engine.runner import ResumeRefusedError
     from flows.interrupts import stoppable_run
-    from flows.ray_runner import RayResourceError
+    from flows.ray_runner import RayResourceError, RayRuntimeEnvError
     from flows.trainable import MetricNotReportedError
     from flows.tune import tune
     from storage import StoreError
@@ -135,7 +135,7 @@ def _start_flow(parsed: ExperimentSpec, as_json: bool) -> dict[str, Any]:
             summary: dict[str, Any] = tune(parsed)
     except ResumeRefusedError as exc:  # another runner created it differently meanwhile
         raise _fail(exc, 2) from None
-    except (MetricNotReportedError, StoreError, RayResourceError) as exc:
+    except (MetricNotReportedError, StoreError, RayResourceError, RayRuntimeEnvError) as exc:
         raise _fail(exc, 1) from None
     except FailedRun as exc:
         # Every trial failed, or none reported the metric: show what is known.

@@ -7,11 +7,16 @@ workers find rungflow's packages (an editable install) and the test trainables'
 module only through the runtime environment the task runner gives the job.
 The workers share nothing with the flow process but the checkpoint directory
 and the Prefect API.
+
+Most tests here are slow (the cluster costs tens of seconds to start); one run
+on a local instance (:func:`test_shipped_trainable_on_a_local_instance`) is
+part of the default run, so CI exercises Ray end to end on every push.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pickle
 import shutil
@@ -36,7 +41,16 @@ if not in_ci():  # CI installs the extra: there a missing prefect-ray is a failu
 import psutil
 
 from flows.engine.segment import SegmentJob
-from flows.ray_runner import RayResourceError, _check_resources, remote_options
+from flows.ray_runner import (
+    RayResourceError,
+    RayRuntimeEnvError,
+    _check_resources,
+    parse_runtime_env,
+    py_modules,
+    remote_options,
+    runtime_env,
+)
+from flows.settings import get_settings
 from flows.spec import load_spec
 from flows.trainable import SegmentOutcome
 from flows.tune import PrefectExecutor, make_task_runner, tune
@@ -44,7 +58,7 @@ from schedulers import SegmentFailed, SegmentFinished, SegmentStarted
 from storage import CheckpointStore, EventStore
 from tests.log_checks import assert_log_integrity
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 #: In-process flows report to the session's Prefect test harness.
 harness = pytest.mark.usefixtures("prefect_harness")
 
@@ -184,6 +198,7 @@ def test_a_segment_no_node_can_hold_is_refused_on_a_local_instance() -> None:
     _check_resources(spec, "ray://far:10001", {"CPU": 2.0})  # may autoscale: only a warning
 
 
+@slow
 @harness
 def test_prefect_executor_waits_on_ray_futures(on_cluster: Cluster, tmp_path: Path) -> None:
     """``wait_first`` hands back each PrefectRayFuture once, done; workers use the flow's API."""
@@ -228,6 +243,7 @@ def test_prefect_executor_waits_on_ray_futures(on_cluster: Cluster, tmp_path: Pa
         assert not [c for c in seen["children"] if "prefect" in c], seen["children"]
 
 
+@slow
 @harness
 def test_hyperband_on_digits_through_two_ray_nodes(
     on_cluster: Cluster, rungflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -276,6 +292,7 @@ def test_hyperband_on_digits_through_two_ray_nodes(
     assert list(shared.rglob("*.ckpt"))
 
 
+@slow
 @harness
 def test_killed_ray_worker_loses_and_duplicates_nothing(
     on_cluster: Cluster, rungflow_home: Path, tmp_path: Path
@@ -318,6 +335,7 @@ def test_killed_ray_worker_loses_and_duplicates_nothing(
     assert int(redone[0].metrics["pid"]) != killed[0]
 
 
+@slow
 def test_cooperating_runs_on_ray_one_killed(
     on_cluster: Cluster, tmp_path: Path, prefect_api_url: str
 ) -> None:
@@ -329,6 +347,7 @@ def test_cooperating_runs_on_ray_one_killed(
               victim_host=None, task_runner="ray", max_resource=40)
 
 
+@slow
 @harness
 def test_local_instance_without_an_address(
     rungflow_home: Path, monkeypatch: pytest.MonkeyPatch
@@ -344,3 +363,189 @@ def test_local_instance_without_an_address(
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     _, alive = psutil.wait_procs(left, timeout=30)
     assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+
+# -- shipping a trainable's code (RUNGFLOW_RAY_PY_MODULES) --------------------------
+
+#: A trainable that says where its code came from, in which process it ran,
+#: which Prefect API that process used and what it started.
+SHIPPED = '''
+import os
+
+import psutil
+from prefect.settings import PREFECT_API_URL
+
+from flows.trainable import trainable
+
+
+@trainable("ray-shipped")
+def train(ctx):
+    ctx.report(ctx.stop, loss=1.0 / (1.0 + ctx.stop))
+    children = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    ctx.save({"file": __file__, "pid": os.getpid(), "ppid": os.getppid(),
+              "api_url": PREFECT_API_URL.value(), "children": children})
+'''
+
+
+def load_by_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch, *, package: bool
+) -> tuple[str, Path]:
+    """Write the ``ray-shipped`` trainable under ``root`` and import it *by file*.
+
+    ``root`` never goes on ``sys.path`` (Ray would copy the driver's sys.path
+    and working directory to workers on this machine), so a worker can only
+    import the module through what the job ships. Returns the module's name
+    and its source (the package directory or the ``.py`` file).
+    """
+    root.mkdir(parents=True)
+    if package:
+        name, source = "rf_shipped_pkg.train", root / "rf_shipped_pkg"
+        source.mkdir()
+        (source / "__init__.py").write_text("")
+        (source / "train.py").write_text(SHIPPED)
+        spec = importlib.util.spec_from_file_location(
+            "rf_shipped_pkg", source / "__init__.py", submodule_search_locations=[str(source)]
+        )
+    else:
+        name, source = "rf_shipped", root / "rf_shipped.py"
+        source.write_text(SHIPPED)
+        spec = importlib.util.spec_from_file_location(name, source)
+    specs = [spec]
+    if package:
+        specs.append(importlib.util.spec_from_file_location(name, source / "train.py"))
+    for each in specs:
+        assert each is not None and each.loader is not None
+        module = importlib.util.module_from_spec(each)
+        monkeypatch.setitem(sys.modules, each.name, module)  # gone after the test
+        each.loader.exec_module(module)
+    assert str(root) not in sys.path
+    return name, source
+
+
+def shipped_spec(name: str, **extra: Any) -> Any:
+    return load_spec(
+        {"name": name, "trainable": "ray-shipped", "metric": "loss",
+         "space": {"x": {"type": "float", "low": 0, "high": 1}},
+         "scheduler_args": {"max_t": 2}, "budget": {"max_trials": 3},
+         "max_concurrency": 2, "task_runner": "ray", **extra}
+    )
+
+
+def shipped_runs(name: str, home: Path) -> list[dict[str, Any]]:
+    """What each finished segment of experiment ``name`` saw in its worker."""
+    store = EventStore(f"sqlite:///{home / 'rungflow.db'}")
+    try:
+        events = [r.event for r in store.read(name)]
+    finally:
+        store.close()
+    assert_log_integrity(events)
+    checkpoints = CheckpointStore(get_settings().resolved_checkpoints)
+    return [pickle.loads(checkpoints.get(e.checkpoint))
+            for e in events if isinstance(e, SegmentFinished) and e.checkpoint]
+
+
+def test_py_modules_ships_what_workers_import_and_what_the_setting_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auto`` ships the trainable's top-level package or single file; rungflow's
+    own packages and installed ones are left to the nodes' installs."""
+    name, package = load_by_file(tmp_path / "a", monkeypatch, package=True)
+    single, file = load_by_file(tmp_path / "b", monkeypatch, package=False)
+    assert py_modules("auto", [name, single, "flows.tune", "psutil"]) == [
+        str(package), str(file)
+    ]
+    assert py_modules("", [name]) == []
+    wheel = tmp_path / "dep-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    assert py_modules(f" {single} , s3://bucket/code.zip, {wheel},auto", [single]) == [
+        str(file), "s3://bucket/code.zip", str(wheel)
+    ]
+    with pytest.raises(RayRuntimeEnvError, match="'no_such_module' cannot be imported"):
+        py_modules("no_such_module", [])
+    with pytest.raises(RayRuntimeEnvError, match="does not exist"):
+        py_modules(str(tmp_path / "missing"), [])
+
+
+def test_runtime_env_setting_is_merged_under_rungflows_keys() -> None:
+    extra = parse_runtime_env(
+        '{"working_dir": "/code", "pip": ["tqdm"], "py_modules": ["/libs/a"],'
+        ' "env_vars": {"OMP_NUM_THREADS": "1", "PREFECT_API_URL": "http://elsewhere"}}'
+    )
+    env = runtime_env(["rf_shipped"], "http://flow/api", extra, ["/libs/b", "/libs/a"])
+    assert env["working_dir"] == "/code" and env["pip"] == ["tqdm"]
+    assert env["py_modules"] == ["/libs/a", "/libs/b"]
+    assert env["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert env["env_vars"]["PREFECT_API_URL"] == "http://flow/api"
+    assert env["worker_process_setup_hook"] == "flows.ray_runner.setup_worker"
+    assert "py_modules" not in runtime_env([], "http://flow/api")
+    assert parse_runtime_env("  ") == {}
+    for bad, match in (("{", "not valid JSON"), ("[1]", "must be a JSON object"),
+                       ('{"worker_process_setup_hook": "x.y"}', "rungflow sets itself"),
+                       ('{"env_vars": []}', "'env_vars' must be an object")):
+        with pytest.raises(RayRuntimeEnvError, match=match):
+            parse_runtime_env(bad)
+
+
+@harness
+def test_shipped_trainable_on_a_local_instance(
+    rungflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run's Ray test: a local instance of 2 CPUs (no RUNGFLOW_RAY_ADDRESS)
+    trains a trainable whose module exists only as a file in a temp directory.
+
+    The workers import it from the job's ``py_modules`` (``RUNGFLOW_RAY_PY_MODULES=auto``),
+    report to the flow's Prefect API and start no server; the instance is gone
+    when the run ends.
+    """
+    import ray
+
+    name, source = load_by_file(tmp_path / "code", monkeypatch, package=False)
+    ray_tmp = Path(f"/tmp/rf-ray-{os.getpid()}-local")  # Ray's socket paths must stay short
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.setenv("RUNGFLOW_RAY_PY_MODULES", "auto")
+    monkeypatch.delenv("RUNGFLOW_RAY_ADDRESS", raising=False)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        summary = tune(shipped_spec("ray-shipped-local"))
+        assert summary["state"] == "finished" and summary["segments_failed"] == 0
+        assert not ray.is_initialized()
+        left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        _, alive = psutil.wait_procs(left, timeout=30)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
+        runs = shipped_runs("ray-shipped-local", rungflow_home)
+        assert len(runs) >= 3
+        api_urls = set()
+        for seen in runs:
+            shipped = Path(seen["file"])
+            assert shipped.is_relative_to(ray_tmp) and "runtime_resources" in shipped.parts, shipped
+            assert shipped.name == source.name and shipped != source
+            assert seen["pid"] != os.getpid()
+            assert not [c for c in seen["children"] if "prefect" in c], seen["children"]
+            api_urls.add(seen["api_url"])
+        assert len(api_urls) == 1 and next(iter(api_urls)).startswith("http"), api_urls
+        assert name == "rf_shipped"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@slow
+@harness
+def test_shipped_package_on_a_two_node_cluster(
+    on_cluster: Cluster, rungflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An external cluster (``ray start`` nodes without the code): the trainable's
+    package, written to a temp directory, reaches the workers of both nodes
+    through the job's ``py_modules``."""
+    _, package = load_by_file(tmp_path / "code", monkeypatch, package=True)
+    monkeypatch.setenv("RUNGFLOW_RAY_PY_MODULES", "auto")
+    spec = shipped_spec("ray-shipped-cluster", num_cpus=1, budget={"max_trials": 4})
+    summary = tune(spec)
+    assert summary["state"] == "finished" and summary["segments_failed"] == 0
+    runs = shipped_runs(spec.name, rungflow_home)
+    assert len(runs) >= 4
+    for seen in runs:
+        shipped = Path(seen["file"])
+        assert shipped.is_relative_to(on_cluster.temp_dir), shipped
+        assert "runtime_resources" in shipped.parts and shipped.parent.name == package.name
+        assert seen["ppid"] in on_cluster.raylets, "a segment ran outside the Ray workers"
+        assert not [c for c in seen["children"] if "prefect" in c], seen["children"]
