@@ -63,7 +63,6 @@ from schedulers import (
     action_events,
 )
 from storage import (
-    AppendTransaction,
     ConcurrencyError,
     ConnectionDroppedError,
     EventStore,
@@ -554,12 +553,21 @@ class ExperimentRunner:
                     taken += isinstance(action, RunSegment)
                     if isinstance(action, Done):
                         return actions
+                # Each decision is folded at once (the next ask must see it),
+                # but all of them go to the database as one batch: the same
+                # rows with the same seqs in the same transaction, one INSERT
+                # instead of one per decision.
+                decided: list[Event] = []
                 while (action := self._next_decision(runs, taken)) is not None:
-                    self._append(tx, self.claim_events(action_events(action)))
+                    events = self.claim_events(action_events(action))
+                    self._tell(events, tx.seq + len(decided) + 1)
+                    decided.extend(events)
                     actions.append(action)
                     taken += isinstance(action, RunSegment)
                     if isinstance(action, Done):
                         break
+                if decided:
+                    tx.append(decided)
         except BaseException:
             if told:
                 self._reload()
@@ -591,11 +599,6 @@ class ExperimentRunner:
     def _tell(self, events: Sequence[Event], first: int) -> None:
         for offset, event in enumerate(events):
             self._fold(event, first + offset)
-
-    def _append(self, tx: AppendTransaction, events: Sequence[Event]) -> None:
-        first = tx.seq + 1
-        tx.append(events)
-        self._tell(events, first)
 
     def _reload(self, why: str = "a write failed after its events were folded") -> None:
         """Rebuild the state from the store after a transaction that folded
