@@ -41,9 +41,9 @@ from storage.models import TRIALS as _TRIALS
 
 __all__ = [
     "STATUS_KINDS",
+    "SUMMARY_KINDS",
     "Projection",
     "ResultRecord",
-    "SUMMARY_KINDS",
     "StatusSummary",
     "StatusView",
     "TrialRecord",

@@ -28,7 +28,7 @@ from rich.table import Table
 # schedulers._rungs imports the scheduler stack (numpy, optuna): only the
 # plan commands import it, so that `rungflow status` starts without it.
 if TYPE_CHECKING:
-    from schedulers._rungs import Bracket, Number
+    from schedulers._rungs import Number
 from schedulers.validation import (
     SchedulerArgumentError,
     check_grace_period,

@@ -35,8 +35,8 @@ from flows.cli.warm import (
 )
 
 if TYPE_CHECKING:
-    from flows.spec import ExperimentSpec
     from flows.engine.preflight import Preflight
+    from flows.spec import ExperimentSpec
 
 
 def run(
