@@ -531,24 +531,27 @@ def read_status_summary(engine: sa.Engine, experiment: str) -> StatusSummary:
         ]
         open_starts: dict[str, tuple[int, Any, Any]] = {}
         postgres = conn.dialect.name == "postgresql"
-        # A running trial started recently: walking the log back from its end
-        # (the primary key) finds its last start sooner than a kind-index scan.
-        last_start = (
-            sa.select(ev.seq, _number(conn, ev.payload, "start"),
-                      _number(conn, ev.payload, "stop"))
-            .where(mine, ev.kind == "SegmentStarted", ev.trial_id == sa.bindparam("t_id"))
-            .order_by(ev.seq.desc())
-            .limit(1)
-        )
-        for trial_id, status, *_ in trials:
-            if status != "running":
-                continue
-            found = conn.execute(last_start, {"t_id": trial_id}).first()
-            if found is not None:
-                seq, start, stop = found
-                if postgres:
-                    start, stop = _json_number(start), _json_number(stop)
-                open_starts[trial_id] = (int(seq), start, stop)
+        # A running trial started recently: walk the log back from its end in
+        # growing windows of the primary key until every running trial's last
+        # start is found (a kind-index scan would visit every start).
+        wanted = {tid for tid, status, *_ in trials if status == "running"}
+        hi, window = until_seq, 1024
+        while wanted and hi > 0:
+            lo = max(0, hi - window)
+            starts = conn.execute(
+                sa.select(ev.seq, ev.trial_id, _number(conn, ev.payload, "start"),
+                          _number(conn, ev.payload, "stop"))
+                .where(ev.experiment_id == experiment, ev.seq > lo, ev.seq <= hi,
+                       ev.kind == "SegmentStarted")
+                .order_by(ev.seq.desc())
+            )
+            for seq, trial_id, start, stop in starts:
+                if trial_id in wanted:
+                    wanted.discard(trial_id)
+                    if postgres:
+                        start, stop = _json_number(start), _json_number(stop)
+                    open_starts[trial_id] = (int(seq), start, stop)
+            hi, window = lo, window * 4
     return StatusSummary(until_seq, trials, events, float(finished or 0.0), open_starts, False)
 
 
