@@ -15,7 +15,13 @@ times, ``--repeats`` times with the variants interleaved:
 * ``artifacts``: the status the end of a flow run computes (verdict and final
   artifacts each compute one), given the run's folded runner when the code
   accepts it;
-* ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter.
+* ``status-table``: what the table of ``rungflow status NAME`` reads and
+  prints, in this process (``experiment_summary``; code without it reads
+  ``experiment_status``, as its table did);
+* ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter;
+* ``table-cli``: ``rungflow status NAME`` (the table) in a fresh interpreter,
+  wall time, with ``table-cli-cpu`` its CPU time (user + system, from
+  ``wait4``).
 
 Each timing runs on a fresh copy of the crashed run's database (resume and
 status may leave snapshots behind), in a fresh interpreter.
@@ -40,6 +46,7 @@ import heapq
 import json
 import logging
 import os
+import pickle
 import sqlite3
 import statistics
 import subprocess
@@ -191,13 +198,32 @@ def time_status(url: str, root: str) -> float:
     return time.perf_counter() - t0
 
 
-def time_status_cli(url: str, root: str) -> float:
+def time_status_table(url: str, root: str) -> float:
+    """The table's read and its printing (to nowhere), in this process."""
+    import flows.engine.status as status_module
+    from flows.cli.status import console, print_status
+
+    read = getattr(status_module, "experiment_summary", experiment_status)
+    t0 = time.perf_counter()
+    with EventStore(url) as store:
+        data = read(store, NAME, checkpoints=root)
+    with console.capture():  # rendered as the terminal would get it, then dropped
+        print_status(data, 10)
+    return time.perf_counter() - t0
+
+
+def time_status_cli(url: str, root: str, *args: str) -> tuple[float, float]:
+    """Wall and CPU seconds of ``rungflow status NAME *args`` in a fresh interpreter."""
     env = {**os.environ, "RUNGFLOW_DATABASE_URL": url, "RUNGFLOW_CHECKPOINTS": root}
     exe = Path(sys.executable).with_name("rungflow")
     t0 = time.perf_counter()
-    subprocess.run([str(exe), "status", NAME, "--json"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    child = subprocess.Popen([str(exe), "status", NAME, *args], env=env,
+                             stdout=subprocess.DEVNULL)
+    _, code, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    child.returncode = os.waitstatus_to_exitcode(code)
+    assert child.returncode == 0, child.returncode
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 @contextmanager
@@ -251,7 +277,7 @@ def take_snapshot(url: str, spec: ExperimentSpec) -> float:
     return 0.0
 
 
-def measure(url: str, what: str, root: str, spec_json: str) -> float:
+def measure(url: str, what: str, root: str, spec_json: str) -> float | dict[str, float]:
     """One timing in this interpreter (the parent runs each in a fresh process)."""
     spec = ExperimentSpec.model_validate_json(spec_json)
     if what == "snapshot":
@@ -262,7 +288,12 @@ def measure(url: str, what: str, root: str, spec_json: str) -> float:
         return time_status(url, root)
     if what == "artifacts":
         return time_artifacts(url, spec, root)
-    return time_status_cli(url, root)
+    if what == "status-table":
+        return time_status_table(url, root)
+    if what == "table-cli":
+        wall, cpu = time_status_cli(url, root)
+        return {"table-cli": wall, "table-cli-cpu": cpu}
+    return time_status_cli(url, root, "--json")[0]
 
 
 def copy_db(label: str, src: str, dst_name: str) -> str:
@@ -283,14 +314,17 @@ def copy_db(label: str, src: str, dst_name: str) -> str:
     return parsed.set(database=db).render_as_string(hide_password=False)
 
 
-def run_code(code: str | None, *argv: str) -> float:
-    """``--measure argv`` in a fresh interpreter running the tree ``code`` (None: this one)."""
+def run_code(code: str | None, *argv: str) -> dict[str, float]:
+    """``--measure argv`` in a fresh interpreter running the tree ``code`` (None: this
+    one); ``{what: seconds}``."""
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = code
-    out = subprocess.run([sys.executable, __file__, "--measure", *argv],
-                         env=env, check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    # Not from this tree's directory: `python -m`/`-c` would put it first on sys.path.
+    out = subprocess.run([sys.executable, __file__, "--measure", *argv], env=env,
+                         check=True, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    value = json.loads(out.stdout.strip().splitlines()[-1])
+    return value if isinstance(value, dict) else {argv[1]: float(value)}
 
 
 def build(label: str, url: str, spec: ExperimentSpec, events: list[Event], tail: int,
@@ -321,6 +355,10 @@ def main() -> None:
     parser.add_argument("--pg", help="PostgreSQL URL of an existing database (admin rights)")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--events-cache", help="pickle of the simulated log: read if it "
+                        "exists (same --scheduler/--trials/--results), else written")
+    parser.add_argument("--only", help="comma-separated figures to take (e.g. "
+                        "status,status-table,table-cli)")
     parser.add_argument("--baseline", help="source tree of the code to compare with "
                         "(e.g. a `git archive` of main), timed on a copy of the same log")
     parser.add_argument("--tail", type=int, default=2000,
@@ -335,7 +373,17 @@ def main() -> None:
 
     spec = make_spec(args.scheduler, args.trials)
     t0 = time.perf_counter()
-    events = build_events(spec, args.trials, args.results)
+    cache = Path(args.events_cache) if args.events_cache else None
+    if cache is not None and cache.exists():
+        with cache.open("rb") as f:
+            cached_spec, events = pickle.load(f)  # our own scratch file
+        if cached_spec != spec.model_dump_json():
+            raise SystemExit(f"error: {cache} holds the log of another spec")
+    else:
+        events = build_events(spec, args.trials, args.results)
+        if cache is not None:
+            with cache.open("wb") as f:
+                pickle.dump((spec.model_dump_json(), events), f)
     n_results = sum(isinstance(e, SegmentFinished) for e in events)
     print(f"log: {args.scheduler}, {args.trials} trials, {n_results} results, "
           f"{len(events) + 1} events (simulated in {time.perf_counter() - t0:.1f} s)")
@@ -353,7 +401,10 @@ def main() -> None:
             print(f"{label}: logs written in {time.perf_counter() - t0:.1f} s", flush=True)
             for code in codes:
                 variants.append((code, label, pristine[code]))
-        whats = ["resume", "status", "artifacts"] + ([] if args.skip_cli else ["status-cli"])
+        whats = ["resume", "status", "status-table", "artifacts"]
+        whats += [] if args.skip_cli else ["status-cli", "table-cli"]
+        if args.only:
+            whats = [w for w in whats if w in args.only.split(",")]
         figures: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(args.repeats):
             # Rotate the order so no variant always runs first (cold caches).
@@ -361,11 +412,12 @@ def main() -> None:
             for code, label, url in variants[k:] + variants[:k]:
                 for what in whats:
                     work = copy_db(label, url, "work")
-                    value = run_code(codes[code], work, what, root, spec.model_dump_json())
-                    figures.setdefault((label, what, code), []).append(value)
-                    print(f"  ({label} {what} {code}: {value:.2f} s)", flush=True)
+                    values = run_code(codes[code], work, what, root, spec.model_dump_json())
+                    for name, value in values.items():
+                        figures.setdefault((label, name, code), []).append(value)
+                        print(f"  ({label} {name} {code}: {value:.2f} s)", flush=True)
         for (label, what, code), values in sorted(figures.items()):
-            line = f"{label:10s} {what:11s} {code:9s} {fmt(values)}"
+            line = f"{label:10s} {what:13s} {code:9s} {fmt(values)}"
             base = figures.get((label, what, "baseline"))
             if code == "this" and base:
                 line += f"   x{statistics.median(base) / statistics.median(values):.1f} faster"

@@ -41,7 +41,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
-from schedulers.outcomes import TrialStatus, next_status
+from schedulers.outcomes import TrialStatus, next_status, signed_score
 from schedulers.space import SearchSpace
 from schedulers.validation import (
     SchedulerArgumentError,
@@ -290,13 +290,7 @@ class Scheduler(ABC):
 
     def score(self, metrics: Mapping[str, Any]) -> float | None:
         """The metric signed so that lower is better; None if missing or NaN."""
-        value = metrics.get(self.metric)
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        value = float(value)
-        if not math.isfinite(value):
-            return None
-        return value if self.mode == "min" else -value
+        return signed_score(metrics, self.metric, self.mode)
 
     def new_trial_id(self, offset: int = 0) -> str:
         """Deterministic id of the next trial (``t0000``, ``t0001``, ...)."""

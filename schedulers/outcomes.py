@@ -28,9 +28,10 @@ numpy or optuna.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from schedulers.events import (
     Event,
@@ -55,6 +56,7 @@ __all__ = [
     "most_common_error",
     "next_status",
     "normalize_status",
+    "signed_score",
     "stop_outcome",
 ]
 
@@ -157,3 +159,18 @@ def most_common_error(errors: Iterable[str]) -> tuple[str, int] | None:
     if not counts:
         return None
     return counts.most_common(1)[0]
+
+
+def signed_score(metrics: Mapping[str, Any], metric: str, mode: str) -> float | None:
+    """``metric`` in ``metrics`` signed so that lower is better; None if missing or NaN.
+
+    The scheduler's rule (:meth:`schedulers.base.Scheduler.score`), also read
+    by ``rungflow status`` without building a scheduler.
+    """
+    value = metrics.get(metric)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return value if mode == "min" else -value

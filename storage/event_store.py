@@ -581,6 +581,20 @@ class EventStore:
             lambda: projections.read_status_view(self._reader, name, until_seq)
         )
 
+    def status_summary(self, name: str) -> projections.StatusSummary:
+        """What the table of ``rungflow status`` reads, as of the log's end
+        (see :func:`storage.projections.read_status_summary`)."""
+        return _retry_dropped(lambda: projections.read_status_summary(self._reader, name))
+
+    def results_at(
+        self, name: str, until_seq: int, wanted: dict[str, float]
+    ) -> dict[str, dict[str, Any]]:
+        """Metrics of each trial's latest result that stopped at ``wanted[trial]``
+        (see :func:`storage.projections.read_results_at`)."""
+        return _retry_dropped(
+            lambda: projections.read_results_at(self._reader, name, until_seq, wanted)
+        )
+
     def trials(self, name: str) -> list[TrialRow]:
         """Projected trials in creation order."""
         t = _TRIALS.c

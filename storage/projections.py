@@ -41,11 +41,15 @@ from storage.models import TRIALS as _TRIALS
 
 __all__ = [
     "STATUS_KINDS",
+    "SUMMARY_KINDS",
     "Projection",
     "ResultRecord",
+    "StatusSummary",
     "StatusView",
     "TrialRecord",
     "apply_events",
+    "read_results_at",
+    "read_status_summary",
     "read_status_view",
     "rebuild",
 ]
@@ -442,3 +446,132 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
         for seq, kind, trial_id, payload, created in conn.execute(few):
             events.append((int(seq), event_from_record(kind, trial_id, payload), created))
     return StatusView(until_seq, segments, times, events, False)
+
+
+#: Event kinds the table of ``rungflow status`` reads from the log (through the
+#: (experiment, kind) index): errors, stop reasons, retries, the end.
+SUMMARY_KINDS = ("SegmentFailed", "TrialStopped", "TrialRetried", "ExperimentFinished")
+
+
+@dataclass(frozen=True)
+class StatusSummary:
+    """What the table of ``rungflow status`` reads, without the results scan.
+
+    Everything is as of event ``until_seq`` (the log's end when read).
+
+    Attributes:
+        trials: ``(trial_id, status, config, resource, metrics, n_segments)``
+            of the ``trials`` projection in creation order (``metrics``: the
+            last finished segment's, or None).
+        events: ``(seq, event)`` of the :data:`SUMMARY_KINDS`, in order.
+        finished_resource: Sum of ``stop - start`` over the ``results`` rows.
+        open_starts: ``trial_id -> (seq, start, stop)`` of the last
+            ``SegmentStarted`` of each trial the projection says is running.
+        stale: The projections do not hold every trial and result of the log
+            (see :class:`StatusView`).
+    """
+
+    until_seq: int
+    trials: list[tuple[str, str, dict[str, Any], float, dict[str, Any] | None, int]]
+    events: list[tuple[int, Event]]
+    finished_resource: float
+    open_starts: dict[str, tuple[int, Any, Any]]
+    stale: bool
+
+
+def read_status_summary(engine: sa.Engine, experiment: str) -> StatusSummary:
+    """Read :class:`StatusSummary` of ``experiment``, in one transaction.
+
+    Costs the ``trials`` rows, one sum over ``results``, the few events of
+    :data:`SUMMARY_KINDS` and the last start of each running trial, all
+    through indexes; staleness is detected by counting, as in
+    :func:`read_status_view`.
+    """
+    ev, r, t = _EVENTS.c, _RESULTS.c, _TRIALS.c
+    with engine.connect() as conn:
+        until_seq = _count(conn, sa.select(sa.func.max(ev.seq)).where(
+            ev.experiment_id == experiment))
+        mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
+        n_results, finished = conn.execute(
+            sa.select(sa.func.count(), sa.func.sum(r.stop - r.start)).where(
+                r.experiment_id == experiment, r.seq <= until_seq)
+        ).one()
+        # Counted from the (experiment, kind) index alone, without a seq bound
+        # (which would read every row): an append racing this read can only
+        # make the counts disagree, i.e. send the caller to the full view.
+        n_finished = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            ev.experiment_id == experiment, ev.kind == "SegmentFinished"))
+        n_created = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            ev.experiment_id == experiment, ev.kind == "TrialCreated"))
+        rows = conn.execute(
+            sa.select(t.trial_id, t.status, sa.cast(t.config, sa.Text),
+                      t.resource, sa.cast(t.metrics, sa.Text), t.n_segments)
+            .where(t.experiment_id == experiment, t.created_seq <= until_seq)
+            .order_by(t.created_seq, t.trial_id)
+        ).all()
+        stale = int(n_results or 0) != n_finished or len(rows) != n_created
+        if stale:
+            return StatusSummary(until_seq, [], [], 0.0, {}, True)
+        # One JSON document for every row's config and metrics: one C-level parse.
+        docs = json.loads(
+            "[" + ",".join(f"{row[2]},{'null' if row[4] is None else row[4]}" for row in rows)
+            + "]"
+        )
+        trials = [
+            (tid, status, docs[2 * i], float(resource), docs[2 * i + 1], int(n))
+            for i, (tid, status, _, resource, _, n) in enumerate(rows)
+        ]
+        events: list[tuple[int, Event]] = [
+            (int(seq), event_from_record(kind, trial_id, payload))
+            for seq, kind, trial_id, payload in conn.execute(
+                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload)
+                .where(mine, ev.kind.in_(SUMMARY_KINDS))
+                .order_by(ev.seq)
+            )
+        ]
+        open_starts: dict[str, tuple[int, Any, Any]] = {}
+        postgres = conn.dialect.name == "postgresql"
+        # A running trial started recently: walk the log back from its end in
+        # growing windows of the primary key until every running trial's last
+        # start is found (a kind-index scan would visit every start).
+        wanted = {tid for tid, status, *_ in trials if status == "running"}
+        hi, window = until_seq, 1024
+        while wanted and hi > 0:
+            lo = max(0, hi - window)
+            starts = conn.execute(
+                sa.select(ev.seq, ev.trial_id, _number(conn, ev.payload, "start"),
+                          _number(conn, ev.payload, "stop"))
+                .where(ev.experiment_id == experiment, ev.seq > lo, ev.seq <= hi,
+                       ev.kind == "SegmentStarted")
+                .order_by(ev.seq.desc())
+            )
+            for seq, trial_id, start, stop in starts:
+                if trial_id in wanted:
+                    wanted.discard(trial_id)
+                    if postgres:
+                        start, stop = _json_number(start), _json_number(stop)
+                    open_starts[trial_id] = (int(seq), start, stop)
+            hi, window = lo, window * 4
+    return StatusSummary(until_seq, trials, events, float(finished or 0.0), open_starts, False)
+
+
+def read_results_at(
+    engine: sa.Engine, experiment: str, until_seq: int, wanted: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """The metrics of each trial's latest result (up to ``until_seq``) that
+    stopped at ``wanted[trial_id]``; trials without one are left out."""
+    r = _RESULTS.c
+    ids = sorted(wanted)
+    out: dict[str, tuple[int, str]] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(ids), _CHUNK):
+            stmt = sa.select(r.trial_id, r.seq, r.stop, sa.cast(r.metrics, sa.Text)).where(
+                r.experiment_id == experiment, r.seq <= until_seq,
+                r.trial_id.in_(ids[i : i + _CHUNK]),
+            )
+            for trial_id, seq, stop, metrics in conn.execute(stmt):
+                if float(stop) == wanted[trial_id] and (
+                    trial_id not in out or seq > out[trial_id][0]
+                ):
+                    out[trial_id] = (int(seq), metrics)
+    return {trial_id: json.loads(text) for trial_id, (_, text) in out.items()}

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from schedulers.events import Event
-from schedulers.pbt_replay import pbt_lineage, pbt_policy
 
 __all__ = ["LoadEvents", "default_load_events", "lineage_table", "register"]
 
@@ -89,6 +88,8 @@ def register(app: typer.Typer, load_events: LoadEvents | None = None) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Show which trial copied which (donor, resources, old and new config)."""
+        from schedulers.pbt_replay import pbt_lineage, pbt_policy  # the scheduler stack
+
         console, err = Console(), Console(stderr=True)
         try:
             events = loader(experiment, db)

@@ -19,21 +19,16 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from schedulers._rungs import (
-    Bracket,
-    Number,
-    asha_rungs,
-    hyperband_brackets,
-    hyperband_schedule,
-    promotion_fraction,
-)
-from schedulers.asha import bracket_probabilities
+# schedulers._rungs imports the scheduler stack (numpy, optuna): only the
+# plan commands import it, so that `rungflow status` starts without it.
+if TYPE_CHECKING:
+    from schedulers._rungs import Number
 from schedulers.validation import (
     SchedulerArgumentError,
     check_grace_period,
@@ -88,6 +83,8 @@ def hyperband_plan(
     max_trials: int | None = None,
 ) -> dict[str, Any]:
     """The JSON plan of one HyperBand iteration, or of a whole run under a budget."""
+    from schedulers._rungs import hyperband_brackets, hyperband_schedule
+
     if max_resource is None and max_trials is None:
         brackets = hyperband_brackets(max_t, reduction_factor)
         return _with_totals([b.to_json() for b in brackets])
@@ -124,6 +121,9 @@ def asha_plan(
     exploratory bracket has the largest ``s``); ``bracket`` is ASHA's index.
     Default ``trials`` gives exactly one trial at the top rung of bracket 0.
     """
+    from schedulers._rungs import Bracket, asha_rungs, promotion_fraction
+    from schedulers.asha import bracket_probabilities
+
     check_positive("max_t", max_t)
     check_positive("grace_period", grace_period)
     check_reduction_factor(reduction_factor)

@@ -33,10 +33,10 @@ from flows.cli.warm import (
     WithCheckpointsOption,
     apply_warm_start,
 )
-from flows.spec import ExperimentSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
     from flows.engine.preflight import Preflight
+    from flows.spec import ExperimentSpec
 
 
 def run(
@@ -67,6 +67,8 @@ def run(
         raise typer.Exit(2)
     source = _example_path(example) if example is not None else spec
     assert source is not None
+    from flows.spec import SpecError, load_spec
+
     _import_trainables()
     try:
         parsed = load_spec(source, name=name, max_concurrency=max_concurrency)

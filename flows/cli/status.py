@@ -14,9 +14,21 @@ from flows.cli._common import DbOption, _bytes, _fmt, _reading, console
 
 def print_leaderboard(name: str, store: Any, limit: int | None = 10) -> None:
     """The leaderboard, failures and best trial of ``name``, read from an open ``store``."""
-    from flows.engine.status import experiment_status
+    from flows.engine.status import experiment_summary
 
-    print_status(experiment_status(store, name), limit)
+    print_status(experiment_summary(store, name), limit)
+
+
+def last_metrics(trial: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial row's last finished segment's metrics (None before one).
+
+    Rows of :func:`~flows.engine.status.experiment_status` list every segment;
+    those of :func:`~flows.engine.status.experiment_summary` carry ``metrics``.
+    """
+    if "segments" in trial:
+        return trial["segments"][-1]["metrics"] if trial["segments"] else None
+    metrics: dict[str, Any] | None = trial["metrics"]
+    return metrics
 
 
 def ranked_trials(status: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
@@ -24,8 +36,9 @@ def ranked_trials(status: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
     metric, sign = status["metric"], (1 if status["mode"] == "min" else -1)
     rows = []
     for t in status["trials"]:
-        if t["segments"] and t["segments"][-1]["metrics"].get(metric) is not None:
-            value = t["segments"][-1]["metrics"][metric]
+        metrics = last_metrics(t)
+        if metrics is not None and metrics.get(metric) is not None:
+            value = metrics[metric]
             rows.append(((-t["resource"], sign * value, t["trial_id"]), t, value))
     rows.sort(key=lambda r: r[0])
     return [(t, value) for _, t, value in rows]
@@ -99,10 +112,11 @@ def status(
     all_: Annotated[bool, typer.Option("--all", help="Show every trial.")] = False,
 ) -> None:
     """Show an experiment's trials (top 10 by default), failures and best trial."""
-    from flows.engine.status import experiment_status
+    from flows.engine.status import experiment_status, experiment_summary
 
     with _reading(db) as store:
-        data = experiment_status(store, experiment)
+        # The table needs no segment list: the summary skips the results scan.
+        data = (experiment_status if as_json else experiment_summary)(store, experiment)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
         return

@@ -9,12 +9,13 @@ database URLs are command-line input and must never become flow parameters
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from flows.spec import ExperimentSpec
+if TYPE_CHECKING:
+    from flows.spec import ExperimentSpec
 
 __all__ = ["apply_warm_start", "register"]
 

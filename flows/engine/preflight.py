@@ -23,16 +23,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
-from flows.engine.runner import ResumeRefusedError, refused_resume
 from flows.settings import DatabaseReferenceError, RungflowSettings
-from flows.spec import ExperimentSpec, spec_differences
 from schedulers import ExperimentCreated, ExperimentFinished
 from storage import CheckpointStore, DatabaseURLError, EventStore, StoreError
 from storage.checkpoints import is_process_local, resolve_root
+
+if TYPE_CHECKING:
+    # The runner and the spec import every scheduler's numerical stack; the
+    # read-only commands (`status`, `list`) open a store through this module
+    # without them.
+    from flows.spec import ExperimentSpec
 
 __all__ = [
     "BAD_INPUT",
@@ -109,6 +113,9 @@ def check_resume(store: EventStore, spec: ExperimentSpec) -> ResumeState:
     Raises:
         ResumeRefusedError: the stored experiment has an incompatible spec.
     """
+    from flows.engine.runner import refused_resume
+    from flows.spec import spec_differences
+
     if not store.has_experiment(spec.name):
         return "new"
     first = store.read_one(spec.name, 1)
@@ -167,6 +174,8 @@ def preflight(
     Raises:
         PreflightError: the first problem found (``exit_code`` says whose it is).
     """
+    from flows.engine.runner import ResumeRefusedError
+
     settings = settings or load_settings()
     store = open_store(settings)
     try:

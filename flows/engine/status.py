@@ -9,22 +9,32 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
-from flows.spec import ExperimentSpec, stored_spec
-from schedulers import (
+from schedulers.events import (
     Event,
+    ExperimentCreated,
     ExperimentFinished,
-    Scheduler,
+    ImportCompleted,
+    ObservationImported,
     SegmentFailed,
     SegmentFinished,
     TrialCreated,
+    TrialRetried,
+    TrialStopped,
 )
-from schedulers.events import ImportCompleted, ObservationImported, TrialRetried, TrialStopped
-from schedulers.outcomes import error_summary, final_status, most_common_error
+from schedulers.outcomes import (
+    error_summary,
+    final_status,
+    most_common_error,
+    normalize_status,
+    signed_score,
+)
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
 from storage.snapshots import gc_paused
 
 if TYPE_CHECKING:
     from flows.engine.runner import ExperimentRunner
+    from flows.spec import ExperimentSpec
+    from schedulers.base import Scheduler
 
 log = logging.getLogger("rungflow")
 
@@ -34,6 +44,7 @@ __all__ = [
     "experiment_reason",
     "experiment_status",
     "experiment_status_from_log",
+    "experiment_summary",
     "export_events",
     "folded_runner",
     "imported_summary",
@@ -150,6 +161,163 @@ def _status_from_view(
     return _assemble(store, name, spec, runner.scheduler, fold, checkpoints)
 
 
+def experiment_summary(
+    store: EventStore, name: str, *, checkpoints: str | None = None
+) -> dict[str, Any]:
+    """What the table of ``rungflow status`` prints, read without folding.
+
+    The keys of :func:`experiment_status` the table reads, equal to its
+    values on the same store, except that each trial row carries its last
+    finished segment's ``metrics`` (None before one) instead of every
+    segment, and ``best`` has no checkpoint. Read from the ``trials``
+    projection, the few events of :data:`storage.projections.SUMMARY_KINDS`
+    (errors, stop reasons, retries, the end), one sum over ``results`` and
+    the last start of each running trial; neither the scheduler's snapshot
+    nor every result is loaded. ``best`` follows
+    :meth:`schedulers.base.Scheduler.best_trial`: the score at the trial's
+    current resource, read for the trials at the highest resource first.
+    Stale projections give :func:`experiment_status` (which rebuilds them).
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    created = store.read_one(name, 1)
+    if created is None:
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    # The stored spec was validated when written (ExperimentSpec.to_json, every
+    # field): the three names are read without re-validating it, which would
+    # import every scheduler's numerical stack.
+    assert isinstance(created.event, ExperimentCreated)
+    stored = created.event.spec
+    metric, mode = str(stored["metric"]), str(stored.get("mode", "min"))
+    summary = store.status_summary(name)
+    if summary.stale:
+        return experiment_status(store, name, checkpoints=checkpoints)
+    errors: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    last_failed: dict[str, int] = {}
+    retried: dict[str, bool] = {}  # trial -> its last status event was a retry
+    finished: ExperimentFinished | None = None
+    resource_used = summary.finished_resource
+    for seq, event in summary.events:
+        if isinstance(event, SegmentFailed):
+            # The scheduler counts a segment when it starts: failed ones too.
+            resource_used += event.stop - event.start
+            last_failed[event.trial_id] = seq
+            if event.final:
+                errors[event.trial_id] = event.error
+        elif isinstance(event, TrialStopped):
+            reasons[event.trial_id] = event.reason
+        elif isinstance(event, ExperimentFinished):
+            finished = event
+        elif isinstance(event, TrialRetried):
+            finished = None  # a retry reopens a finished experiment (flows.retry)
+            errors.pop(event.trial_id, None)
+        if event.trial is not None:
+            retried[event.trial] = isinstance(event, TrialRetried)
+    open_segments = 0
+    for trial_id, (seq, start, stop) in summary.open_starts.items():
+        if last_failed.get(trial_id, 0) < seq:  # not ended by a (retried) failure
+            open_segments += 1
+            resource_used += stop - start
+    trials: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for trial_id, raw, config, resource, metrics, n_segments in summary.trials:
+        if raw == "failed" and retried.get(trial_id):
+            raw = "paused"  # next_status of TrialRetried (short appends do not fold it)
+        raw = normalize_status(raw)
+        status = final_status(raw, finished is not None)
+        row: dict[str, Any] = {
+            "trial_id": trial_id,
+            "config": config,
+            "status": status,
+            "resource": resource,
+            "metrics": metrics if n_segments else None,
+        }
+        if status == "failed":
+            if trial_id in errors:
+                row["error"] = error_summary(errors[trial_id])
+            elif trial_id in reasons:
+                row["error"] = reasons[trial_id]
+        elif trial_id in reasons:
+            row["reason"] = reasons[trial_id]
+        elif status != raw:
+            row["reason"] = "never promoted before the experiment finished"
+        counts[status] = counts.get(status, 0) + 1
+        trials.append(row)
+    failed_errors = [r["error"] for r in trials if r["status"] == "failed" and "error" in r]
+    common = most_common_error(failed_errors)
+    best_json = _summary_best(store, name, metric, mode, summary.until_seq, trials)
+    stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
+    state = "finished" if finished is not None else stored_state
+    if state == "running" and open_segments and not _live_runner(store, name):
+        state = "interrupted"
+    if state == "finished" and trials and (
+        counts.get("failed", 0) == len(trials) or best_json is None
+    ):
+        state = "failed"
+    data: dict[str, Any] = {
+        "experiment": name,
+        "state": state,
+        "reason": None,
+        "scheduler": stored.get("scheduler", "random"),
+        "metric": metric,
+        "mode": mode,
+        "resource_used": resource_used,
+        "n_trials": len(trials),
+        "counts": counts,
+        "failures": {
+            "trials": counts.get("failed", 0),
+            "most_common": None if common is None else common[0],
+            "most_common_count": 0 if common is None else common[1],
+        },
+        "trials": trials,
+        "best": best_json,
+        "checkpoints": checkpoint_usage(
+            checkpoints or get_settings().resolved_checkpoints, name
+        ),
+    }
+    data["reason"] = experiment_reason(data, None if finished is None else finished.reason)
+    return data
+
+
+def _summary_best(
+    store: EventStore,
+    name: str,
+    metric: str,
+    mode: str,
+    until_seq: int,
+    trials: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """:meth:`~schedulers.base.Scheduler.best_trial` from the projection's rows.
+
+    A trial's score is that of its latest result at its current resource
+    (which a PBT exploit moves to the donor's): read for the trials at the
+    highest resource first, going down only while none of them has one.
+    """
+    groups: dict[float, dict[str, float]] = {}
+    for row in trials:
+        if row["metrics"] is not None:
+            groups.setdefault(row["resource"], {})[row["trial_id"]] = row["resource"]
+    by_id = {row["trial_id"]: row for row in trials}
+    for resource in sorted(groups, reverse=True):
+        scored = []
+        for trial_id, metrics in store.results_at(name, until_seq, groups[resource]).items():
+            score = signed_score(metrics, metric, mode)
+            if score is not None:
+                scored.append((score, trial_id))
+        if scored:
+            score, trial_id = min(scored)
+            best = by_id[trial_id]
+            return {
+                "trial_id": trial_id,
+                "config": best["config"],
+                "resource": resource,
+                metric: score if mode == "min" else -score,
+            }
+    return None
+
+
 def folded_runner(
     store: EventStore, name: str, runner: ExperimentRunner | None = None
 ) -> tuple[ExperimentSpec, ExperimentRunner]:
@@ -167,6 +335,8 @@ def folded_runner(
     created = store.read_one(name, 1)
     if created is None:
         raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    from flows.spec import stored_spec
+
     spec = stored_spec(created.event)
     fresh = ExperimentRunner(store, spec, "")
     if (
@@ -204,6 +374,8 @@ def experiment_status_from_log(
 ) -> dict[str, Any]:
     """:func:`experiment_status` by folding the whole log (the reference it must equal)."""
     records = read_records(store, name)
+    from flows.spec import stored_spec
+
     spec = stored_spec(records[0].event)
     scheduler = spec.build_scheduler()
     fold = _StatusFold()
