@@ -198,6 +198,10 @@ _ON_FINISHED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
 )
 _ON_FAILED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="failed")
 _ON_PAUSED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="paused")
+# A retry reopens a failed trial only (schedulers.outcomes.next_status).
+_ON_RETRIED = (
+    sa.update(_TRIALS).where(_WHERE_TRIAL, _T.status == "failed").values(status="paused")
+)
 # The outcome word comes from the one fold (schedulers.outcomes.stop_outcome).
 _ON_STOPPED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
     status=sa.case((_T.status == "failed", "failed"), else_=sa.bindparam("outcome"))
@@ -253,6 +257,8 @@ def _apply_one(conn: sa.Connection, experiment: str, seq: int, event: Event) -> 
             conn.execute(_ON_FAILED, key)
     elif isinstance(event, TrialPaused):
         conn.execute(_ON_PAUSED, key)
+    elif isinstance(event, TrialRetried):
+        conn.execute(_ON_RETRIED, key)
     elif isinstance(event, TrialStopped):
         conn.execute(_ON_STOPPED, {**key, "outcome": stop_outcome(event.reason)})
     elif isinstance(event, TrialPerturbed):

@@ -224,7 +224,7 @@ def experiment_summary(
     counts: dict[str, int] = {}
     for trial_id, raw, config, resource, metrics, n_segments in summary.trials:
         if raw == "failed" and retried.get(trial_id):
-            raw = "paused"  # next_status of TrialRetried (short appends do not fold it)
+            raw = "paused"  # next_status of TrialRetried (rows written before it was projected)
         raw = normalize_status(raw)
         status = final_status(raw, finished is not None)
         row: dict[str, Any] = {

@@ -22,10 +22,12 @@ from schedulers.events import (
     Event,
     ExperimentCreated,
     ExperimentFinished,
+    SegmentFailed,
     SegmentFinished,
     SegmentStarted,
     TrialCreated,
     TrialPaused,
+    TrialRetried,
 )
 from schedulers.space import SearchSpace
 from storage import (
@@ -360,6 +362,22 @@ def test_projections_equal_rebuild_and_scheduler_fold(
     }
     n_finished = sum(isinstance(e, SegmentFinished) and e.trial_id != "ghost" for e in events)
     assert len(incremental[1]) == n_finished == sum(t.n_segments for t in incremental[0])
+
+
+def test_a_retry_reopens_a_failed_trial_in_the_projection(store: EventStore, exp: str) -> None:
+    # One event per append: the short path, which once left the trial "failed".
+    events = [
+        TrialCreated("t0", {"lr": 0.1}),
+        SegmentStarted("t0", 0, 1, {"lr": 0.1}),
+        SegmentFailed("t0", 0, 1, "KeyError: 'width'"),
+        TrialRetried("t0", 0, 1, retries=1),
+    ]
+    seq = 1
+    for event in events:
+        seq = store.append(exp, [event], expected_seq=seq)
+    assert [row.status for row in store.trials(exp)] == ["paused"]
+    store.rebuild_projections(exp)
+    assert [row.status for row in store.trials(exp)] == ["paused"]
 
 
 def test_rebuild_unknown_experiment(store: EventStore) -> None:
