@@ -245,40 +245,17 @@ def experiment_summary(
             row["reason"] = "never promoted before the experiment finished"
         counts[status] = counts.get(status, 0) + 1
         trials.append(row)
-    failed_errors = [r["error"] for r in trials if r["status"] == "failed" and "error" in r]
-    common = most_common_error(failed_errors)
     best_json = _summary_best(store, name, metric, mode, summary.until_seq, trials)
     stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     state = "finished" if finished is not None else stored_state
     if state == "running" and open_segments and not _live_runner(store, name):
         state = "interrupted"
-    if state == "finished" and trials and (
-        counts.get("failed", 0) == len(trials) or best_json is None
-    ):
-        state = "failed"
-    data: dict[str, Any] = {
-        "experiment": name,
-        "state": state,
-        "reason": None,
-        "scheduler": stored.get("scheduler", "random"),
-        "metric": metric,
-        "mode": mode,
-        "resource_used": resource_used,
-        "n_trials": len(trials),
-        "counts": counts,
-        "failures": {
-            "trials": counts.get("failed", 0),
-            "most_common": None if common is None else common[0],
-            "most_common_count": 0 if common is None else common[1],
-        },
-        "trials": trials,
-        "best": best_json,
-        "checkpoints": checkpoint_usage(
-            checkpoints or get_settings().resolved_checkpoints, name
-        ),
-    }
-    data["reason"] = experiment_reason(data, None if finished is None else finished.reason)
-    return data
+    return _status_document(
+        name, state, finished,
+        scheduler=stored.get("scheduler", "random"), metric=metric, mode=mode,
+        resource_used=resource_used, trials=trials, counts=counts, best=best_json,
+        checkpoints=checkpoints,
+    )
 
 
 def _summary_best(
@@ -460,8 +437,6 @@ def _assemble(
             row["reason"] = "never promoted before the experiment finished"
         counts[status] = counts.get(status, 0) + 1
         trials.append(row)
-    failed_errors = [r["error"] for r in trials if r["status"] == "failed" and "error" in r]
-    common = most_common_error(failed_errors)
     best = scheduler.best_trial()
     best_json = None
     if best is not None and best.last_score is not None:
@@ -476,18 +451,49 @@ def _assemble(
     state = "finished" if finished is not None else stored_state
     if state == "running" and scheduler.running and not _live_runner(store, name):
         state = "interrupted"  # open segments, nobody heartbeating: a killed run
+    return _status_document(
+        name, state, finished,
+        scheduler=spec.scheduler, metric=spec.metric, mode=spec.mode,
+        resource_used=scheduler.resource_used, trials=trials, counts=counts, best=best_json,
+        checkpoints=checkpoints,
+        extras=scheduler.status_extras(), imported=imported_summary(fold.imports),
+    )
+
+
+def _status_document(
+    name: str,
+    state: str,
+    finished: ExperimentFinished | None,
+    *,
+    scheduler: str,
+    metric: str,
+    mode: str,
+    resource_used: float,
+    trials: list[dict[str, Any]],
+    counts: dict[str, int],
+    best: dict[str, Any] | None,
+    checkpoints: str | None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The status document both views print, in one key order (``more`` goes last).
+
+    A finished search in which every trial failed, or none reported the
+    metric, is ``failed``; the reason is derived from the document.
+    """
     if state == "finished" and trials and (
-        counts.get("failed", 0) == len(trials) or best_json is None
+        counts.get("failed", 0) == len(trials) or best is None
     ):
         state = "failed"  # the search ended, but nothing in it worked
-    status_json: dict[str, Any] = {
+    failed_errors = [r["error"] for r in trials if r["status"] == "failed" and "error" in r]
+    common = most_common_error(failed_errors)
+    data: dict[str, Any] = {
         "experiment": name,
         "state": state,
         "reason": None,
-        "scheduler": spec.scheduler,
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "resource_used": scheduler.resource_used,
+        "scheduler": scheduler,
+        "metric": metric,
+        "mode": mode,
+        "resource_used": resource_used,
         "n_trials": len(trials),
         "counts": counts,
         "failures": {
@@ -496,17 +502,14 @@ def _assemble(
             "most_common_count": 0 if common is None else common[1],
         },
         "trials": trials,
-        "best": best_json,
+        "best": best,
         "checkpoints": checkpoint_usage(
             checkpoints or get_settings().resolved_checkpoints, name
         ),
-        "extras": scheduler.status_extras(),
-        "imported": imported_summary(fold.imports),
+        **more,
     }
-    status_json["reason"] = experiment_reason(
-        status_json, None if finished is None else finished.reason
-    )
-    return status_json
+    data["reason"] = experiment_reason(data, None if finished is None else finished.reason)
+    return data
 
 
 def _live_runner(store: EventStore, name: str) -> bool:
