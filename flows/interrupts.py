@@ -40,6 +40,7 @@ __all__ = [
     "crash_task_runs",
     "interrupt_requested",
     "is_interrupt",
+    "is_user_stop",
     "kill_children",
     "stoppable_run",
     "unfinished",
@@ -63,6 +64,8 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class _State:
     signum: int | None = None
+    #: Inside :func:`stoppable_run`: the CLI owns this process's stop signals.
+    owned: bool = False
 
 
 _STATE = _State()
@@ -71,6 +74,33 @@ _STATE = _State()
 def interrupt_requested() -> bool:
     """True once a stop signal arrived in this process (inside :func:`stoppable_run`)."""
     return _STATE.signum is not None
+
+
+def is_user_stop(exc: BaseException) -> bool:
+    """Whether ``exc`` is a stop the user asked for, not Prefect cancelling the run.
+
+    Prefect's flow engine turns the first SIGTERM into a ``TerminationSignal``
+    before the CLI's handler sees it (the CLI's runs when Prefect re-raises
+    the signal on its way out), so :func:`interrupt_requested` is still False
+    while the run unwinds. Under :func:`stoppable_run` the signal is the
+    user's (Ctrl-C, ``kill PID``, a process manager): a run the CLI started
+    is cancelled through Prefect only by its control channel, which marks its
+    intent. Outside it (a worker or ``serve`` runs the flow), a SIGTERM is
+    Prefect cancelling the flow run.
+    """
+    if isinstance(exc, TerminationSignal):
+        return _STATE.owned and not _prefect_cancel_intent()
+    return isinstance(exc, KeyboardInterrupt) or interrupt_requested()
+
+
+def _prefect_cancel_intent() -> bool:
+    """Whether Prefect's control channel is driving this teardown (a cancel)."""
+    try:
+        from prefect._internal import control_listener
+    except ImportError:  # pragma: no cover - another Prefect layout
+        return False
+    get_intent = getattr(control_listener, "get_intent", None)
+    return get_intent is not None and get_intent() is not None
 
 
 def is_interrupt(exc: BaseException) -> bool:
@@ -274,6 +304,7 @@ def stoppable_run(
         _exit_now(128 + signum)
 
     _STATE.signum = None
+    _STATE.owned = True
     quiet = _QuietCrash()
     flow_runs = logging.getLogger("prefect.flow_runs")
     flow_runs.addFilter(quiet)
@@ -295,3 +326,4 @@ def stoppable_run(
     finally:
         flow_runs.removeFilter(quiet)
         _STATE.signum = None
+        _STATE.owned = False

@@ -23,7 +23,7 @@ from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.engine.retention import Retention
 from flows.engine.runner import ExperimentRunner, RunSummary
 from flows.engine.segment import SegmentJob, run_segment
-from flows.interrupts import ThreadRunner, interrupt_requested, is_interrupt
+from flows.interrupts import ThreadRunner, is_user_stop
 from flows.settings import get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
@@ -171,12 +171,12 @@ def run_experiment(
 def _ended_state(exc: BaseException) -> str:
     """The experiment state a run left by ``exc`` leaves behind.
 
-    A stop the CLI saw (Ctrl-C, SIGTERM: see :mod:`flows.interrupts`) leaves
-    it resumable; a TerminationSignal nobody asked the CLI for is Prefect
-    cancelling the flow run (the UI's Cancel signals its process).
+    A stop the user asked for (Ctrl-C, SIGTERM to a CLI run: see
+    :func:`flows.interrupts.is_user_stop`) leaves it resumable; a
+    TerminationSignal in a run a worker or ``serve`` started, or one Prefect's
+    control channel drives, is Prefect cancelling the flow run.
     """
-    prefect_cancel = isinstance(exc, TerminationSignal) and not interrupt_requested()
-    if not prefect_cancel and (isinstance(exc, SystemExit) or is_interrupt(exc)):
+    if isinstance(exc, SystemExit) or is_user_stop(exc):
         return "interrupted"
     if isinstance(exc, TerminationSignal):
         return "cancelled"

@@ -1,0 +1,36 @@
+"""Which stops leave an experiment resumable (interrupted) and which are Prefect's cancel.
+
+The end-to-end signal drills are in test_lifecycle.py (slow); this checks the
+rule they rely on without a process to kill.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from prefect.exceptions import TerminationSignal
+
+from flows import interrupts
+from flows.interrupts import is_user_stop
+from flows.tune import _ended_state
+
+
+def test_outside_the_cli_a_sigterm_is_prefect_cancelling() -> None:
+    # A worker or `serve` runs the flow: Prefect's SIGTERM means Cancel.
+    assert not is_user_stop(TerminationSignal(signal.SIGTERM))
+    assert _ended_state(TerminationSignal(signal.SIGTERM)) == "cancelled"
+
+
+def test_under_the_cli_a_sigterm_is_the_users_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prefect raises TerminationSignal before the CLI's own handler has run,
+    # so nothing but "the CLI owns the signals" tells the two apart.
+    monkeypatch.setattr(interrupts._STATE, "owned", True)
+    assert interrupts.interrupt_requested() is False
+    assert is_user_stop(TerminationSignal(signal.SIGTERM))
+    assert _ended_state(TerminationSignal(signal.SIGTERM)) == "interrupted"
+
+
+def test_ctrl_c_and_errors() -> None:
+    assert _ended_state(KeyboardInterrupt()) == "interrupted"
+    assert _ended_state(RuntimeError("boom")) == "failed"
