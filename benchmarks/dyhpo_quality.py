@@ -28,6 +28,11 @@ Run: ``python benchmarks/dyhpo_quality.py [--seeds 20] [--problems synthetic har
 from __future__ import annotations
 
 import os
+import sys
+
+# Run as a script the repository root is not on the path, and
+# benchmarks.mf_hartmann must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -43,6 +48,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.mf_hartmann import ALPHA, hartmann6  # noqa: E402
+from benchmarks.mf_hartmann import SPACE as HARTMANN_SPACE  # noqa: E402
 from examples import synthetic  # noqa: E402
 from schedulers import Budget, RandomScheduler, SearchSpace  # noqa: E402
 from schedulers.base import Scheduler  # noqa: E402
@@ -109,35 +116,13 @@ def _cross_optimum() -> float:
 
 
 # ----------------------------------------------------------------- hartmann
-HART_SPACE = SearchSpace.parse(
-    {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(6)}
-)
-_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
 HART_OPT = -3.32237
 HART_MAX_T = 81
 
 
 def hartmann(x: np.ndarray, z: float, bias: float) -> float:
     """Hartmann-6 at fidelity ``z`` in [0, 1] (minimise; -3.32237 at z = 1)."""
-    alpha = _ALPHA + bias * (1.0 - z) * np.array([0.0, 0.0, 1.0, -1.0])
-    inner = (_A * (x[None, :] - _P) ** 2).sum(1)
-    return float(-(alpha * np.exp(-inner)).sum())
+    return hartmann6(x, ALPHA + bias * (1.0 - z) * np.array([0.0, 0.0, 1.0, -1.0]))
 
 
 def _hart_x(config: Mapping[str, Any]) -> np.ndarray:
@@ -160,7 +145,7 @@ def _hart_problem(bias: float, budget: float) -> Problem:
         return reports, {"at": stop}
 
     return Problem(
-        HART_SPACE,
+        HARTMANN_SPACE,
         HART_MAX_T,
         budget,
         objective,

@@ -40,7 +40,7 @@ import numpy as np
 
 from schedulers.space import SearchSpace
 
-__all__ = ["MAX_T", "PRESETS", "SPACE", "MFHartmann6", "hartmann6", "rank_correlation"]
+__all__ = ["ALPHA", "MAX_T", "PRESETS", "SPACE", "MFHartmann6", "hartmann6", "rank_correlation"]
 
 #: Highest fidelity (epochs of a full training), R.
 MAX_T = 81
@@ -49,7 +49,7 @@ SPACE = SearchSpace.parse(
     {f"x{j}": {"type": "float", "low": 0.0, "high": 1.0} for j in range(6)}
 )
 
-_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 _A = np.array(
     [
         [10.0, 3.0, 17.0, 3.5, 1.7, 8.0],
@@ -70,7 +70,7 @@ _P = 1e-4 * np.array(
 X_OPT = (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)
 
 
-def hartmann6(x: Sequence[float], alpha: np.ndarray = _ALPHA) -> float:
+def hartmann6(x: Sequence[float], alpha: np.ndarray = ALPHA) -> float:
     """``-sum_i alpha_i exp(-sum_j A_ij (x_j - P_ij)^2)``."""
     v = np.asarray(x, dtype=float)
     inner = np.sum(_A * (v[np.newaxis, :] - _P) ** 2, axis=1)
@@ -104,7 +104,7 @@ class MFHartmann6:
         x = [float(config[f"x{j}"]) for j in range(6)]
         s = math.log(z) / math.log(self.max_t) if self.max_t > 1 else 1.0
         s = min(max(s, 0.0), 1.0)
-        h = hartmann6(x, _ALPHA - self.bias * (1.0 - s))
+        h = hartmann6(x, ALPHA - self.bias * (1.0 - s))
         if s >= 1.0 or self.noise == 0.0:
             return h
         key = f"{self.seed}|{z:.6g}|" + ",".join(f"{v:.12g}" for v in x)
