@@ -28,7 +28,7 @@ import yaml
 from flows.engine.runner import ExperimentRunner
 from flows.spec import load_spec
 from storage import EventStore
-from tests.flows.cli.test_snapshots import InlineExecutor
+from tests.flows.inline import InlineExecutor
 from tests.pg import pg_url, require_pg
 
 SPEC: dict[str, Any] = {

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,9 @@ import flows.cli as cli
 from flows.cli.export import history_records
 from flows.cli.progress import CliProgress
 from flows.engine.runner import ExperimentRunner
-from flows.engine.segment import SegmentJob, run_segment
 from flows.spec import load_spec
-from flows.trainable import SegmentOutcome
 from storage import EventStore
+from tests.flows.inline import InlineExecutor
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 WIDTH = 110
@@ -48,24 +46,6 @@ SPEC: dict[str, Any] = {
     "max_concurrency": 1,
     "seed": 7,
 }
-
-
-class InlineExecutor:
-    """Runs each segment when submitted: one worker, fixed order, no Prefect."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[int, SegmentOutcome] = {}
-
-    def submit(self, job: SegmentJob) -> Hashable:
-        handle = len(self.outcomes)
-        self.outcomes[handle] = run_segment(job)
-        return handle
-
-    def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
-        return handles[0]
-
-    def result(self, handle: Hashable) -> SegmentOutcome:
-        return self.outcomes[handle]  # type: ignore[index]
 
 
 @pytest.fixture

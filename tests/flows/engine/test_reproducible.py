@@ -8,37 +8,17 @@ inline (no Prefect) to keep the test cheap.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 import examples.pbt_toy  # noqa: F401  (registers "pbt-toy")
 from flows.engine.runner import ExperimentRunner
-from flows.engine.segment import SegmentJob, run_segment
 from flows.spec import load_spec
-from flows.trainable import SegmentOutcome
 from schedulers import event_to_payload
 from storage import EventStore
+from tests.flows.inline import InlineExecutor
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-
-
-class InlineExecutor:
-    """Runs each segment when submitted, in order: one worker, no Prefect."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[int, SegmentOutcome] = {}
-
-    def submit(self, job: SegmentJob) -> Hashable:
-        handle = len(self.outcomes)
-        self.outcomes[handle] = run_segment(job)
-        return handle
-
-    def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
-        return handles[0]
-
-    def result(self, handle: Hashable) -> SegmentOutcome:
-        return self.outcomes[handle]  # type: ignore[index]
 
 
 def decisions(home: Path, name: str = "repro") -> list[tuple[str, str | None, dict[str, Any]]]:
