@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.processes import stop_group
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -61,9 +63,5 @@ def prefect_server(home: Path, timeout: float = 180, services: bool = False) -> 
             time.sleep(0.5)
         yield url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, signal.SIGTERM)
         log.close()

@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from storage import EventStore
+from tests.processes import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "tune/manual"
@@ -91,14 +92,7 @@ def serve_deployment(api_url: str, root: Path, timeout: float = 120) -> Iterator
                 time.sleep(0.5)
             yield Served(api_url=api_url, home=root / "home", log=log)
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+            stop_group(proc, signal.SIGINT)
 
 
 def _deployment_exists(api_url: str) -> bool:

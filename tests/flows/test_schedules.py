@@ -24,6 +24,7 @@ import yaml
 
 from storage import EventStore
 from tests.flows.served import REPO, run
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +92,7 @@ def serving(scheduling_server: str, tmp_path: Path) -> Iterator[Path]:
         try:
             yield tmp_path / "home"
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+            stop_group(proc, signal.SIGINT)
 
 
 def poll(read: Any, api_url: str, ok: Any, timeout: float, what: str) -> Any:
