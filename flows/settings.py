@@ -39,6 +39,11 @@ parameters or its logs:
 * ``RUNGFLOW_RETENTION`` (default on), ``RUNGFLOW_KEEP_LAST`` (default 2) and
   ``RUNGFLOW_RETAIN_EVERY`` (default 10): checkpoint retention, see
   :mod:`flows.engine.retention`
+* ``RUNGFLOW_PG_SYNCHRONOUS_COMMIT`` (default on): ``off`` lets the runner's
+  result and decision commits on PostgreSQL return before their WAL is on
+  disk (faster per result; a crash of the database server can lose the last
+  ~0.6 s of them, see :mod:`storage.pg_session` and ``docs/scaling.md``).
+  SQLite ignores it.
 """
 
 from __future__ import annotations
@@ -134,6 +139,8 @@ class RungflowSettings(BaseSettings):
     keep_last: int = Field(default=2, ge=1, le=1_000_000)
     retain_every: int = Field(default=10, ge=1, le=1_000_000)
     connect_timeout: float = Field(default=10.0, gt=0, le=3600)
+    # Durability is the user's choice, per machine: never a spec field.
+    pg_synchronous_commit: bool = True
 
     @property
     def resolved_database_url(self) -> str:

@@ -145,7 +145,8 @@ def run_experiment(
     )
     try:
         runner = ExperimentRunner(
-            store, spec, root, on_progress=_chain(retention, on_progress)
+            store, spec, root, on_progress=_chain(retention, on_progress),
+            synchronous_commit=settings.pg_synchronous_commit,
         )
         # The stored state changes only by what happened to the experiment (the
         # runner marks it failed when it itself failed): a refused resume, an

@@ -19,12 +19,14 @@ Writers that append all run long (a flow's runner) hold one connection for it:
 :meth:`EventStore.writer` gives an :class:`EventWriter`, whose transactions
 reuse that connection instead of checking one out of the pool each time. Its
 transactions may also take the experiment's *write lock* (``lock=True``): on
-PostgreSQL a ``pg_advisory_xact_lock`` keyed by the experiment (SQLite's
-``BEGIN IMMEDIATE`` already is one). Under the lock nobody who also takes it
-can append, so a writer that finds the log moved on
-(:meth:`AppendTransaction.append_or_catch_up`) reads the newer events in the
-same transaction, decides again and appends, instead of losing the race.
-The primary key still decides between writers that do not take the lock.
+PostgreSQL a ``pg_advisory_xact_lock`` keyed by the experiment, sent with
+``BEGIN`` in one round trip (:mod:`storage.pg_session`; SQLite's ``BEGIN
+IMMEDIATE`` already is one). Under the lock nobody who also takes it can
+append, so a writer reads what others appended since its seq
+(:meth:`AppendTransaction.catch_up`; or finds out at its first append,
+:meth:`AppendTransaction.append_or_catch_up`), decides again and appends in
+the same transaction, instead of losing the race. The primary key still
+decides between writers that do not take the lock.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from schedulers.events import (
     event_from_record,
     event_to_payload,
 )
-from storage import projections, snapshots
+from storage import pg_session, projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, create_store_engine, display_url
 from storage.errors import (
@@ -209,8 +211,13 @@ _GUARDED_INSERT = sa.insert(_EVENTS).from_select(
     ),
 ).returning(_EV.seq)  # rowcount of INSERT ... SELECT is not reported by every driver
 _PLAIN_INSERT = sa.insert(_EVENTS)
+# The event a writer last saw and every one after it (AppendTransaction.catch_up).
+_FROM_SEQ = (
+    sa.select(_EV.seq, _EV.kind, _EV.trial_id, _EV.payload, _EV.created_at)
+    .where(_EV.experiment_id == sa.bindparam("name"), _EV.seq >= sa.bindparam("seq"))
+    .order_by(_EV.seq)
+)
 _LAST_SEQ = sa.select(sa.func.max(_EV.seq)).where(_EV.experiment_id == sa.bindparam("name"))
-_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def lock_key(name: str) -> int:
@@ -477,12 +484,16 @@ class EventStore:
         except _Lost as lost:
             raise self._conflict(name, lost.expected_seq) from None
 
-    def writer(self) -> EventWriter:
+    def writer(self, *, synchronous_commit: bool = True) -> EventWriter:
         """A writer holding one connection for its appends (see :class:`EventWriter`).
 
         Close it when done; :meth:`close` closes any still open.
+
+        Args:
+            synchronous_commit: PostgreSQL only: False lets its commits return
+                before their WAL is on disk (see :mod:`storage.pg_session`).
         """
-        writer = EventWriter(self)
+        writer = EventWriter(self, synchronous_commit=synchronous_commit)
         self._writers.add(writer)
         return writer
 
@@ -506,15 +517,24 @@ class EventStore:
         rows: list[dict[str, Any]],
         folded: list[tuple[int, Event]],
         expected_seq: int,
+        *,
+        guarded: bool = True,
     ) -> None:
-        """Insert ``rows`` after ``expected_seq`` and fold them into the projections."""
+        """Insert ``rows`` after ``expected_seq`` and fold them into the projections.
+
+        ``guarded=False`` (the caller knows ``expected_seq`` is the log's end,
+        see :class:`AppendTransaction`) writes every row with one plain INSERT.
+        """
         try:
-            first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
-            if first.first() is None:
-                # Others appended since expected_seq; or no event there (unknown, or ahead).
-                raise _Lost(expected_seq, usable=True)
-            if len(rows) > 1:
-                conn.execute(_PLAIN_INSERT, rows[1:])
+            rest = rows
+            if guarded:
+                first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
+                if first.first() is None:
+                    # Others appended since expected_seq; or no event there (unknown, or ahead).
+                    raise _Lost(expected_seq, usable=True)
+                rest = rows[1:]
+            if rest:
+                conn.execute(_PLAIN_INSERT, rest)
         except IntegrityError:
             raise _Lost(expected_seq) from None  # the primary key: someone wrote that seq
         projections.apply_events(conn, name, folded)
@@ -752,14 +772,46 @@ class AppendTransaction:
         self._conn = conn
         self.name = name
         self.seq = seq
+        # Whether the next append must check that the event at seq exists and
+        # nobody committed after it (the guarded INSERT). Not once this
+        # transaction appended (its own rows hold those seqs) or read the log's
+        # end (catch_up): then the primary key alone stops a writer that
+        # does not take the lock, and one plain INSERT writes every row.
+        self._guarded = True
 
     def append(self, events: Sequence[Event]) -> int:
         """Append ``events`` after :attr:`seq`; return the new last seq."""
         rows, folded = _encode(self.name, events, self.seq)
         if rows:
-            self._store._insert(self._conn, self.name, rows, folded, self.seq)
+            self._store._insert(
+                self._conn, self.name, rows, folded, self.seq, guarded=self._guarded
+            )
             self.seq += len(rows)
+            self._guarded = False
         return self.seq
+
+    def catch_up(self) -> list[StoredEvent]:
+        """The events after :attr:`seq`, read in this transaction; :attr:`seq` moves
+        to the newest. Meant for a locked transaction (see
+        :meth:`EventWriter.transaction`): no writer that takes the lock can
+        append until it ends, so what it returns is the log's end, and the
+        appends that follow need no guard (one plain INSERT).
+
+        Raises:
+            _Lost: (out of the block: :class:`ConcurrencyError` or
+                :class:`ExperimentNotFoundError`) no event is at :attr:`seq`.
+        """
+        rows = self._conn.execute(_FROM_SEQ, {"name": self.name, "seq": self.seq}).all()
+        if not rows or rows[0][0] != self.seq:
+            raise _Lost(self.seq)  # a writer ahead of the log, or no such experiment
+        newer = [
+            StoredEvent(self.name, seq, event_from_record(kind, trial_id, payload), created)
+            for seq, kind, trial_id, payload, created in rows[1:]
+        ]
+        if newer:
+            self.seq = newer[-1].seq
+        self._guarded = False
+        return newer
 
     def append_or_catch_up(self, events: Sequence[Event]) -> list[StoredEvent] | None:
         """Append ``events`` after :attr:`seq`; or, if others appended since, the newer events.
@@ -799,6 +851,7 @@ class AppendTransaction:
             self.seq = newer[-1].seq
             return newer
         self.seq += len(rows)
+        self._guarded = False
         return None
 
 
@@ -813,10 +866,14 @@ class EventWriter:
     Thread-safe: transactions of one writer run one at a time.
     """
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, *, synchronous_commit: bool = True) -> None:
         self._store = store
         self._conn: sa.Connection | None = None
         self._lock = threading.RLock()
+        #: PostgreSQL: False commits without waiting for the WAL flush (see
+        #: :mod:`storage.pg_session`); SQLite ignores it.
+        self.synchronous_commit = synchronous_commit
+        self._pg = store._engine.dialect.name == "postgresql"
 
     def _connection(self) -> sa.Connection:
         conn = self._conn
@@ -825,7 +882,10 @@ class EventWriter:
                 conn.close()
             conn = None
         if conn is None:
-            conn = self._conn = self._store._engine.connect()
+            conn = self._store._engine.connect()
+            if self._pg:
+                conn = pg_session.hold_for_writer(conn)
+            self._conn = conn
         return conn
 
     @contextmanager
@@ -841,14 +901,22 @@ class EventWriter:
                 ``pg_advisory_xact_lock``; SQLite's write transactions always
                 hold the database's), so that a writer that finds the log
                 moved on can catch up and append in the same transaction.
+                On PostgreSQL it costs no round trip of its own: it goes with
+                ``BEGIN`` (see :mod:`storage.pg_session`).
         """
         _check_expected(expected_seq)
         with self._lock:
             conn = self._connection()
             try:
                 with conn.begin():
-                    if lock and conn.dialect.name == "postgresql":
-                        conn.execute(_ADVISORY_LOCK, {"key": lock_key(name)})
+                    if self._pg:
+                        key = lock_key(name) if lock else None
+                        conn.exec_driver_sql(
+                            pg_session.begin_statement(
+                                key, synchronous_commit=self.synchronous_commit
+                            ),
+                            execution_options={"no_parameters": True},
+                        )
                     yield AppendTransaction(self._store, conn, name, expected_seq)
             except _Lost as lost:
                 raise self._store._conflict(name, lost.expected_seq) from None

@@ -182,6 +182,9 @@ class ExperimentRunner:
             Keep it cheap: it runs on the flow's hot path.
         owner: This runner's identity; a fresh one by default.
         lease_settings: Lease timeout and polling; from ``RUNGFLOW_*`` by default.
+        synchronous_commit: PostgreSQL: False lets the runner's commits return
+            before their WAL is on disk (the flow passes
+            ``RUNGFLOW_PG_SYNCHRONOUS_COMMIT``; see :mod:`storage.pg_session`).
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class ExperimentRunner:
         lease_settings: LeaseSettings | None = None,
         keep_events: bool = False,
         snapshots: bool = True,
+        synchronous_commit: bool = True,
     ) -> None:
         self.store = store
         self.spec = spec
@@ -232,6 +236,9 @@ class ExperimentRunner:
         self._decided: list[Action] = []
         #: The connection this runner's appends go through (see :meth:`transact`).
         self._writer: EventWriter | None = None
+        #: False: on PostgreSQL, its commits do not wait for the WAL flush
+        #: (``RUNGFLOW_PG_SYNCHRONOUS_COMMIT``, see :mod:`storage.pg_session`).
+        self.synchronous_commit = synchronous_commit
         #: Transactions rolled back because another writer appended first.
         self.lost_races = 0
         #: Times a transaction found newer events and caught up inside it
@@ -461,7 +468,7 @@ class ExperimentRunner:
     def writer(self) -> EventWriter:
         """The writer holding this runner's connection for its appends (opened on first use)."""
         if self._writer is None:
-            self._writer = self.store.writer()
+            self._writer = self.store.writer(synchronous_commit=self.synchronous_commit)
         return self._writer
 
     def transact(
@@ -474,23 +481,24 @@ class ExperimentRunner:
         decisions on the new state, in ONE transaction; return the decisions.
 
         All of it goes through the connection the runner holds (:meth:`writer`).
-        Each append is folded as soon as it is written, so the next ``ask``
-        sees it; should the transaction then fail, the state is rebuilt from
-        the log (it holds none of this), so state and log never disagree.
-        Decisions stop at ``Wait``, at ``Done`` while segments are open
-        (anywhere), after ``Done``, and before a ``RunSegment`` beyond ``runs``.
-        See :func:`flows.engine.commit.decide_and_commit`.
+        Each batch is folded as soon as it is decided, so the next ``ask``
+        sees it, and everything is written with one INSERT at the end; should
+        the transaction fail, the state is rebuilt from the log (it holds none
+        of this), so state and log never disagree. Decisions stop at
+        ``Wait``, at ``Done`` while segments are open (anywhere), after
+        ``Done``, and before a ``RunSegment`` beyond ``runs``. See
+        :func:`flows.engine.commit.decide_and_commit`.
 
-        If the first append finds that others appended since :attr:`seq`, their
-        events are folded inside the transaction and, when ``valid`` allows
-        (facts) or there are no facts (decisions only), the runner decides
-        again and appends in the same transaction. Every transaction first
-        takes the experiment's write lock (on PostgreSQL an advisory lock, one
-        short statement; SQLite's write transactions hold it anyway), so that
-        second attempt cannot lose: lost races between runners become one
-        extra read. (Taking it only once another runner shows up left a
-        window: a runner that had not noticed yet kept writing unlocked, and
-        the locked ones kept losing to it.)
+        Every transaction first takes the experiment's write lock (on
+        PostgreSQL an advisory lock sent with ``BEGIN``, no round trip of its
+        own; SQLite's write transactions hold it anyway), then reads the
+        events others appended since :attr:`seq`. If there are any, they are
+        folded and, when ``valid`` allows (facts) or there are no facts
+        (decisions only), the runner decides again, in the same transaction:
+        no writer that takes the lock can append meanwhile, so lost races
+        between runners become that one read. (Taking the lock only once
+        another runner shows up left a window: a runner that had not noticed
+        yet kept writing unlocked, and the locked ones kept losing to it.)
 
         Returns:
             The decisions appended; None if ``valid`` said no after a catch-up
@@ -532,10 +540,14 @@ class ExperimentRunner:
             return actions
         try:
             with self.writer().transaction(self.name, self.seq, lock=True) as tx:
-                taken = 0
-                while (newer := tx.append_or_catch_up(first)) is not None:
-                    # Others appended first: fold their (committed) events, then
-                    # decide again on the new state, still in this transaction.
+                # Under the lock, read what others appended since our seq
+                # (usually nothing): the one statement that tells whether the
+                # first batch still stands, instead of an INSERT that fails.
+                newer = tx.catch_up()
+                if newer:
+                    # Fold their (committed) events, then decide again on the
+                    # new state, still in this transaction: nobody who takes
+                    # the lock can append meanwhile.
                     self.caught_up_in_transaction += 1
                     for record in newer:
                         self._fold(record.event, record.seq)
@@ -546,28 +558,27 @@ class ExperimentRunner:
                     first, action = self._first_batch(facts, runs)
                     if not first:
                         return actions
-                self._tell(first, tx.seq - len(first) + 1)
+                # Each batch is folded at once (the next ask must see it), and
+                # all of them go to the database as one INSERT at the end: the
+                # same rows with the same seqs in the same transaction. Should
+                # it fail (a writer that does not take the lock got there
+                # first), the state is re-read from the log below.
+                batch = list(first)
+                self._tell(first, tx.seq + 1)
                 told = True
+                taken = 0
                 if action is not None:
                     actions.append(action)
                     taken += isinstance(action, RunSegment)
-                    if isinstance(action, Done):
-                        return actions
-                # Each decision is folded at once (the next ask must see it),
-                # but all of them go to the database as one batch: the same
-                # rows with the same seqs in the same transaction, one INSERT
-                # instead of one per decision.
-                decided: list[Event] = []
-                while (action := self._next_decision(runs, taken)) is not None:
+                while not isinstance(action, Done) and (
+                    action := self._next_decision(runs, taken)
+                ) is not None:
                     events = self.claim_events(action_events(action))
-                    self._tell(events, tx.seq + len(decided) + 1)
-                    decided.extend(events)
+                    self._tell(events, tx.seq + len(batch) + 1)
+                    batch.extend(events)
                     actions.append(action)
                     taken += isinstance(action, RunSegment)
-                    if isinstance(action, Done):
-                        break
-                if decided:
-                    tx.append(decided)
+                tx.append(batch)
         except BaseException:
             if told:
                 self._reload()

@@ -128,3 +128,27 @@ def test_metric_never_reported_is_a_clear_error(rungflow_home: Path) -> None:
     store = store_for(rungflow_home)
     assert [e.state for e in store.list_experiments() if e.name == "silent"] == ["failed"]
     store.close()
+
+
+@pytest.mark.postgres
+def test_synchronous_commit_off_reaches_the_flows_writer_on_postgres(
+    rungflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.hooks import PROGRESS_HOOKS
+    from tests.pg import pg_schema_url
+
+    url = pg_schema_url()
+    monkeypatch.setenv("RUNGFLOW_DATABASE_URL", url)
+    monkeypatch.setenv("RUNGFLOW_PG_SYNCHRONOUS_COMMIT", "off")
+    seen: list[str] = []
+
+    def show(runner: Any) -> None:  # a (writing-nothing) transaction of the flow's writer
+        with runner.writer().transaction(runner.name, runner.seq) as tx:
+            seen.append(str(tx._conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()))
+
+    monkeypatch.setattr("flows.hooks.PROGRESS_HOOKS", [*PROGRESS_HOOKS, show])
+    summary = tune(spec(name="async-commit"))
+    assert summary["state"] == "finished" and summary["segments_run"] == 3
+    assert seen and set(seen) == {"off"}
+    with EventStore(url) as store:
+        assert len(store.results("async-commit")) == 3
