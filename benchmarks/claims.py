@@ -16,11 +16,16 @@ also taken with that code in the same run; variants alternate and their order
 rotates per repeat. Prints min/median/max over repeats of the median and p95
 claim latency, lost races per 100 claims and claims/s, and the load average.
 
+With ``--async-commit`` the runners of this code (not the baseline's, which
+may lack the setting) also commit with ``synchronous_commit`` off, as with
+``RUNGFLOW_PG_SYNCHRONOUS_COMMIT=off``: a runner holds the experiment lock
+until its commit returns, so the flush is part of every other runner's wait.
+
 Usage::
 
     python benchmarks/claims.py [--claims 240] [--runners 1 2 4] [--repeats 3]
         [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--sqlite]
-        [--baseline DIR]
+        [--baseline DIR] [--async-commit]
 """
 
 from __future__ import annotations
@@ -57,7 +62,11 @@ def _spec(n: int) -> Any:
     )
 
 
-def _runner_process(url: str, quota: int, budget: int, barrier: Any, out: Any) -> None:
+def _runner_process(
+    url: str, quota: int, budget: int, barrier: Any, out: Any, sync: bool = True
+) -> None:
+    import inspect
+
     from flows.engine.commit import decide_and_commit
     from flows.engine.leases import LeaseSettings
     from flows.engine.runner import ExperimentRunner
@@ -65,7 +74,9 @@ def _runner_process(url: str, quota: int, budget: int, barrier: Any, out: Any) -
     from storage import ConcurrencyError, EventStore
 
     store = EventStore(url)
-    runner = ExperimentRunner(store, _spec(budget), "", lease_settings=LeaseSettings())
+    kwargs = {} if sync else {"synchronous_commit": False}
+    assert sync or "synchronous_commit" in inspect.signature(ExperimentRunner).parameters
+    runner = ExperimentRunner(store, _spec(budget), "", lease_settings=LeaseSettings(), **kwargs)
     runner.open()  # replay, lease, and (here) a look at the other runners' leases
     lost = [0]
     transact = runner.transact
@@ -105,7 +116,7 @@ def _runner_process(url: str, quota: int, budget: int, barrier: Any, out: Any) -
              "caught_up": getattr(runner, "caught_up_in_transaction", 0)})
 
 
-def child(url: str, runners: int, claims: int) -> dict[str, Any]:
+def child(url: str, runners: int, claims: int, sync: bool = True) -> dict[str, Any]:
     """One measurement in this interpreter: ``runners`` processes, ``claims`` in all."""
     from storage import EventStore
 
@@ -115,7 +126,8 @@ def child(url: str, runners: int, claims: int) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(runners), ctx.Queue()
     procs = [ctx.Process(target=_runner_process, args=(url, claims // runners, budget,
-                                                       barrier, out)) for _ in range(runners)]
+                                                       barrier, out, sync))
+             for _ in range(runners)]
     for p in procs:
         p.start()
     parts = [out.get(timeout=600) for _ in procs]
@@ -164,16 +176,20 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
     parser.add_argument("--baseline", help="source tree of the code to compare with")
+    parser.add_argument("--async-commit", action="store_true",
+                        help="also measure this code with synchronous_commit off")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        url, runners = args.child.rsplit("|", 1)
-        print(json.dumps(child(url, int(runners), args.claims)))
+        url, runners, sync = args.child.rsplit("|", 2)
+        print(json.dumps(child(url, int(runners), args.claims, sync == "on")))
         return
 
     codes: dict[str, str | None] = {"this": None}
     if args.baseline:
         codes = {"baseline": str(Path(args.baseline).resolve()), "this": None}
+    if args.async_commit:
+        codes["this-async"] = None
     backends = ["postgresql"] + (["sqlite"] if args.sqlite else [])
     figures: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="rungflow-claims-"))
@@ -194,7 +210,8 @@ def main() -> None:
                     try:
                         out = subprocess.run(
                             [sys.executable, __file__, "--claims", str(args.claims),
-                             "--child", f"{url}|{runners}"],
+                             "--child",
+                             f"{url}|{runners}|{'off' if code == 'this-async' else 'on'}"],
                             env=env, check=True, capture_output=True, text=True)
                     finally:
                         if drop is not None:
