@@ -50,9 +50,20 @@ def _run_once(root: Path, extra: list[str]) -> dict[str, list[dict[str, float]]]
         out = Path(tmp) / "figures.json"
         env = {**os.environ, "PYTHONPATH": str(root)}
         done = subprocess.run(
-            [sys.executable, str(HERE / "pbt_latency.py"), "--repeats", "1",
-             "--json", str(out), *extra],
-            env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(HERE / "pbt_latency.py"),
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+                *extra,
+            ],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         if done.returncode != 0:
             tail = "\n".join(done.stderr.splitlines()[-20:])
@@ -63,31 +74,50 @@ def _run_once(root: Path, extra: list[str]) -> dict[str, list[dict[str, float]]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=_tree, action="append", required=True,
-                        help="LABEL=PATH of a source tree; the first is the baseline.")
+    parser.add_argument(
+        "--tree",
+        type=_tree,
+        action="append",
+        required=True,
+        help="LABEL=PATH of a source tree; the first is the baseline.",
+    )
     parser.add_argument("--population", type=int, default=10000)
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--gc", default="runner", choices=["default", "freeze-once", "runner"])
-    parser.add_argument("--only", nargs="+",
-                        default=["pbt async truncation", "pbt sync truncation", "random"])
+    parser.add_argument(
+        "--only", nargs="+", default=["pbt async truncation", "pbt sync truncation", "random"]
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     trees: list[tuple[str, Path]] = args.tree
-    extra = ["--population", str(args.population), "--generations", str(args.generations),
-             "--gc", args.gc, "--only", *args.only]
+    extra = [
+        "--population",
+        str(args.population),
+        "--generations",
+        str(args.generations),
+        "--gc",
+        args.gc,
+        "--only",
+        *args.only,
+    ]
     # figures[label][scheduler][column] = one value per repeat
     figures: dict[str, dict[str, dict[str, list[float]]]] = {label: {} for label, _ in trees}
     load_start = load_average()
     for r in range(args.repeat):
-        for label, root in trees[r % len(trees):] + trees[: r % len(trees)]:
+        for label, root in trees[r % len(trees) :] + trees[: r % len(trees)]:
             for name, runs in _run_once(root, extra).items():
                 row = figures[label].setdefault(name, {c: [] for c in COLUMNS})
                 for c in COLUMNS:
                     row[c].append(runs[0][c])
-                print(f"repeat {r} {label:8s} {name:34s} "
-                      + " ".join(f"{c} {runs[0][c]:.3f}" for c in COLUMNS), flush=True)
-    print(f"population {args.population}, {args.generations} generations, gc {args.gc}, "
-          f"repeats {args.repeat}; trees rotated per repeat, one child per (tree, repeat)")
+                print(
+                    f"repeat {r} {label:8s} {name:34s} "
+                    + " ".join(f"{c} {runs[0][c]:.3f}" for c in COLUMNS),
+                    flush=True,
+                )
+    print(
+        f"population {args.population}, {args.generations} generations, gc {args.gc}, "
+        f"repeats {args.repeat}; trees rotated per repeat, one child per (tree, repeat)"
+    )
     print(f"load average at start: {load_start}; at end: {load_average()}")
     print("ms per decision, min / median / max over repeats:")
     for name in args.only:
@@ -96,8 +126,9 @@ def main() -> None:
         for label, _ in trees:
             row = next((v for k, v in figures[label].items() if k.startswith(name)), None)
             if row is not None:
-                print(f"  {label:8s} " + " ".join(f"{spread(row[c], '{:.3f}'):>24s}"
-                                                  for c in COLUMNS))
+                print(
+                    f"  {label:8s} " + " ".join(f"{spread(row[c], '{:.3f}'):>24s}" for c in COLUMNS)
+                )
 
 
 if __name__ == "__main__":

@@ -60,15 +60,16 @@ class MatchedIndex:
         # Same weights: (level, next level, score, trainer) -> sorted (tie-break, member).
         self._same: dict[tuple[float, float, float, str], list[tuple[int, str]]] = {}
         self._layout: dict[str, _Layout] = {}
+        self._levels: dict[str, list[float]] = {}  # sorted keys of each layout
 
     def __contains__(self, tid: str) -> bool:
         return tid in self._layout
 
     def put(self, tid: str, tiebreak: int, curve: Mapping[float, tuple[float, str]]) -> None:
-        """Index ``tid`` with its lineage ``curve`` (resource -> (score, trainer)).
+        """Index ``tid`` with its whole lineage ``curve`` (resource -> (score, trainer)).
 
-        Only the entries that changed are moved, so a new result costs two
-        bucket updates however long the curve is.
+        Used when a member enters the ranking or exploits (its lineage is
+        replaced); only the entries that changed are moved.
         """
         want = _layout(curve)
         have = self._layout.get(tid, {})
@@ -79,9 +80,38 @@ class MatchedIndex:
             if have.get(r) != v:
                 self._insert(tid, tiebreak, r, v)
         self._layout[tid] = want
+        self._levels[tid] = sorted(want)
+
+    def add(self, tid: str, tiebreak: int, r: float, score: float, by: str) -> None:
+        """Record the result ``(score, by)`` at ``r`` in indexed ``tid``'s lineage.
+
+        At most two entries move (the new one and its predecessor's next
+        level), so a result costs O(log N) however long the curve is.
+        """
+        layout, levels = self._layout[tid], self._levels[tid]
+        old = layout.get(r)
+        if old is not None:  # a range trained again: same next level, new score
+            new = (old[0], score, by)
+            if new != old:
+                self._discard(tid, tiebreak, r, old)
+                self._insert(tid, tiebreak, r, new)
+                layout[r] = new
+            return
+        i = bisect.bisect_left(levels, r)
+        prev = levels[i - 1]  # the sentinel sorts first, so there always is one
+        next_level = levels[i] if i < len(levels) else math.inf
+        before = layout[prev]
+        after = (r, before[1], before[2])
+        self._discard(tid, tiebreak, prev, before)
+        self._insert(tid, tiebreak, prev, after)
+        layout[prev] = after
+        layout[r] = (next_level, score, by)
+        self._insert(tid, tiebreak, r, layout[r])
+        levels.insert(i, r)
 
     def drop(self, tid: str, tiebreak: int) -> None:
         """Remove ``tid`` (it left the ranking); a no-op if it is not indexed."""
+        self._levels.pop(tid, None)
         for r, v in self._layout.pop(tid, {}).items():
             self._discard(tid, tiebreak, r, v)
 

@@ -361,7 +361,8 @@ class PopulationBasedTraining(Scheduler):
                 self._missing_metric.discard(tid)
                 self._latest[tid] = score
                 self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
-                curve_changed = True
+                if tid in self._matched:
+                    self._matched.add(tid, self._tiebreak[tid], float(event.stop), score, tid)
                 key = (score, self._tiebreak[tid], tid)
                 bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
         elif isinstance(event, SegmentFailed):
@@ -441,6 +442,7 @@ class PopulationBasedTraining(Scheduler):
             bisect.insort(self._ranking, key)
             self._ranked[tid] = key
         if not self.synch and self.compare == "matched":
+            # A new result was added in on_event; an exploit replaces the lineage.
             if tid in self._ranked:
                 if curve_changed or tid not in self._matched:
                     self._matched.put(tid, self._tiebreak[tid], self._curve.get(tid, {}))

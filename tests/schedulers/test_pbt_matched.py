@@ -29,6 +29,7 @@ from schedulers import (
     TrialStopped,
     action_events,
 )
+from schedulers._pbt_matched import _layout
 from schedulers.events import Event
 from schedulers.pbt import _EPS, PopulationBasedTraining
 from storage.snapshots import dumps, loads
@@ -107,16 +108,26 @@ class Reference(PopulationBasedTraining):
             if not pool:
                 return None
             key = pool[int(rng.integers(len(pool)))]
-            return key[2], {"rank": len(better), "ranked": n, "quantile": k,
-                            "donor_score": key[0], "compare": "matched"}
+            return key[2], {
+                "rank": len(better),
+                "ranked": n,
+                "quantile": k,
+                "donor_score": key[0],
+                "compare": "matched",
+            }
         i = bisect.bisect_left(self._ranking, own)
         j = int(rng.integers(n - 1))
         j = j + 1 if j >= i else j
         key = self._ranking[j]
         if key not in better or not self._donor_ok(key[2]):
             return None
-        return key[2], {"rank": len(better), "ranked": n, "opponent_rank": j,
-                        "donor_score": key[0], "compare": "matched"}
+        return key[2], {
+            "rank": len(better),
+            "ranked": n,
+            "opponent_rank": j,
+            "donor_score": key[0],
+            "compare": "matched",
+        }
 
 
 def options(rng: random.Random) -> dict[str, Any]:
@@ -156,8 +167,9 @@ def resolve(rng: random.Random, a: RunSegment, known_ids: list[str]) -> list[Eve
         else CheckpointRef(f"e/{a.trial_id}/{a.start:g}-{a.stop:g}", 1, "x", a.trial_id, a.stop)
     )
     out: list[Event] = [
-        SegmentFinished(a.trial_id, a.start, a.stop, ({"resource": a.stop, **metrics},),
-                        metrics, ref)
+        SegmentFinished(
+            a.trial_id, a.start, a.stop, ({"resource": a.stop, **metrics},), metrics, ref
+        )
     ]
     if rng.random() < 0.04:  # an interrupt parks some member
         out.append(TrialPaused(rng.choice(known_ids), a.stop))
@@ -169,10 +181,19 @@ def check_same_state(new: PopulationBasedTraining, ref: Reference) -> None:
     for salt, t in enumerate(list(new.trials.values())):
         assert new._decide(t, salt) == ref._decide(ref.trials[t.trial_id], salt), t.trial_id
     if not new.synch and new.compare == "matched":
+        index = new._matched
+        assert set(index._layout) == set(new._ranked)
         for tid in new._ranked:
+            # Results added one by one lay out as the whole curve would.
+            assert index._layout[tid] == _layout(new._curve.get(tid, {}))
+            assert index._levels[tid] == sorted(index._layout[tid])
             better, _ = new._matched.better(
-                tid, new._tiebreak[tid], new.trials[tid].resource, _EPS,
-                new._curve.get(tid, {}), new._latest[tid],
+                tid,
+                new._tiebreak[tid],
+                new.trials[tid].resource,
+                _EPS,
+                new._curve.get(tid, {}),
+                new._latest[tid],
             )
             assert better == len(ref.ref_better(tid)), tid
 
