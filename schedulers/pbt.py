@@ -442,7 +442,8 @@ class PopulationBasedTraining(Scheduler):
             bisect.insort(self._ranking, key)
             self._ranked[tid] = key
         if not self.synch and self.compare == "matched":
-            # A new result was added in on_event; an exploit replaces the lineage.
+            # A new result was added in on_event (MatchedIndex.add); an exploit
+            # replaces the lineage and a member entering the ranking brings one.
             if tid in self._ranked:
                 if curve_changed or tid not in self._matched:
                     self._matched.put(tid, self._tiebreak[tid], self._curve.get(tid, {}))
