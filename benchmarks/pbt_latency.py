@@ -11,20 +11,26 @@ RandomScheduler is timed in the same run on the same number of decisions (each
 a new trial trained 0 -> max_t in one segment) as the floor for "a decision".
 
 The loop is live: the collector runs as it would in the flow, so the max
-shows its pauses. ``--gc`` picks the collector policies compared, each
+shows its pauses; on a loaded machine it also shows the OS preempting the
+process, so each decision's thread CPU time is printed next to its wall time
+(``cpu p95``, ``cpu max``: what the decision itself costs). The experiment's
+last decision (``Done``, which names the best of all trials) is timed on its
+own (``done``) and left out of the percentiles. ``--gc`` picks the collector policies compared, each
 repeated ``--repeats`` times, interleaved: ``default`` (nothing: main's live
 run), ``freeze-once`` (one ``gc.freeze()`` once the population exists: main
 after a resume), ``runner`` (the runner's :class:`flows.engine.gc_policy.HeapFreezer`,
 a freeze every 1,000 events folded). It prints p50/p95/max per decision.
 
 Run: ``python benchmarks/pbt_latency.py [--population 10000] [--generations 3]
-[--gc default freeze-once runner] [--repeats 2]``.
+[--gc default freeze-once runner] [--repeats 2] [--json figures.json]``;
+``benchmarks/pbt_latency_ab.py`` runs it against older source trees in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import os
 import statistics
@@ -68,33 +74,54 @@ def loss(config: dict[str, Any], stop: float, tid: str) -> float:
     return (math.log10(config["lr"]) + 2.5) ** 2 + config["dropout"] + 1.0 / (1 + stop) + noise
 
 
-def drive(s: Scheduler, workers: int, tick: Callable[[int], None] = lambda n: None
-          ) -> tuple[list[float], list[float], int]:
-    """(decision ms, result-tell ms, exploits); in-flight kept at ``workers``.
+class Run:
+    """Figures of one drive: per decision wall and thread CPU ms, per result-tell ms."""
+
+    def __init__(self) -> None:
+        self.decide: list[float] = []
+        self.cpu: list[float] = []
+        self.result: list[float] = []
+        self.done = 0.0  # wall ms of the last decision (Done)
+        self.exploits = 0
+
+    def figures(self) -> dict[str, float]:
+        wall = statistics.quantiles(self.decide, n=100)
+        cpu = statistics.quantiles(self.cpu, n=100)
+        return {
+            "decisions": len(self.decide), "mean": statistics.mean(self.decide),
+            "p50": wall[49], "p95": wall[94], "max": max(self.decide),
+            "cpu_p50": cpu[49], "cpu_p95": cpu[94], "cpu_max": max(self.cpu),
+            "done": self.done, "tell": statistics.mean(self.result),
+            "tell_max": max(self.result), "exploits": self.exploits,
+        }
+
+
+def drive(s: Scheduler, workers: int, tick: Callable[[int], None] = lambda n: None) -> Run:
+    """Time every decision and result tell; in-flight kept at ``workers``.
 
     ``tick(n)`` is told how many events were folded after each decision and
     result (the runner's collector policy hooks there, outside the timing).
     """
-    decide: list[float] = []
-    result: list[float] = []
+    run = Run()
     inflight: list[RunSegment] = []
-    exploits = 0
     while True:
         while len(inflight) < workers:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             action = s.ask(1)[0]
             events = action_events(action)
             for e in events:
                 s.tell(e)
-            decide.append(time.perf_counter() - t0)
+            wall, cpu = 1e3 * (time.perf_counter() - t0), 1e3 * (time.thread_time() - c0)
             tick(len(events))
             if isinstance(action, Wait):
-                decide.pop()
                 break
             if isinstance(action, Done):
-                return [1e3 * x for x in decide], [1e3 * x for x in result], exploits
+                run.done = wall
+                return run
+            run.decide.append(wall)
+            run.cpu.append(cpu)
             if isinstance(action, RunSegment):
-                exploits += action.perturbation is not None
+                run.exploits += action.perturbation is not None
                 inflight.append(action)
         a = inflight.pop(0)
         metrics = {"resource": a.stop, "loss": loss(dict(a.config), a.stop, a.trial_id)}
@@ -102,15 +129,15 @@ def drive(s: Scheduler, workers: int, tick: Callable[[int], None] = lambda n: No
         event = SegmentFinished(a.trial_id, a.start, a.stop, (metrics,), metrics, ref)
         t0 = time.perf_counter()
         s.tell(event)
-        result.append(time.perf_counter() - t0)
+        run.result.append(1e3 * (time.perf_counter() - t0))
         tick(1)
 
 
-def summary(name: str, decide: list[float], result: list[float]) -> str:
-    q = statistics.quantiles(decide, n=100)
+def summary(name: str, f: dict[str, float]) -> str:
     return (
-        f"{name:<34} {len(decide):>8} {statistics.mean(decide):>8.3f} {q[49]:>7.3f} "
-        f"{q[94]:>7.3f} {max(decide):>8.2f} {statistics.mean(result):>8.3f} {max(result):>8.2f}"
+        f"{name:<34} {f['decisions']:>8} {f['mean']:>7.3f} {f['p50']:>7.3f} {f['p95']:>7.3f} "
+        f"{f['max']:>8.2f} {f['cpu_p95']:>7.3f} {f['cpu_max']:>7.2f} {f['done']:>7.2f} "
+        f"{f['tell']:>7.3f} {f['tell_max']:>8.2f}"
     )
 
 
@@ -141,12 +168,14 @@ def main() -> None:
                         choices=["default", "freeze-once", "runner"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", nargs="+", help="scheduler names to run (default: all)")
+    parser.add_argument("--json", help="also write the figures per run to this file")
     args = parser.parse_args()
     n = args.population
     print(f"population {n}, {args.generations} generations, {args.workers} segments in flight; "
-          "ms per decision (ask + its events' tells) and per result tell")
-    print(f"{'scheduler / gc policy':<34} {'decisions':>8} {'mean':>8} {'p50':>7} "
-          f"{'p95':>7} {'max':>8} {'tell':>8} {'tell max':>8}")
+          "ms per decision (ask + its events' tells; wall, and thread CPU) and per result tell")
+    print(f"{'scheduler / gc policy':<34} {'decisions':>8} {'mean':>7} {'p50':>7} "
+          f"{'p95':>7} {'max':>8} {'cpu p95':>7} {'cpu max':>7} {'done':>7} {'tell':>7} "
+          f"{'tell max':>8}")
     means = {}
     variants = [
         ("pbt async truncation", lambda: PopulationBasedTraining(
@@ -164,20 +193,23 @@ def main() -> None:
     ]
     variants = [v for v in variants if not args.only or v[0] in args.only]
     maxes: dict[str, list[float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     for rep in range(args.repeats):
         policies = args.gc if rep % 2 == 0 else list(reversed(args.gc))
         for name, factory in variants:
             for policy in policies:
                 gc.collect()
                 probe = GCProbe().start()
-                decide, result, exploits = drive(factory(), args.workers, gc_tick(policy, n))
+                run = drive(factory(), args.workers, gc_tick(policy, n))
                 probe.stop()
                 gc.unfreeze()
                 label = f"{name} / {policy}"
-                means.setdefault(name, statistics.mean(decide))
-                maxes.setdefault(label, []).append(max(decide))
-                print(summary(label, decide, result)
-                      + (f"   exploits {exploits}" if exploits else "")
+                fig = run.figures()
+                runs.setdefault(label, []).append(fig)
+                means.setdefault(name, fig["mean"])
+                maxes.setdefault(label, []).append(fig["max"])
+                print(summary(label, fig)
+                      + (f"   exploits {run.exploits}" if run.exploits else "")
                       + f"   {probe.summary()}", flush=True)
     if "random" in means:
         base = means["random"]
@@ -188,6 +220,9 @@ def main() -> None:
         print(f"max ms over repeats, {label}: min {min(values):.2f} median "
               f"{statistics.median(values):.2f} max {max(values):.2f}")
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(runs, fh)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from schedulers._pbt_matched import MatchedIndex
 from schedulers.actions import Action, Perturbation, RunSegment, Stop, Wait
 from schedulers.base import Scheduler, SchedulerArgumentError, TrialState
 from schedulers.events import (
@@ -298,6 +299,12 @@ class PopulationBasedTraining(Scheduler):
         # tell so that a decision is a bisect, not a sort of the population.
         self._ranking: list[_Key] = []
         self._ranked: dict[str, _Key] = {}
+        # compare="matched" (async): the ranked members' curves, bucketed so that
+        # "who beats this member at its resource" is a bisection, not a scan.
+        self._matched = MatchedIndex()
+        # Members that are no valid donor (the negation of _donor_ok, which only
+        # changes on the member's own events), so a pool is a set lookup per key.
+        self._no_donor: set[str] = set()
         # Live members by resource: the sync barrier is the smallest entry.
         self._positions: list[tuple[float, str]] = []
         self._position: dict[str, tuple[float, str]] = {}
@@ -325,6 +332,7 @@ class PopulationBasedTraining(Scheduler):
         tid = event.trial
         if tid is None:
             return
+        curve_changed = False
         if isinstance(event, TrialCreated):
             digest = hashlib.blake2b(f"{self.seed}/{tid}".encode(), digest_size=8).digest()
             self._tiebreak[tid] = int.from_bytes(digest, "big")
@@ -353,6 +361,8 @@ class PopulationBasedTraining(Scheduler):
                 self._missing_metric.discard(tid)
                 self._latest[tid] = score
                 self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
+                if tid in self._matched:
+                    self._matched.add(tid, self._tiebreak[tid], float(event.stop), score, tid)
                 key = (score, self._tiebreak[tid], tid)
                 bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
         elif isinstance(event, SegmentFailed):
@@ -374,7 +384,8 @@ class PopulationBasedTraining(Scheduler):
             self._curve[tid] = {
                 r: v for r, v in self._curve.get(event.donor_id, {}).items() if r <= upto
             }
-        self._refresh(tid)
+            curve_changed = True
+        self._refresh(tid, curve_changed)
 
     def _end_read(self, tid: str) -> None:
         read = self._reading.pop(tid, None)
@@ -407,8 +418,12 @@ class PopulationBasedTraining(Scheduler):
             return True
         return self.max_t is not None and t.resource >= self.max_t - _EPS
 
-    def _refresh(self, tid: str) -> None:
-        """Re-derive the indexes of one member after an event touched it."""
+    def _refresh(self, tid: str, curve_changed: bool = False) -> None:
+        """Re-derive the indexes of one member after an event touched it.
+
+        Every index here depends only on the member's own state, which only
+        its own events change, so refreshing the event's member is enough.
+        """
         t = self.trials.get(tid)
         live = t is not None and self._live(t)
         # Async ranking: live, not finished, scored (and not missing a required metric).
@@ -426,6 +441,19 @@ class PopulationBasedTraining(Scheduler):
             key = (self._latest[tid], self._tiebreak[tid], tid)
             bisect.insort(self._ranking, key)
             self._ranked[tid] = key
+        if not self.synch and self.compare == "matched":
+            # A new result was added in on_event (MatchedIndex.add); an exploit
+            # replaces the lineage and a member entering the ranking brings one.
+            if tid in self._ranked:
+                if curve_changed or tid not in self._matched:
+                    self._matched.put(tid, self._tiebreak[tid], self._curve.get(tid, {}))
+            elif tid in self._matched:
+                self._matched.drop(tid, self._tiebreak[tid])
+        if t is not None:
+            if self._donor_ok(tid):
+                self._no_donor.discard(tid)
+            else:
+                self._no_donor.add(tid)
         # Positions of live members, for the sync barrier.
         pos = self._position.pop(tid, None)
         if pos is not None:
@@ -483,8 +511,8 @@ class PopulationBasedTraining(Scheduler):
             # Draw from the top k; only if the draw is not a valid donor, draw
             # again among the valid ones (keeps a decision O(log N) in general).
             key = ranking[int(rng.integers(k))]
-            if key[2] == tid or not self._donor_ok(key[2]):
-                pool = [c for c in ranking[:k] if c[2] != tid and self._donor_ok(c[2])]
+            if key[2] == tid or key[2] in self._no_donor:
+                pool = [c for c in ranking[:k] if c[2] != tid and c[2] not in self._no_donor]
                 if not pool:
                     return None
                 key = pool[int(rng.integers(len(pool)))]
@@ -540,35 +568,43 @@ class PopulationBasedTraining(Scheduler):
         first is almost never in the bottom set (with 2 members, half of the
         exploits are lost). Here member ``m`` counts as better only if its
         score beats the judged member's lineage score at ``m``'s latest
-        result (at or before the judged member's resource). The bottom/top
-        sets keep the truncation sizes; the donor is drawn among the top
-        ``k`` by latest score that beat the member.
+        result (at or before the judged member's resource; see
+        :meth:`_beats`). The bottom/top sets keep the truncation sizes; the
+        donor is drawn among the top ``k`` by latest score that beat the
+        member. Who beats it is counted with :class:`MatchedIndex` (a
+        bisection per resource level), not by scanning the population.
         """
         n = len(self._ranking)
         if own is None or n < 2:
             return None
         resource = self.trials[tid].resource
-        better = [
-            key for key in self._ranking if key[2] != tid and self._beats(key[2], tid, resource)
-        ]
+        better, parts = self._matched.better(
+            tid, self._tiebreak[tid], resource, _EPS, self._curve.get(tid, {}), self._latest[tid]
+        )
         rng = self.rng(salt)
         if self.exploit == "truncation":
             k = self.quantile_size(n)
-            if k == 0 or len(better) < n - k:
+            if k == 0 or better < n - k:
                 return None
-            pool = [c for c in better[:k] if self._donor_ok(c[2])]
+            # The first k members (by latest score) that beat tid: only the
+            # n - better members that do not (tid among them) are skipped, so
+            # they all lie in the first k + n - better of the ranking.
+            skip = self._matched.losers(parts)
+            skip.add(tid)
+            top = [c for c in self._ranking[: k + len(skip)] if c[2] not in skip][:k]
+            pool = [c for c in top if c[2] not in self._no_donor]
             if not pool:
                 return None
             key = pool[int(rng.integers(len(pool)))]
-            return key[2], {"rank": len(better), "ranked": n, "quantile": k,
+            return key[2], {"rank": better, "ranked": n, "quantile": k,
                             "donor_score": key[0], "compare": "matched"}
         i = bisect.bisect_left(self._ranking, own)
         j = int(rng.integers(n - 1))
         j = j + 1 if j >= i else j  # uniform over the others
         key = self._ranking[j]
-        if key not in better or not self._donor_ok(key[2]):
+        if not self._beats(key[2], tid, resource) or key[2] in self._no_donor:
             return None
-        return key[2], {"rank": len(better), "ranked": n, "opponent_rank": j,
+        return key[2], {"rank": better, "ranked": n, "opponent_rank": j,
                         "donor_score": key[0], "compare": "matched"}
 
     def _donor_ok(self, donor: str) -> bool:
