@@ -16,10 +16,11 @@ times, ``--repeats`` times with the variants interleaved:
   the status its verdict judges (the final artifacts reuse it), the verdict,
   the leaderboard rows, the summary markdown and the curves' copy of the
   scheduler, given the run's folded runner (``run_end_status`` where the code
-  has it, else ``experiment_status``);
+  has it, else ``experiment_status``), wall time, with ``end-of-run-cpu`` its
+  CPU time (this process's: PostgreSQL's own work is not in it);
 * ``end-after-crash``: the same status without the run's runner, as the
   artifacts of a run that failed before its first result compute it (the
-  latest snapshot plus the log's tail);
+  latest snapshot plus the log's tail), likewise with ``end-after-crash-cpu``;
 * ``status-table``: what the table of ``rungflow status NAME`` reads and
   prints, in this process (``experiment_summary``; code without it reads
   ``experiment_status``, as its table did);
@@ -262,9 +263,10 @@ def fmt(values: list[float]) -> str:
 
 
 def time_end_of_run(url: str, spec: ExperimentSpec, root: str, *, crashed: bool = False
-                    ) -> float:
-    """What the end of a flow run computes besides its API calls (see the
-    module docstring), given the run's folded runner unless ``crashed``."""
+                    ) -> tuple[float, float]:
+    """Wall and CPU seconds of what the end of a flow run computes besides its
+    API calls (see the module docstring), given the run's folded runner unless
+    ``crashed``."""
     import flows.engine.status as status_module
     from flows.artifacts import leaderboard_rows, live_snapshot, summary_markdown
 
@@ -272,7 +274,7 @@ def time_end_of_run(url: str, spec: ExperimentSpec, root: str, *, crashed: bool 
         runner = ExperimentRunner(store, spec, root)
         runner.replay()  # the state the run ended with (not timed)
         given = None if crashed else runner
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if hasattr(status_module, "run_end_status"):
             status = status_module.run_end_status(store, NAME, given)
         else:  # the verdict's status, which the final artifacts reuse
@@ -282,7 +284,7 @@ def time_end_of_run(url: str, spec: ExperimentSpec, root: str, *, crashed: bool 
         summary_markdown(spec, status, None)
         if not crashed:
             live_snapshot(spec, runner.scheduler)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def take_snapshot(url: str, spec: ExperimentSpec) -> float:
@@ -303,10 +305,9 @@ def measure(url: str, what: str, root: str, spec_json: str) -> float | dict[str,
         return time_resume(url, spec, root)
     if what == "status":
         return time_status(url, root)
-    if what == "end-of-run":
-        return time_end_of_run(url, spec, root)
-    if what == "end-after-crash":
-        return time_end_of_run(url, spec, root, crashed=True)
+    if what in ("end-of-run", "end-after-crash"):
+        wall, cpu = time_end_of_run(url, spec, root, crashed=what == "end-after-crash")
+        return {what: wall, f"{what}-cpu": cpu}
     if what == "export-cli":
         wall, cpu = time_status_cli(url, root, "--format", "json", command="export")
         return {"export-cli": wall, "export-cli-cpu": cpu}
