@@ -12,13 +12,22 @@ times, ``--repeats`` times with the variants interleaved:
   run it until the first new segment starts (``open()`` replays, takes a
   lease, reclaims the crashed segments; then the first decision is claimed);
 * ``status``: ``experiment_status`` in this process;
-* ``artifacts``: the status the end of a flow run computes (verdict and final
-  artifacts each compute one), given the run's folded runner when the code
-  accepts it;
+* ``end-of-run``: what the end of a flow run computes besides its API calls:
+  the status its verdict judges (the final artifacts reuse it), the verdict,
+  the leaderboard rows, the summary markdown and the curves' copy of the
+  scheduler, given the run's folded runner (``run_end_status`` where the code
+  has it, else ``experiment_status``), wall time, with ``end-of-run-cpu`` its
+  CPU time (this process's: PostgreSQL's own work is not in it);
+* ``end-after-crash``: the same status without the run's runner, as the
+  artifacts of a run that failed before its first result compute it (the
+  latest snapshot plus the log's tail), likewise with ``end-after-crash-cpu``;
 * ``status-table``: what the table of ``rungflow status NAME`` reads and
   prints, in this process (``experiment_summary``; code without it reads
   ``experiment_status``, as its table did);
-* ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter;
+* ``status-cli``: ``rungflow status NAME --json`` in a fresh interpreter,
+  wall time, with ``status-cli-cpu`` its CPU time;
+* ``export-cli``: ``rungflow export NAME --format json`` likewise (and
+  ``export-cli-cpu``);
 * ``table-cli``: ``rungflow status NAME`` (the table) in a fresh interpreter,
   wall time, with ``table-cli-cpu`` its CPU time (user + system, from
   ``wait4``).
@@ -26,7 +35,8 @@ times, ``--repeats`` times with the variants interleaved:
 Each timing runs on a fresh copy of the crashed run's database (resume and
 status may leave snapshots behind), in a fresh interpreter.
 
-It prints min/median/max seconds per figure and the load average.
+It prints min/median/max seconds per figure, the range of the 1-minute load
+average over its timings, and the load average before and after.
 
 Run: ``python benchmarks/resume.py [--trials 10000] [--repeats 3]
 [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-sqlite]
@@ -212,12 +222,13 @@ def time_status_table(url: str, root: str) -> float:
     return time.perf_counter() - t0
 
 
-def time_status_cli(url: str, root: str, *args: str) -> tuple[float, float]:
-    """Wall and CPU seconds of ``rungflow status NAME *args`` in a fresh interpreter."""
+def time_status_cli(url: str, root: str, *args: str, command: str = "status"
+                    ) -> tuple[float, float]:
+    """Wall and CPU seconds of ``rungflow COMMAND NAME *args`` in a fresh interpreter."""
     env = {**os.environ, "RUNGFLOW_DATABASE_URL": url, "RUNGFLOW_CHECKPOINTS": root}
     exe = Path(sys.executable).with_name("rungflow")
     t0 = time.perf_counter()
-    child = subprocess.Popen([str(exe), "status", NAME, *args], env=env,
+    child = subprocess.Popen([str(exe), command, NAME, *args], env=env,
                              stdout=subprocess.DEVNULL)
     _, code, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t0
@@ -251,21 +262,29 @@ def fmt(values: list[float]) -> str:
             f"max {max(values):7.2f} s")
 
 
-def time_artifacts(url: str, spec: ExperimentSpec, root: str) -> float:
-    """The status the end of a flow run computes (its verdict and final
-    artifacts each compute one), given the run's folded runner where the code
-    accepts it."""
-    import inspect
+def time_end_of_run(url: str, spec: ExperimentSpec, root: str, *, crashed: bool = False
+                    ) -> tuple[float, float]:
+    """Wall and CPU seconds of what the end of a flow run computes besides its
+    API calls (see the module docstring), given the run's folded runner unless
+    ``crashed``."""
+    import flows.engine.status as status_module
+    from flows.artifacts import leaderboard_rows, live_snapshot, summary_markdown
 
     with EventStore(url) as store:
         runner = ExperimentRunner(store, spec, root)
         runner.replay()  # the state the run ended with (not timed)
-        kwargs: dict[str, Any] = {"checkpoints": root}
-        if "runner" in inspect.signature(experiment_status).parameters:
-            kwargs["runner"] = runner
-        t0 = time.perf_counter()
-        experiment_status(store, NAME, **kwargs)
-        return time.perf_counter() - t0
+        given = None if crashed else runner
+        t0, c0 = time.perf_counter(), time.process_time()
+        if hasattr(status_module, "run_end_status"):
+            status = status_module.run_end_status(store, NAME, given)
+        else:  # the verdict's status, which the final artifacts reuse
+            status = experiment_status(store, NAME, runner=given)
+        status_module.run_verdict(status)
+        leaderboard_rows(status)
+        summary_markdown(spec, status, None)
+        if not crashed:
+            live_snapshot(spec, runner.scheduler)
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def take_snapshot(url: str, spec: ExperimentSpec) -> float:
@@ -286,14 +305,19 @@ def measure(url: str, what: str, root: str, spec_json: str) -> float | dict[str,
         return time_resume(url, spec, root)
     if what == "status":
         return time_status(url, root)
-    if what == "artifacts":
-        return time_artifacts(url, spec, root)
+    if what in ("end-of-run", "end-after-crash"):
+        wall, cpu = time_end_of_run(url, spec, root, crashed=what == "end-after-crash")
+        return {what: wall, f"{what}-cpu": cpu}
+    if what == "export-cli":
+        wall, cpu = time_status_cli(url, root, "--format", "json", command="export")
+        return {"export-cli": wall, "export-cli-cpu": cpu}
     if what == "status-table":
         return time_status_table(url, root)
     if what == "table-cli":
         wall, cpu = time_status_cli(url, root)
         return {"table-cli": wall, "table-cli-cpu": cpu}
-    return time_status_cli(url, root, "--json")[0]
+    wall, cpu = time_status_cli(url, root, "--json")
+    return {"status-cli": wall, "status-cli-cpu": cpu}
 
 
 def copy_db(label: str, src: str, dst_name: str) -> str:
@@ -401,11 +425,12 @@ def main() -> None:
             print(f"{label}: logs written in {time.perf_counter() - t0:.1f} s", flush=True)
             for code in codes:
                 variants.append((code, label, pristine[code]))
-        whats = ["resume", "status", "status-table", "artifacts"]
-        whats += [] if args.skip_cli else ["status-cli", "table-cli"]
+        whats = ["resume", "status", "status-table", "end-of-run", "end-after-crash"]
+        whats += [] if args.skip_cli else ["status-cli", "table-cli", "export-cli"]
         if args.only:
             whats = [w for w in whats if w in args.only.split(",")]
         figures: dict[tuple[str, str, str], list[float]] = {}
+        loads: dict[tuple[str, str, str], list[float]] = {}  # 1-min load at each timing
         for rep in range(args.repeats):
             # Rotate the order so no variant always runs first (cold caches).
             k = rep % len(variants)
@@ -413,11 +438,15 @@ def main() -> None:
                 for what in whats:
                     work = copy_db(label, url, "work")
                     values = run_code(codes[code], work, what, root, spec.model_dump_json())
+                    load = os.getloadavg()[0]
                     for name, value in values.items():
                         figures.setdefault((label, name, code), []).append(value)
-                        print(f"  ({label} {name} {code}: {value:.2f} s)", flush=True)
+                        loads.setdefault((label, name, code), []).append(load)
+                        print(f"  ({label} {name} {code}: {value:.2f} s, load {load:.2f})",
+                              flush=True)
         for (label, what, code), values in sorted(figures.items()):
-            line = f"{label:10s} {what:13s} {code:9s} {fmt(values)}"
+            low, high = min(loads[label, what, code]), max(loads[label, what, code])
+            line = f"{label:10s} {what:15s} {code:9s} {fmt(values)}  load {low:.1f}-{high:.1f}"
             base = figures.get((label, what, "baseline"))
             if code == "this" and base:
                 line += f"   x{statistics.median(base) / statistics.median(values):.1f} faster"

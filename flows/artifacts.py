@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from flows.engine.status import last_metrics, run_end_status, segment_count
 from flows.spec import ExperimentSpec
 from schedulers.outcomes import ENDED, TRIAL_STATUSES
 
@@ -102,16 +103,19 @@ def _fmt(value: Any) -> Any:
 
 
 def leaderboard_rows(status: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
-    """Top trials of an ``experiment_status`` payload, one flat dict per trial.
+    """Top trials of a status document, one flat dict per trial.
 
+    ``status`` is :func:`~flows.engine.status.experiment_status`'s or
+    :func:`~flows.engine.status.run_end_status`'s (equal rows from either).
     Columns: ``rank``, ``trial_id``, ``status``, ``resource``, the metric (at
     the trial's highest resource), then one column per hyperparameter.
     """
     metric, sign = status["metric"], (1 if status["mode"] == "min" else -1)
     ranked = []
     for t in status["trials"]:
-        if t["segments"] and t["segments"][-1]["metrics"].get(metric) is not None:
-            value = t["segments"][-1]["metrics"][metric]
+        metrics = last_metrics(t)
+        if metrics is not None and metrics.get(metric) is not None:
+            value = metrics[metric]
             ranked.append(((-t["resource"], sign * value, t["trial_id"]), t, value))
     ranked.sort(key=lambda r: r[0])
     rows = []
@@ -208,9 +212,7 @@ def live_rows(snap: LiveSnapshot, limit: int = 10) -> list[dict[str, Any]]:
                 "status": t.status,
                 "resource": t.resource,
                 "config": t.config,
-                "segments": []
-                if t.score is None
-                else [{"metrics": {snap.metric: snap.value(t.score)}}],
+                "metrics": None if t.score is None else {snap.metric: snap.value(t.score)},
             }
             for t in snap.trials
         ],
@@ -222,16 +224,17 @@ def _ranked_count(status: dict[str, Any]) -> int:
     metric = status["metric"]
     return sum(
         1 for t in status["trials"]
-        if t["segments"] and t["segments"][-1]["metrics"].get(metric) is not None
+        if (metrics := last_metrics(t)) is not None and metrics.get(metric) is not None
     )
 
 
 def summary_markdown(
     spec: ExperimentSpec, status: dict[str, Any], summary: RunSummary | None
 ) -> str:
-    """The end-of-run markdown: what ran, what it cost, what won."""
+    """The end-of-run markdown: what ran, what it cost, what won (``status`` as in
+    :func:`leaderboard_rows`)."""
     budget = spec.budget
-    n_segments = sum(len(t["segments"]) for t in status["trials"])
+    n_segments = sum(segment_count(t) for t in status["trials"])
     used = [f"{status['n_trials']} trial(s)"]
     if budget.max_trials is not None:
         used[0] += f" of {budget.max_trials}"
@@ -319,8 +322,9 @@ class ExperimentArtifacts:
         self.clock = clock
         self.live_interval = live_interval
         self.summary: RunSummary | None = None
-        #: The final ``experiment_status`` if the flow already computed it
-        #: (its verdict does); :meth:`publish` then uses it as it is.
+        #: The final status (:func:`~flows.engine.status.run_end_status`) if
+        #: the flow already computed it (its verdict does); :meth:`publish`
+        #: then uses it as it is.
         self.status: dict[str, Any] | None = None
         self.updates = 0  # API calls made for progress, for tests and benchmarks
         self.live_updates = 0  # leaderboard + curves updates made, likewise
@@ -498,7 +502,6 @@ class ExperimentArtifacts:
         """Write the final progress, the leaderboard table and the summary."""
         from prefect.artifacts import create_markdown_artifact
 
-        from flows.engine.status import experiment_status
         from flows.settings import get_settings
         from storage import EventStore
 
@@ -508,10 +511,10 @@ class ExperimentArtifacts:
                 if not store.has_experiment(self.spec.name):
                     return  # failed before anything was written: nothing to show
                 # The verdict's status, or the run's own runner caught up: no
-                # snapshot to load, no log to fold.
+                # snapshot to load, no log to fold, no results scan.
                 status = self.status
                 if status is None or failed:
-                    status = experiment_status(store, self.spec.name, runner=self._runner)
+                    status = run_end_status(store, self.spec.name, self._runner)
             finally:
                 store.close()
             if failed and status["state"] == "running":

@@ -125,8 +125,13 @@ def run_experiment(
     database_url: str | None = None,
     checkpoints: str | None = None,
     on_progress: Callable[[ExperimentRunner], None] | None = None,
+    on_end: Callable[[ExperimentRunner], None] | None = None,
 ) -> RunSummary:
-    """Run or resume ``spec`` inside the current flow run."""
+    """Run or resume ``spec`` inside the current flow run.
+
+    ``on_end`` is called with the runner once its run returned: its folded
+    state is the experiment's (the verdict reads it instead of the log).
+    """
     settings = get_settings()
     # Workers get the root as a string and may run in another directory.
     root = resolve_root(checkpoints or settings.resolved_checkpoints)
@@ -164,6 +169,8 @@ def run_experiment(
         if retention is not None:
             retention.sweep(runner)  # finished: only each trial's newest remain
             summary.extras = {**summary.extras, "retention": retention.summary()}
+        if on_end is not None:
+            on_end(runner)
         return summary
     finally:
         store.close()
@@ -185,21 +192,26 @@ def _ended_state(exc: BaseException) -> str:
 
 
 def _verdict(
-    spec: ExperimentSpec, summary: RunSummary, artifacts: ExperimentArtifacts | None = None
+    spec: ExperimentSpec,
+    summary: RunSummary,
+    runner: ExperimentRunner | None = None,
+    artifacts: ExperimentArtifacts | None = None,
 ) -> State[Any]:
     """Completed, or Failed when every trial failed or none reported the metric.
 
-    With ``artifacts``, the run's runner they saw saves loading a snapshot
-    (see :func:`flows.engine.status.experiment_status`), and the status is
-    handed to them for the final artifacts, which need not compute it again.
+    Judged on :func:`flows.engine.status.run_end_status`: the run's own
+    ``runner`` holds the folded state (no snapshot to load, no log to fold),
+    the rest is one row per trial. With ``artifacts``, the status is handed
+    to them for the final artifacts, which need not compute it again.
     """
-    from flows.engine.status import experiment_status, run_verdict
+    from flows.engine.status import run_end_status, run_verdict
 
     store = EventStore(get_settings().resolved_database_url)
     try:
         if store.has_experiment(spec.name):
-            runner = None if artifacts is None else artifacts.runner
-            status = experiment_status(store, spec.name, runner=runner)
+            if runner is None and artifacts is not None:
+                runner = artifacts.runner
+            status = run_end_status(store, spec.name, runner)
             message = run_verdict(status)
             if artifacts is not None:
                 artifacts.status = status
@@ -269,11 +281,14 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
         if phase is not None:
             phase("replaying the log, first segments running...")
 
+    ended: list[ExperimentRunner] = []
     with artifacts if artifacts is not None else nullcontext():
-        summary = run_experiment(spec, on_progress=on_progress if hooks else None)
+        summary = run_experiment(
+            spec, on_progress=on_progress if hooks else None, on_end=ended.append
+        )
         if artifacts:
             artifacts.summary = summary
-        verdict = _verdict(spec, summary, artifacts)
+        verdict = _verdict(spec, summary, ended[0] if ended else None, artifacts)
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,

@@ -606,6 +606,14 @@ class EventStore:
         (see :func:`storage.projections.read_status_summary`)."""
         return _retry_dropped(lambda: projections.read_status_summary(self._reader, name))
 
+    def trial_tallies(self, name: str, until_seq: int) -> projections.TrialTallies | None:
+        """What the end of a flow run reads besides its runner's state, if the
+        log still ends at ``until_seq`` (see
+        :func:`storage.projections.read_trial_tallies`)."""
+        return _retry_dropped(
+            lambda: projections.read_trial_tallies(self._reader, name, until_seq)
+        )
+
     def results_at(
         self, name: str, until_seq: int, wanted: dict[str, float]
     ) -> dict[str, dict[str, Any]]:

@@ -47,10 +47,12 @@ __all__ = [
     "StatusSummary",
     "StatusView",
     "TrialRecord",
+    "TrialTallies",
     "apply_events",
     "read_results_at",
     "read_status_summary",
     "read_status_view",
+    "read_trial_tallies",
     "rebuild",
 ]
 
@@ -559,6 +561,74 @@ def read_status_summary(engine: sa.Engine, experiment: str) -> StatusSummary:
                     open_starts[trial_id] = (int(seq), start, stop)
             hi, window = lo, window * 4
     return StatusSummary(until_seq, trials, events, float(finished or 0.0), open_starts, False)
+
+
+@dataclass(frozen=True)
+class TrialTallies:
+    """What the end of a flow run reads besides its runner's folded state.
+
+    Everything is as of event ``until_seq``, the log's end while it was read.
+
+    Attributes:
+        last: ``trial_id -> (metrics, n_segments)`` from the ``trials``
+            projection: the metrics of the trial's last finished segment
+            (None before one) and how many segments it finished.
+        events: ``(seq, event, created_at)`` of the :data:`STATUS_KINDS`, in order.
+        stale: The projections do not hold every trial and result of the
+            log (see :class:`StatusView`).
+    """
+
+    until_seq: int
+    last: dict[str, tuple[dict[str, Any] | None, int]]
+    events: list[tuple[int, Event, Any]]
+    stale: bool
+
+
+def read_trial_tallies(engine: sa.Engine, experiment: str, until_seq: int) -> TrialTallies | None:
+    """Read :class:`TrialTallies` of ``experiment``, whose log ends at ``until_seq``.
+
+    Costs one row per trial (no ``results`` row, no payload but those of the
+    few :data:`STATUS_KINDS` events) plus two counts served by the (experiment,
+    kind) index. The ``trials`` rows carry no seq, so the read is only valid
+    for the log's end: None when the log does not end at ``until_seq`` before
+    and after the reads (another writer appended: catch up and read again).
+    An append commits with its projection rows and seqs only grow, so equal
+    ends bracket reads of exactly the log up to ``until_seq``.
+    """
+    ev, t = _EVENTS.c, _TRIALS.c
+    last_seq = sa.select(sa.func.max(ev.seq)).where(ev.experiment_id == experiment)
+    with engine.connect() as conn:
+        if _count(conn, last_seq) != until_seq:
+            return None
+        rows = conn.execute(
+            sa.select(t.trial_id, sa.cast(t.metrics, sa.Text), t.n_segments)
+            .where(t.experiment_id == experiment)
+        ).all()
+        n_finished = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            ev.experiment_id == experiment, ev.kind == "SegmentFinished"))
+        n_created = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
+            ev.experiment_id == experiment, ev.kind == "TrialCreated"))
+        events = [
+            (int(seq), event_from_record(kind, trial_id, payload), created)
+            for seq, kind, trial_id, payload, created in conn.execute(
+                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
+                .where(ev.experiment_id == experiment, ev.seq <= until_seq,
+                       ev.kind.in_(STATUS_KINDS))
+                .order_by(ev.seq)
+            )
+        ]
+        if _count(conn, last_seq) != until_seq:
+            return None
+    stale = len(rows) != n_created or sum(int(row[2]) for row in rows) != n_finished
+    if stale:
+        return TrialTallies(until_seq, {}, [], True)
+    # One JSON document for every row's metrics: one C-level parse.
+    metrics = json.loads("[" + ",".join(row[1] or "null" for row in rows) + "]")
+    last = {
+        trial_id: (values, int(n))
+        for (trial_id, _, n), values in zip(rows, metrics, strict=True)
+    }
+    return TrialTallies(until_seq, last, events, False)
 
 
 def read_results_at(

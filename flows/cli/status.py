@@ -118,7 +118,9 @@ def status(
         # The table needs no segment list: the summary skips the results scan.
         data = (experiment_status if as_json else experiment_summary)(store, experiment)
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        from flows.cli.jsonout import dumps
+
+        sys.stdout.write(dumps(data))  # one trial per line (see flows.cli.jsonout)
         return
     print_status(data, None if all_ else limit)
     disk = data.get("checkpoints") or {}

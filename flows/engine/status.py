@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
@@ -41,6 +41,7 @@ log = logging.getLogger("rungflow")
 __all__ = [
     "EXPORT_KINDS",
     "checkpoint_usage",
+    "end_view",
     "experiment_reason",
     "experiment_status",
     "experiment_status_from_log",
@@ -48,9 +49,12 @@ __all__ = [
     "export_events",
     "folded_runner",
     "imported_summary",
+    "last_metrics",
     "load_events",
     "read_records",
+    "run_end_status",
     "run_verdict",
+    "segment_count",
 ]
 
 
@@ -158,7 +162,103 @@ def _status_from_view(
         for trial_id, rows in view.segments.items()
     }
     fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
-    return _assemble(store, name, spec, runner.scheduler, fold, checkpoints)
+    return _assemble(store, name, spec, runner.scheduler, fold, fold.facts, checkpoints)
+
+
+def run_end_status(
+    store: EventStore, name: str, runner: ExperimentRunner | None = None
+) -> dict[str, Any]:
+    """The status the end of a flow run judges and publishes (verdict, final artifacts).
+
+    :func:`end_view` of :func:`experiment_status`, read in O(trials) without
+    a results scan: the scheduler's state is ``runner``'s (the flow's own,
+    caught up with whatever was appended since: usually nothing), each
+    trial's last metrics and segment count come from the ``trials``
+    projection, and the few events of
+    :data:`storage.projections.STATUS_KINDS` through their index. Neither
+    the log nor ``results`` is read row by row, and the blob store is not
+    listed (no artifact shows its usage). Stale projections, or a log that
+    keeps moving while read, give :func:`end_view` of the full view.
+
+    Args:
+        store: The event store.
+        name: Experiment name.
+        runner: The flow's runner after its run; without one (a run that
+            failed before its first result), the latest snapshot plus the
+            log's tail (see :func:`folded_runner`).
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    spec, runner = folded_runner(store, name, runner)
+    with gc_paused():  # a few containers per trial, all kept (see gc_paused)
+        tallies = None
+        for _ in range(_END_READS):
+            tallies = store.trial_tallies(name, runner.seq)
+            if tallies is not None:
+                break
+            runner.catch_up()  # another runner appended: fold it, read again
+        if tallies is None or tallies.stale or (
+            tallies.last.keys() != runner.scheduler.trials.keys()
+        ):
+            return end_view(experiment_status(store, name, runner=runner))
+        fold = _StatusFold()
+        for _seq, event, stamp in tallies.events:
+            fold.tell(event, stamp)
+        last = tallies.last
+
+        def facts(trial_id: str) -> dict[str, Any]:
+            metrics, n_segments = last[trial_id]
+            return {"metrics": metrics if n_segments else None, "n_segments": n_segments}
+
+        return _assemble(store, name, spec, runner.scheduler, fold, facts, None, disk=False)
+
+
+#: Reads of the end-of-run status before it gives up on a log that keeps moving.
+_END_READS = 3
+
+
+def end_view(status: dict[str, Any]) -> dict[str, Any]:
+    """An :func:`experiment_status` document as :func:`run_end_status` gives it.
+
+    Each trial row carries ``metrics`` (its last finished segment's, None
+    before one) and ``n_segments`` in place of ``segments``, ``started_at``
+    and ``ended_at``; there is no ``checkpoints`` key. Every other key and
+    value, and the order of keys, is the full document's.
+    """
+    out = {k: v for k, v in status.items() if k not in ("checkpoints", "trials")}
+    trials = []
+    for t in status["trials"]:
+        row: dict[str, Any] = {}
+        for key, value in t.items():
+            if key == "segments":
+                row["metrics"] = value[-1]["metrics"] if value else None
+                row["n_segments"] = len(value)
+            elif key not in ("started_at", "ended_at"):
+                row[key] = value
+        trials.append(row)
+    out["trials"] = trials
+    return {k: out[k] for k in status if k in out}
+
+
+def last_metrics(trial: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial row's last finished segment's metrics (None before one).
+
+    Rows of :func:`experiment_status` list every segment; those of
+    :func:`experiment_summary` and :func:`run_end_status` carry ``metrics``.
+    """
+    if "segments" in trial:
+        return trial["segments"][-1]["metrics"] if trial["segments"] else None
+    metrics: dict[str, Any] | None = trial["metrics"]
+    return metrics
+
+
+def segment_count(trial: dict[str, Any]) -> int:
+    """How many segments a trial row of :func:`experiment_status` or
+    :func:`run_end_status` finished."""
+    if "segments" in trial:
+        return len(trial["segments"])
+    return int(trial["n_segments"])
 
 
 def experiment_summary(
@@ -371,7 +471,7 @@ def experiment_status_from_log(
                  "finished_at": stamp}
             )
         fold.tell(event, record.created_at)
-    return _assemble(store, name, spec, scheduler, fold, checkpoints)
+    return _assemble(store, name, spec, scheduler, fold, fold.facts, checkpoints)
 
 
 class _StatusFold:
@@ -400,6 +500,13 @@ class _StatusFold:
         elif isinstance(event, (ObservationImported, ImportCompleted)):
             self.imports.append(event)
 
+    def facts(self, trial_id: str) -> dict[str, Any]:
+        """The full view's per-trial keys after ``resource``: segments and times."""
+        row: dict[str, Any] = {"segments": self.segments.get(trial_id, [])}
+        if trial_id in self.times:
+            row["started_at"], row["ended_at"] = self.times[trial_id]
+        return row
+
 
 def _assemble(
     store: EventStore,
@@ -407,10 +514,18 @@ def _assemble(
     spec: ExperimentSpec,
     scheduler: Scheduler,
     fold: _StatusFold,
+    facts: Callable[[str], dict[str, Any]],
     checkpoints: str | None,
+    *,
+    disk: bool = True,
 ) -> dict[str, Any]:
-    """The status JSON from the folded scheduler and the per-trial facts."""
-    segments, errors, reasons, times = fold.segments, fold.errors, fold.reasons, fold.times
+    """The status JSON from the folded scheduler and the per-trial facts.
+
+    ``facts(trial_id)`` gives the keys each trial row carries after
+    ``resource`` (its segments and times, or its last metrics); ``disk``
+    False leaves out the ``checkpoints`` usage.
+    """
+    errors, reasons = fold.errors, fold.reasons
     finished = fold.finished
     stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
     trials = []
@@ -422,10 +537,8 @@ def _assemble(
             "config": t.config,
             "status": status,
             "resource": t.resource,
-            "segments": segments.get(t.trial_id, []),
+            **facts(t.trial_id),
         }
-        if t.trial_id in times:
-            row["started_at"], row["ended_at"] = times[t.trial_id]
         if status == "failed":
             if t.trial_id in errors:
                 row["error"] = error_summary(errors[t.trial_id])
@@ -455,7 +568,7 @@ def _assemble(
         name, state, finished,
         scheduler=spec.scheduler, metric=spec.metric, mode=spec.mode,
         resource_used=scheduler.resource_used, trials=trials, counts=counts, best=best_json,
-        checkpoints=checkpoints,
+        checkpoints=checkpoints, disk=disk,
         extras=scheduler.status_extras(), imported=imported_summary(fold.imports),
     )
 
@@ -473,12 +586,15 @@ def _status_document(
     counts: dict[str, int],
     best: dict[str, Any] | None,
     checkpoints: str | None,
+    disk: bool = True,
     **more: Any,
 ) -> dict[str, Any]:
     """The status document both views print, in one key order (``more`` goes last).
 
     A finished search in which every trial failed, or none reported the
-    metric, is ``failed``; the reason is derived from the document.
+    metric, is ``failed``; the reason is derived from the document. ``disk``
+    False leaves out ``checkpoints`` (listing the blob store costs a call
+    per file on some stores).
     """
     if state == "finished" and trials and (
         counts.get("failed", 0) == len(trials) or best is None
@@ -503,8 +619,10 @@ def _status_document(
         },
         "trials": trials,
         "best": best,
-        "checkpoints": checkpoint_usage(
-            checkpoints or get_settings().resolved_checkpoints, name
+        **(
+            {"checkpoints": checkpoint_usage(
+                checkpoints or get_settings().resolved_checkpoints, name)}
+            if disk else {}
         ),
         **more,
     }
