@@ -401,6 +401,15 @@ def _jsonable(value: Any) -> Any:
     JSON has no NaN; storing NaN as null keeps PostgreSQL's JSON type happy and
     lets schedulers treat a missing metric and a NaN metric alike.
     """
+    # Fast path for the exact builtin types nearly every payload holds (every
+    # event appended is encoded on the flow's hot path); same values as below.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return None if math.isnan(value) or math.isinf(value) else value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
