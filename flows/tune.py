@@ -18,6 +18,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.engine.retention import Retention
@@ -98,7 +99,10 @@ class PrefectExecutor:
         self.task = train_segment.with_options(retries=retries, retry_delay_seconds=0)
 
     def submit(self, job: SegmentJob) -> Hashable:
-        return self.runner.submit(self.task, {"job": job})
+        # quote(): Prefect walks every parameter, recursively, several times per
+        # task run (task inputs, resolving futures); a job holds no futures, and
+        # the task receives it unwrapped.
+        return self.runner.submit(self.task, {"job": quote(job)})
 
     def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
         """The first done handle; None if ``timeout`` seconds pass first."""

@@ -506,15 +506,24 @@ class EventStore:
         rows: list[dict[str, Any]],
         folded: list[tuple[int, Event]],
         expected_seq: int,
+        *,
+        guarded: bool = True,
     ) -> None:
-        """Insert ``rows`` after ``expected_seq`` and fold them into the projections."""
+        """Insert ``rows`` after ``expected_seq`` and fold them into the projections.
+
+        ``guarded=False``: the transaction itself wrote the event at
+        ``expected_seq`` (see :meth:`AppendTransaction.append`); one plain insert.
+        """
         try:
-            first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
-            if first.first() is None:
-                # Others appended since expected_seq; or no event there (unknown, or ahead).
-                raise _Lost(expected_seq, usable=True)
-            if len(rows) > 1:
-                conn.execute(_PLAIN_INSERT, rows[1:])
+            if not guarded:
+                conn.execute(_PLAIN_INSERT, rows if len(rows) > 1 else rows[0])
+            else:
+                first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
+                if first.first() is None:
+                    # Others appended since expected_seq; or no event there (unknown, or ahead).
+                    raise _Lost(expected_seq, usable=True)
+                if len(rows) > 1:
+                    conn.execute(_PLAIN_INSERT, rows[1:])
         except IntegrityError:
             raise _Lost(expected_seq) from None  # the primary key: someone wrote that seq
         projections.apply_events(conn, name, folded)
@@ -752,13 +761,23 @@ class AppendTransaction:
         self._conn = conn
         self.name = name
         self.seq = seq
+        #: An append of this transaction has written the event at :attr:`seq`.
+        self._wrote = False
 
     def append(self, events: Sequence[Event]) -> int:
-        """Append ``events`` after :attr:`seq`; return the new last seq."""
+        """Append ``events`` after :attr:`seq`; return the new last seq.
+
+        Only the transaction's first append needs the guarded insert: after it,
+        :attr:`seq` is this transaction's own row, so the next rows are one
+        plain insert, and the primary key still refuses any row written twice.
+        """
         rows, folded = _encode(self.name, events, self.seq)
         if rows:
-            self._store._insert(self._conn, self.name, rows, folded, self.seq)
+            self._store._insert(
+                self._conn, self.name, rows, folded, self.seq, guarded=not self._wrote
+            )
             self.seq += len(rows)
+            self._wrote = True
         return self.seq
 
     def append_or_catch_up(self, events: Sequence[Event]) -> list[StoredEvent] | None:
@@ -799,6 +818,7 @@ class AppendTransaction:
             self.seq = newer[-1].seq
             return newer
         self.seq += len(rows)
+        self._wrote = True
         return None
 
 
