@@ -8,9 +8,10 @@ over the pending set), never in waves.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -107,6 +108,16 @@ class PrefectExecutor:
     def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
         """The first done handle; None if ``timeout`` seconds pass first."""
         futures: list[PrefectFuture[Any]] = list(handles)  # type: ignore[arg-type]
+        pooled = [getattr(f, "wrapped_future", None) for f in futures]
+        if all(isinstance(w, concurrent.futures.Future) for w in pooled) and pooled:
+            # Thread and process pools: wait on the pool's own futures. Prefect's
+            # as_completed arms a cancel scope per call (a SIGALRM timer on the
+            # main thread) and adds a done callback to every pending future.
+            done, _ = concurrent.futures.wait(
+                cast(list[concurrent.futures.Future[Any]], pooled),
+                timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            return next((f for f, w in zip(futures, pooled, strict=True) if w in done), None)
         waiting = as_completed(futures, timeout=timeout)
         try:
             return next(waiting)
