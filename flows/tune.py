@@ -109,10 +109,11 @@ class PrefectExecutor:
         """The first done handle; None if ``timeout`` seconds pass first."""
         futures: list[PrefectFuture[Any]] = list(handles)  # type: ignore[arg-type]
         pooled = [getattr(f, "wrapped_future", None) for f in futures]
-        if all(isinstance(w, concurrent.futures.Future) for w in pooled) and pooled:
-            # Thread and process pools: wait on the pool's own futures. Prefect's
-            # as_completed arms a cancel scope per call (a SIGALRM timer on the
-            # main thread) and adds a done callback to every pending future.
+        if pooled and all(type(w) is concurrent.futures.Future for w in pooled):
+            # A thread pool: wait on the pool's own futures. Prefect's as_completed
+            # arms a cancel scope per call (a SIGALRM timer on the main thread)
+            # and adds a done callback to every pending future. (A process
+            # pool's are a subclass that cannot be waited on like this.)
             done, _ = concurrent.futures.wait(
                 cast(list[concurrent.futures.Future[Any]], pooled),
                 timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED,
