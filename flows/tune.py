@@ -26,7 +26,7 @@ from flows.engine.retention import Retention
 from flows.engine.runner import ExperimentRunner, RunSummary
 from flows.engine.segment import SegmentJob, run_segment
 from flows.interrupts import ThreadRunner, is_user_stop
-from flows.settings import get_settings
+from flows.settings import RungflowSettings, get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
 from storage import CheckpointError, EventStore, StoreUnavailableError
@@ -141,9 +141,10 @@ def run_experiment(
     database_url: str | None = None,
     checkpoints: str | None = None,
     on_progress: Callable[[ExperimentRunner], None] | None = None,
+    settings: RungflowSettings | None = None,
 ) -> RunSummary:
-    """Run or resume ``spec`` inside the current flow run."""
-    settings = get_settings()
+    """Run or resume ``spec`` inside the current flow run (``settings``: read now by default)."""
+    settings = settings or get_settings()
     # Workers get the root as a string and may run in another directory.
     root = resolve_root(checkpoints or settings.resolved_checkpoints)
     if spec.task_runner != "thread" and is_process_local(root):
@@ -200,20 +201,27 @@ def _ended_state(exc: BaseException) -> str:
 
 
 def _verdict(
-    spec: ExperimentSpec, summary: RunSummary, artifacts: ExperimentArtifacts | None = None
+    spec: ExperimentSpec,
+    summary: RunSummary,
+    artifacts: ExperimentArtifacts | None = None,
+    *,
+    runner: ExperimentRunner | None = None,
+    settings: RungflowSettings | None = None,
 ) -> State[Any]:
     """Completed, or Failed when every trial failed or none reported the metric.
 
-    With ``artifacts``, the run's runner they saw saves loading a snapshot
-    (see :func:`flows.engine.status.experiment_status`), and the status is
-    handed to them for the final artifacts, which need not compute it again.
+    The run's runner (``runner``, or the one ``artifacts`` saw) saves loading
+    a snapshot (see :func:`flows.engine.status.experiment_status`); with
+    ``artifacts``, the status is handed to them for the final artifacts,
+    which need not compute it again.
     """
     from flows.engine.status import experiment_status, run_verdict
 
-    store = EventStore(get_settings().resolved_database_url)
+    store = EventStore((settings or get_settings()).resolved_database_url)
     try:
         if store.has_experiment(spec.name):
-            runner = None if artifacts is None else artifacts.runner
+            if runner is None and artifacts is not None:
+                runner = artifacts.runner
             status = experiment_status(store, spec.name, runner=runner)
             message = run_verdict(status)
             if artifacts is not None:
@@ -270,12 +278,16 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
 
     logger = get_run_logger()
     spec = spec_for_run(spec, experiment_suffix)
-    artifacts = ExperimentArtifacts(spec) if get_settings().artifacts else None
+    settings = get_settings()  # once per run: reading the environment costs ms
+    artifacts = ExperimentArtifacts(spec) if settings.artifacts else None
     hooks: list[Callable[[ExperimentRunner], None]] = [*PROGRESS_HOOKS]
     if artifacts is not None:
         hooks.append(artifacts)
+    ran: list[ExperimentRunner] = []  # the run's runner, for the verdict's status
 
     def on_progress(runner: ExperimentRunner) -> None:
+        if not ran:
+            ran.append(runner)
         for hook in hooks:
             hook(runner)
 
@@ -285,10 +297,12 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
             phase("replaying the log, first segments running...")
 
     with artifacts if artifacts is not None else nullcontext():
-        summary = run_experiment(spec, on_progress=on_progress if hooks else None)
+        summary = run_experiment(spec, on_progress=on_progress, settings=settings)
         if artifacts:
             artifacts.summary = summary
-        verdict = _verdict(spec, summary, artifacts)
+        verdict = _verdict(
+            spec, summary, artifacts, runner=ran[0] if ran else None, settings=settings
+        )
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,
