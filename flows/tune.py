@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import TaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
@@ -98,12 +98,14 @@ class PrefectExecutor:
     def __init__(self, runner: TaskRunner[Any], retries: int) -> None:
         self.runner = runner
         self.task = train_segment.with_options(retries=retries, retry_delay_seconds=0)
-
-    def submit(self, job: SegmentJob) -> Hashable:
         # quote(): Prefect walks every parameter, recursively, several times per
         # task run (task inputs, resolving futures); a job holds no futures, and
-        # the task receives it unwrapped.
-        return self.runner.submit(self.task, {"job": quote(job)})
+        # the task receives it unwrapped. Threads only: Ray ships the annotation
+        # as a bare tuple, and the other runners pickle the job anyway.
+        self._quote = isinstance(runner, ThreadPoolTaskRunner)
+
+    def submit(self, job: SegmentJob) -> Hashable:
+        return self.runner.submit(self.task, {"job": quote(job) if self._quote else job})
 
     def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
         """The first done handle; None if ``timeout`` seconds pass first."""
