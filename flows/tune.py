@@ -8,23 +8,25 @@ over the pending set), never in waves.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import TaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.deploy_params import ExperimentSuffix, spec_for_run
 from flows.engine.retention import Retention
 from flows.engine.runner import ExperimentRunner, RunSummary
 from flows.engine.segment import SegmentJob, run_segment
 from flows.interrupts import ThreadRunner, is_user_stop
-from flows.settings import get_settings
+from flows.settings import RungflowSettings, get_settings
 from flows.spec import ExperimentSpec
 from flows.trainable import MetricNotReportedError, SegmentOutcome, TrainableNotFoundError
 from storage import CheckpointError, EventStore, StoreUnavailableError
@@ -96,13 +98,29 @@ class PrefectExecutor:
     def __init__(self, runner: TaskRunner[Any], retries: int) -> None:
         self.runner = runner
         self.task = train_segment.with_options(retries=retries, retry_delay_seconds=0)
+        # quote(): Prefect walks every parameter, recursively, several times per
+        # task run (task inputs, resolving futures); a job holds no futures, and
+        # the task receives it unwrapped. Threads only: Ray ships the annotation
+        # as a bare tuple, and the other runners pickle the job anyway.
+        self._quote = isinstance(runner, ThreadPoolTaskRunner)
 
     def submit(self, job: SegmentJob) -> Hashable:
-        return self.runner.submit(self.task, {"job": job})
+        return self.runner.submit(self.task, {"job": quote(job) if self._quote else job})
 
     def wait_first(self, handles: Sequence[Hashable], timeout: float | None = None) -> Hashable:
         """The first done handle; None if ``timeout`` seconds pass first."""
         futures: list[PrefectFuture[Any]] = list(handles)  # type: ignore[arg-type]
+        pooled = [getattr(f, "wrapped_future", None) for f in futures]
+        if pooled and all(type(w) is concurrent.futures.Future for w in pooled):
+            # A thread pool: wait on the pool's own futures. Prefect's as_completed
+            # arms a cancel scope per call (a SIGALRM timer on the main thread)
+            # and adds a done callback to every pending future. (A process
+            # pool's are a subclass that cannot be waited on like this.)
+            done, _ = concurrent.futures.wait(
+                cast(list[concurrent.futures.Future[Any]], pooled),
+                timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            return next((f for f, w in zip(futures, pooled, strict=True) if w in done), None)
         waiting = as_completed(futures, timeout=timeout)
         try:
             return next(waiting)
@@ -126,13 +144,15 @@ def run_experiment(
     checkpoints: str | None = None,
     on_progress: Callable[[ExperimentRunner], None] | None = None,
     on_end: Callable[[ExperimentRunner], None] | None = None,
+    settings: RungflowSettings | None = None,
 ) -> RunSummary:
     """Run or resume ``spec`` inside the current flow run.
 
     ``on_end`` is called with the runner once its run returned: its folded
     state is the experiment's (the verdict reads it instead of the log).
+    ``settings`` are read now by default (reading them costs milliseconds).
     """
-    settings = get_settings()
+    settings = settings or get_settings()
     # Workers get the root as a string and may run in another directory.
     root = resolve_root(checkpoints or settings.resolved_checkpoints)
     if spec.task_runner != "thread" and is_process_local(root):
@@ -194,19 +214,22 @@ def _ended_state(exc: BaseException) -> str:
 def _verdict(
     spec: ExperimentSpec,
     summary: RunSummary,
-    runner: ExperimentRunner | None = None,
     artifacts: ExperimentArtifacts | None = None,
+    *,
+    runner: ExperimentRunner | None = None,
+    settings: RungflowSettings | None = None,
 ) -> State[Any]:
     """Completed, or Failed when every trial failed or none reported the metric.
 
     Judged on :func:`flows.engine.status.run_end_status`: the run's own
-    ``runner`` holds the folded state (no snapshot to load, no log to fold),
-    the rest is one row per trial. With ``artifacts``, the status is handed
-    to them for the final artifacts, which need not compute it again.
+    ``runner`` (or the one ``artifacts`` saw) holds the folded state (no
+    snapshot to load, no log to fold), the rest is one row per trial. With
+    ``artifacts``, the status is handed to them for the final artifacts,
+    which need not compute it again.
     """
     from flows.engine.status import run_end_status, run_verdict
 
-    store = EventStore(get_settings().resolved_database_url)
+    store = EventStore((settings or get_settings()).resolved_database_url)
     try:
         if store.has_experiment(spec.name):
             if runner is None and artifacts is not None:
@@ -267,7 +290,8 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
 
     logger = get_run_logger()
     spec = spec_for_run(spec, experiment_suffix)
-    artifacts = ExperimentArtifacts(spec) if get_settings().artifacts else None
+    settings = get_settings()  # once per run: reading the environment costs ms
+    artifacts = ExperimentArtifacts(spec) if settings.artifacts else None
     hooks: list[Callable[[ExperimentRunner], None]] = [*PROGRESS_HOOKS]
     if artifacts is not None:
         hooks.append(artifacts)
@@ -284,11 +308,16 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
     ended: list[ExperimentRunner] = []
     with artifacts if artifacts is not None else nullcontext():
         summary = run_experiment(
-            spec, on_progress=on_progress if hooks else None, on_end=ended.append
+            spec,
+            on_progress=on_progress if hooks else None,
+            on_end=ended.append,
+            settings=settings,
         )
         if artifacts:
             artifacts.summary = summary
-        verdict = _verdict(spec, summary, ended[0] if ended else None, artifacts)
+        verdict = _verdict(
+            spec, summary, artifacts, runner=ended[0] if ended else None, settings=settings
+        )
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
         summary.experiment,

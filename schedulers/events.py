@@ -401,6 +401,15 @@ def _jsonable(value: Any) -> Any:
     JSON has no NaN; storing NaN as null keeps PostgreSQL's JSON type happy and
     lets schedulers treat a missing metric and a NaN metric alike.
     """
+    # Fast path for the exact builtin types nearly every payload holds (every
+    # event appended is encoded on the flow's hot path); same values as below.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return None if math.isnan(value) or math.isinf(value) else value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -457,6 +466,17 @@ def upcaster(kind: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
     return register
 
 
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The dataclass fields of ``cls`` (cached: every event appended or read asks)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def event_to_payload(event: Event) -> dict[str, Any]:
     """Serialise an event's fields (all but ``trial_id``) to a JSON object.
 
@@ -464,14 +484,14 @@ def event_to_payload(event: Event) -> dict[str, Any]:
     rungflow wrote before events were versioned (and older code can read them).
     """
     payload: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        if f.name == "trial_id":
+    for name in _field_names(type(event)):
+        if name == "trial_id":
             continue
-        value = getattr(event, f.name)
-        if f.name in _CHECKPOINT_FIELDS:
-            payload[f.name] = None if value is None else value.to_json()
+        value = getattr(event, name)
+        if name in _CHECKPOINT_FIELDS:
+            payload[name] = None if value is None else value.to_json()
         else:
-            payload[f.name] = _jsonable(value)
+            payload[name] = _jsonable(value)
     if event.version != 1:
         payload[VERSION_KEY] = event.version
     return payload
@@ -515,7 +535,7 @@ def event_from_record(kind: str, trial_id: str | None, payload: Mapping[str, Any
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}; known: {sorted(EVENT_TYPES)}")
     kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     for name, value in _upcast(cls, payload).items():
         if name not in names:
             raise ValueError(f"event {kind} has no field {name!r}")

@@ -534,7 +534,8 @@ class EventStore:
                     raise _Lost(expected_seq, usable=True)
                 rest = rows[1:]
             if rest:
-                conn.execute(_PLAIN_INSERT, rest)
+                # One row as parameters, not a list of one: skips executemany's setup.
+                conn.execute(_PLAIN_INSERT, rest if len(rest) > 1 else rest[0])
         except IntegrityError:
             raise _Lost(expected_seq) from None  # the primary key: someone wrote that seq
         projections.apply_events(conn, name, folded)

@@ -223,16 +223,28 @@ def apply_events(conn: sa.Connection, experiment: str, items: Iterable[tuple[int
 
     Runs inside the append's transaction, so the log and its projections
     commit or roll back together. A short append costs one statement per
-    event that changes a trial (plus one per result); a long one (a bulk
-    import, a replayed log) loads only the trials it mentions, folds in
-    memory and writes each touched row once.
+    event that changes a stored trial (plus one per result); trials it
+    creates are folded in memory and inserted as they end the append (the
+    flow's new trial, ``TrialCreated`` then ``SegmentStarted``, is one row
+    inserted). A long append (a bulk import, a replayed log) loads only the
+    trials it mentions, folds in memory and writes each touched row once.
     """
     items = list(items)
     if len(items) > BULK_THRESHOLD:
         _apply_bulk(conn, experiment, items)
         return
+    created = Projection()
     for seq, event in items:
-        _apply_one(conn, experiment, seq, event)
+        if isinstance(event, TrialCreated) or event.trial in created.trials:
+            created.apply(seq, event)
+        else:
+            _apply_one(conn, experiment, seq, event)
+    if created.trials:
+        rows = [t.row(experiment) for t in created.trials.values()]
+        conn.execute(_INSERT_TRIAL, rows if len(rows) > 1 else rows[0])
+    if created.results:
+        rows = [r.row(experiment) for r in created.results]
+        conn.execute(_INSERT_RESULT, rows if len(rows) > 1 else rows[0])
 
 
 def _apply_one(conn: sa.Connection, experiment: str, seq: int, event: Event) -> None:

@@ -58,10 +58,17 @@ def run_segment(job: SegmentJob) -> SegmentOutcome:
         storage.CheckpointError: the checkpoint to restore is missing or corrupt.
     """
     fn = get_trainable(job.trainable)
-    store = CheckpointStore(job.checkpoint_root)
+    opened: list[CheckpointStore] = []
+
+    def checkpoints() -> CheckpointStore:
+        # Opened on first use: most segments of most trainables (and every
+        # segment of one that keeps no checkpoints) never touch the store.
+        if not opened:
+            opened.append(CheckpointStore(job.checkpoint_root))
+        return opened[0]
 
     def restore() -> bytes | None:
-        return None if job.restore_from is None else store.get(job.restore_from)
+        return None if job.restore_from is None else checkpoints().get(job.restore_from)
 
     ctx = SegmentContext(
         config=dict(job.config),
@@ -82,5 +89,5 @@ def run_segment(job: SegmentJob) -> SegmentOutcome:
         )
     ref = None
     if ctx._saved is not None:
-        ref = store.put(job.experiment, job.trial_id, job.segment, ctx._saved, job.stop)
+        ref = checkpoints().put(job.experiment, job.trial_id, job.segment, ctx._saved, job.stop)
     return SegmentOutcome(reports=tuple(ctx.reports), checkpoint=ref)

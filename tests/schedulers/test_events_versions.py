@@ -154,3 +154,26 @@ def test_every_real_event_is_version_1_and_writes_no_version_key() -> None:
         assert VERSION_KEY not in fields
     payload = event_to_payload(TrialPaused("t0000", 3.0, {"why": "rung"}))
     assert VERSION_KEY not in payload
+
+
+def test_payload_values_are_plain_json_whatever_the_input_types() -> None:
+    """The encoder's fast path (exact builtins) and its general path give the same values."""
+    import math
+    from collections import OrderedDict
+
+    import numpy as np
+
+    from schedulers.events import SegmentFinished
+
+    class Score(float):
+        pass
+
+    report = {"resource": 1, "loss": math.nan, "acc": np.float32(0.5), "n": np.int64(3)}
+    metrics = OrderedDict([("loss", math.inf), ("flag", True), ("tags", ("a", 1)), ("s", Score(2))])
+    payload = event_to_payload(SegmentFinished("t0", 0, 1, (report,), metrics))
+    assert payload["reports"] == [{"resource": 1, "loss": None, "acc": 0.5, "n": 3}]
+    assert payload["metrics"] == {"loss": None, "flag": True, "tags": ["a", 1], "s": 2.0}
+    assert type(payload["metrics"]["s"]) is float and type(payload["reports"][0]["n"]) is int
+    assert type(payload["metrics"]) is dict and type(payload["metrics"]["flag"]) is bool
+    nested = event_to_payload(TrialPaused("t0", 1.0, info={"k": {1: [math.nan, -math.inf]}}))
+    assert nested["info"] == {"k": {"1": [None, None]}}

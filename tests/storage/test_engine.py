@@ -46,7 +46,8 @@ def test_sqlite_pragmas_and_parent_dir(tmp_path: Path) -> None:
 def test_sqlite_writes_begin_immediate_and_reads_deferred(tmp_path: Path) -> None:
     engine = create_store_engine(f"sqlite:///{tmp_path / 'r.db'}")
     seen: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda _c, _cur, stmt, *_: seen.append(stmt))
+    # SQLite's own trace: the writers' BEGIN IMMEDIATE goes to the driver directly.
+    sa.event.listen(engine, "connect", lambda dbapi, _rec: dbapi.set_trace_callback(seen.append))
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("SELECT 1")

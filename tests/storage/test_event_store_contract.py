@@ -28,6 +28,7 @@ from schedulers.events import (
     TrialCreated,
     TrialPaused,
     TrialRetried,
+    TrialStopped,
 )
 from schedulers.space import SearchSpace
 from storage import (
@@ -362,6 +363,61 @@ def test_projections_equal_rebuild_and_scheduler_fold(
     }
     n_finished = sum(isinstance(e, SegmentFinished) and e.trial_id != "ghost" for e in events)
     assert len(incremental[1]) == n_finished == sum(t.n_segments for t in incremental[0])
+
+
+def _result_then_decisions(seq: int) -> tuple[list[Event], list[Event]]:
+    """What the flow appends per result: the result, then its decisions (stop, next trial)."""
+    report = {"resource": 1.0, "loss": 0.5}
+    result: list[Event] = [SegmentFinished("t0", 0, 1, (report,), report)]
+    decided: list[Event] = [
+        TrialStopped("t0", "completed"),
+        TrialCreated(f"t{seq}", {"lr": 0.2}),
+        SegmentStarted(f"t{seq}", 0, 1, {"lr": 0.2}),
+    ]
+    return result, decided
+
+
+@pytest.mark.parametrize("through", ["store", "writer"])
+def test_appends_in_one_transaction_equal_separate_appends_and_rebuild(
+    store: EventStore, exp: str, through: str
+) -> None:
+    """Later appends of a transaction skip the guard; seqs, events and projections agree."""
+    seq = store.append(exp, [TrialCreated("t0", {"lr": 0.1}),
+                             SegmentStarted("t0", 0, 1, {"lr": 0.1})], 1)
+    result, decided = _result_then_decisions(seq)
+    writer = store.writer() if through == "writer" else None
+    begin = writer.transaction if writer is not None else store.transaction
+    with begin(exp, seq) as tx:
+        assert tx.append(result) == seq + 1
+        assert tx.append(decided) == seq + 4
+        assert tx.append([SegmentFinished(f"t{seq}", 0, 1, ({"loss": 1},), {"loss": 1})]) == seq + 5
+    if writer is not None:
+        writer.close()
+    assert [s.seq for s in store.read(exp)] == list(range(1, seq + 6))
+    assert [s.event for s in store.read(exp, after_seq=seq)] == [
+        *result, *decided, SegmentFinished(f"t{seq}", 0, 1, ({"loss": 1},), {"loss": 1})
+    ]
+    incremental = (store.trials(exp), store.results(exp))
+    assert [(t.trial_id, t.status, t.n_segments) for t in incremental[0]] == [
+        ("t0", "completed", 1), (f"t{seq}", "paused", 1)
+    ]
+    store.rebuild_projections(exp)
+    assert (store.trials(exp), store.results(exp)) == incremental
+
+
+def test_a_result_and_its_decisions_cost_six_statements(store: EventStore, exp: str) -> None:
+    """The flow's hot transaction: guarded insert of the result, its two projection
+    rows, one insert of the decisions' events, the stopped trial and the new trial."""
+    seq = store.append(exp, [TrialCreated("t0", {"lr": 0.1}),
+                             SegmentStarted("t0", 0, 1, {"lr": 0.1})], 1)
+    result, decided = _result_then_decisions(seq)
+    statements: list[str] = []
+    with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
+        sa.event.listen(tx._conn, "before_cursor_execute",
+                        lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
+        tx.append(result)
+        tx.append(decided)
+    assert statements == ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
 
 
 def test_a_retry_reopens_a_failed_trial_in_the_projection(store: EventStore, exp: str) -> None:
