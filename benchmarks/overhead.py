@@ -28,6 +28,7 @@ To compare source trees (this one against an older commit) in one run, see
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -144,6 +145,10 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="Repeats (order rotated).")
     parser.add_argument(
+        "--gc", choices=["freeze", "default"], default="freeze",
+        help="Freeze the warm-up heap before timing (default), or leave the collector as is.",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None,
         help="Also write the per-repeat figures (ms/segment) here, for own_cost_ab.py.",
     )
@@ -160,6 +165,10 @@ def main() -> None:
 
     bare_loop(5, 2)
     _instrument()
+    if args.gc == "freeze":
+        # The same frozen heap for every variant: see the module docstring.
+        gc.collect()
+        gc.freeze()
     n, c = args.segments, args.concurrency
     modes = ["off", "on"] if args.artifacts == "both" else [args.artifacts]
     variants = ["bare", *modes]
@@ -193,7 +202,7 @@ def main() -> None:
         )
     db = "custom" if args.db else "sqlite"
     print(
-        f"segments={n} concurrency={c} db={db} repeats={args.repeat} (order rotated; "
+        f"segments={n} concurrency={c} db={db} gc={args.gc} repeats={args.repeat} (order rotated; "
         f"the Prefect server drained before and after each run)"
     )
     print(f"load average at start: {load_start}; at end: {load_average()}")

@@ -15,6 +15,12 @@ A baseline tree is a ``git archive`` of an older commit, for example::
     python benchmarks/own_cost_ab.py --tree before=/tmp/base --tree after=. \\
         --segments 200 --repeat 3
 
+``--gc`` is handed to ``overhead.py`` (``freeze``, the default, freezes the
+warm-up heap in every child, so that a full collection does not land in one
+variant at random). ``--pg URL`` (a PostgreSQL server URL with the right to
+create databases) gives every child a fresh database on that server instead
+of a temp SQLite file, dropped afterwards; each tree migrates its own.
+
 Printed per tree, min / median / max over repeats: rungflow's own client CPU,
 the server CPU rungflow adds over the bare loop, and the total; then each
 tree's median against the first tree's. The load average is printed at the
@@ -30,6 +36,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,8 +57,30 @@ def _tree(arg: str) -> tuple[str, Path]:
     return label, root
 
 
-def _run_once(root: Path, segments: int, concurrency: int) -> dict[str, list[float]]:
-    with tempfile.TemporaryDirectory(prefix="rungflow-ab-") as tmp:
+@contextmanager
+def _fresh_database(pg: str | None) -> Iterator[str | None]:
+    """None (overhead.py's temp SQLite), or the URL of a new database on ``pg``."""
+    if pg is None:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    name = f"rungflow_ab_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield sa.make_url(pg).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _run_once(
+    root: Path, segments: int, concurrency: int, gc_mode: str, pg: str | None
+) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="rungflow-ab-") as tmp, _fresh_database(pg) as db:
         out = Path(tmp) / "figures.json"
         env = {
             **os.environ,
@@ -63,6 +94,7 @@ def _run_once(root: Path, segments: int, concurrency: int) -> dict[str, list[flo
                 sys.executable, str(HERE / "overhead.py"),
                 "--segments", str(segments), "--concurrency", str(concurrency),
                 "--repeat", "1", "--artifacts", "off", "--json", str(out),
+                "--gc", gc_mode, *(["--db", db] if db else []),
             ],
             env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -80,6 +112,9 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gc", choices=["freeze", "default"], default="freeze")
+    parser.add_argument("--pg", default=None,
+                        help="PostgreSQL server URL: a fresh database per child")
     args = parser.parse_args()
     trees: list[tuple[str, Path]] = args.tree
     own: dict[str, list[float]] = {label: [] for label, _ in trees}
@@ -88,13 +123,14 @@ def main() -> None:
     load_start = load_average()
     for r in range(args.repeat):
         for label, root in trees[r % len(trees):] + trees[: r % len(trees)]:
-            fig = _run_once(root, args.segments, args.concurrency)
+            fig = _run_once(root, args.segments, args.concurrency, args.gc, args.pg)
             own[label].append(fig["client"]["off"][0] - fig["client"]["bare"][0])
             extra_server[label].append(fig["server"]["off"][0] - fig["server"]["bare"][0])
             bare_total[label].append(fig["client"]["bare"][0] + fig["server"]["bare"][0])
             print(f"repeat {r} {label}: own client {own[label][-1]:.2f} ms/segment, "
                   f"server extra {extra_server[label][-1]:.2f} ms/segment", flush=True)
-    print(f"segments={args.segments} concurrency={args.concurrency} repeats={args.repeat}; "
+    print(f"segments={args.segments} concurrency={args.concurrency} repeats={args.repeat} "
+          f"gc={args.gc} db={'postgresql' if args.pg else 'sqlite'}; "
           f"trees rotated per repeat, one fresh ephemeral Prefect API per child")
     print(f"load average at start: {load_start}; at end: {load_average()}")
     print("ms per segment, min / median / max over repeats:")
