@@ -40,8 +40,11 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+
+from _pg import scratch_database  # this script's directory (sys.path[0])
 
 # The code under test: the tree named by RUNGFLOW_BENCH_TREE (a baseline), else this one.
 _TREE = os.environ.get("RUNGFLOW_BENCH_TREE") or str(Path(__file__).resolve().parents[1])
@@ -146,23 +149,6 @@ def child(url: str, runners: int, claims: int, sync: bool = True) -> dict[str, A
     }
 
 
-def _pg_database(base: str) -> tuple[str, Any]:
-    import sqlalchemy as sa
-
-    parsed = sa.make_url(base)
-    db = f"rungflow_claims_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=db).render_as_string(hide_password=False), drop
-
-
 def _fmt(values: list[float], width: int = 7, digits: int = 2) -> str:
     return (f"{min(values):{width}.{digits}f} {statistics.median(values):{width}.{digits}f} "
             f"{max(values):{width}.{digits}f}")
@@ -198,24 +184,22 @@ def main() -> None:
         for backend in backends:
             for runners in args.runners:
                 for code in order:
-                    if backend == "sqlite":
-                        url, drop = f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}", None
-                    else:
-                        url, drop = _pg_database(args.pg)
+                    database = (
+                        nullcontext(f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}")
+                        if backend == "sqlite"
+                        else scratch_database(args.pg, "rungflow_claims")
+                    )
                     env = dict(os.environ)
                     env.pop("RUNGFLOW_BENCH_TREE", None)
                     if codes[code]:
                         env["RUNGFLOW_BENCH_TREE"] = codes[code] or ""
                         env["PYTHONPATH"] = codes[code] or ""
-                    try:
+                    with database as url:
                         out = subprocess.run(
                             [sys.executable, __file__, "--claims", str(args.claims),
                              "--child",
                              f"{url}|{runners}|{'off' if code == 'this-async' else 'on'}"],
                             env=env, check=True, capture_output=True, text=True)
-                    finally:
-                        if drop is not None:
-                            drop()
                     row = json.loads(out.stdout.strip().splitlines()[-1])
                     figures.setdefault((backend, runners, code), []).append(row)
                     print(f"  repeat {rep + 1} {backend} {runners} runner(s) {code}: "

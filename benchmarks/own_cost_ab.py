@@ -36,13 +36,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cpu import load_average, spread
+from _pg import scratch_database
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,18 +63,8 @@ def _fresh_database(pg: str | None) -> Iterator[str | None]:
     if pg is None:
         yield None
         return
-    import sqlalchemy as sa
-
-    name = f"rungflow_ab_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield sa.make_url(pg).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(pg, "rungflow_ab") as url:
+        yield url
 
 
 def _run_once(

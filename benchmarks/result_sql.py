@@ -35,11 +35,10 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from _pg import scratch_database  # this script's directory (sys.path[0])
 
 # The code under test: the tree named by RUNGFLOW_BENCH_TREE (a baseline), else this one.
 _TREE = os.environ.get("RUNGFLOW_BENCH_TREE") or str(Path(__file__).resolve().parents[1])
@@ -153,24 +152,6 @@ def floor_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]:
     }
 
 
-@contextmanager
-def _scratch(base: str) -> Iterator[str]:
-    """A fresh database beside ``base``'s, dropped afterwards."""
-    import sqlalchemy as sa
-
-    parsed = sa.make_url(base)
-    db = f"rungflow_results_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
-    try:
-        yield parsed.set(database=db).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def _fmt(values: list[float]) -> str:
     return f"{min(values):6.3f} {statistics.median(values):6.3f} {max(values):6.3f}"
 
@@ -202,7 +183,7 @@ def main() -> None:
             if tree:
                 env["RUNGFLOW_BENCH_TREE"] = env["PYTHONPATH"] = tree
             kind = "floor" if code == "floor" else "runner"
-            with _scratch(args.pg) as url:
+            with scratch_database(args.pg, "rungflow_results") as url:
                 out = subprocess.run(
                     [
                         sys.executable,

@@ -63,7 +63,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +70,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from _pg import scratch_database
 
 import examples.objectives  # noqa: F401 - registers the "synthetic" trainable
 from examples.synthetic import synthetic_curve
@@ -235,26 +235,6 @@ def time_status_cli(url: str, root: str, *args: str, command: str = "status"
     child.returncode = os.waitstatus_to_exitcode(code)
     assert child.returncode == 0, child.returncode
     return wall, usage.ru_utime + usage.ru_stime
-
-
-@contextmanager
-def pg_database(base: str) -> Iterator[str]:
-    """A scratch database beside ``base``'s, dropped afterwards."""
-    url = sa.make_url(base)
-    db = f"rungflow_resume_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
-    try:
-        yield url.set(database=db).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            names = [r[0] for r in conn.execute(
-                sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                {"p": f"{db}%"})]
-            for name in names:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def fmt(values: list[float]) -> str:
@@ -460,7 +440,7 @@ def _backends(args: argparse.Namespace, tmp: str) -> Iterator[list[tuple[str, st
     if not args.no_sqlite:
         out.append(("sqlite", f"sqlite:///{Path(tmp) / 'resume.db'}"))
     if args.pg:
-        with pg_database(args.pg) as url:
+        with scratch_database(args.pg, "rungflow_resume") as url:
             out.append(("postgresql", url))
             yield out
     else:

@@ -27,13 +27,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy as sa
+from _pg import scratch_database
 
 from schedulers.events import SegmentFinished, SegmentStarted, TrialCreated, TrialPaused
 from storage import ConcurrencyError, EventStore, display_url
@@ -137,17 +136,8 @@ def _scratch(url: str | None) -> Iterator[str | None]:
     if url is None or not url.startswith("postgresql"):
         yield url
         return
-    parsed = sa.make_url(url)
-    db = f"rungflow_append_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
-    try:
-        yield parsed.set(database=db).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(url, "rungflow_append") as scratch:
+        yield scratch
 
 
 def main() -> None:
