@@ -13,7 +13,7 @@ after a crash and its resume, and on projections that lost rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
 import pytest
@@ -42,16 +42,6 @@ from tests.flows.engine.test_status_projections import (
     write,
 )
 from tests.flows.inline import InlineExecutor
-from tests.storage.conftest import BACKENDS, make_url
-
-
-@pytest.fixture(params=BACKENDS)
-def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EventStore]:
-    s = EventStore(make_url(str(request.param), tmp_path_factory))
-    yield s
-    s.close()
 
 
 def assert_end_is_full(

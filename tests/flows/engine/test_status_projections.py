@@ -10,7 +10,6 @@ projections were lost (rebuilt once).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from schedulers.simulate import simulate
 from storage import EventStore
 from storage.models import RESULTS, TRIALS
 from tests.schedulers.conftest import objective
-from tests.storage.conftest import BACKENDS, make_url
 
 NAME = "status-contract"
 SPACE = {
@@ -71,14 +69,6 @@ def simulated_log(spec: ExperimentSpec) -> list[Event]:
 
     result = simulate(spec.build_scheduler(), objective, max_concurrency=3, fail=fail, seed=2)
     return list(result.events)
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[EventStore]:
-    s = EventStore(make_url(str(request.param), tmp_path_factory))
-    yield s
-    s.close()
 
 
 def write(store: EventStore, spec: ExperimentSpec, events: list[Event], batch: int) -> int:

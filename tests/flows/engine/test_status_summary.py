@@ -11,7 +11,6 @@ with short appends (per-event projection statements) and long ones (bulk).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,18 +29,9 @@ from tests.flows.engine.test_status_projections import (
     simulated_log,
     write,
 )
-from tests.storage.conftest import BACKENDS, make_url
 
 SAME_KEYS = ("experiment", "state", "reason", "scheduler", "metric", "mode", "n_trials",
              "counts", "failures", "checkpoints")
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[EventStore]:
-    s = EventStore(make_url(str(request.param), tmp_path_factory))
-    yield s
-    s.close()
 
 
 def printed(status: dict[str, Any], limit: int | None) -> str:
