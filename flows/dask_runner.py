@@ -106,12 +106,14 @@ def init_worker(modules: Sequence[str], parent: int) -> None:
     segment. A worker whose parent died (even by SIGKILL) exits instead of
     training on as an orphan.
     """
-    from flows.prefect_api import die_with_parent
+    from flows.parent_watch import die_with_parent
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     # No prctl: the kernel ties PR_SET_PDEATHSIG to the parent *thread*, and
-    # the pool spawns workers from short-lived helper threads.
+    # the pool spawns workers from its helper threads. A worker of
+    # make_process_runner's pool watches from its first moment already (see
+    # _ProcessRunner.__enter__); this covers a pool built any other way.
     die_with_parent(parent, use_prctl=False)
     import_modules(modules)
 
@@ -122,8 +124,21 @@ class _ProcessRunner(ProcessPoolTaskRunner):
 
     Workers get ``PREFECT_API_URL`` from the environment (and Prefect's settings
     with each task): they use the flow's API, never an ephemeral server of
-    their own (see :mod:`flows.prefect_api`).
+    their own (see :mod:`flows.prefect_api`). They die with the flow process,
+    even a SIGKILLed one, from the moment they boot, not only once Prefect
+    is imported and the initializer runs (:class:`WatchedSpawnContext`).
     """
+
+    def __enter__(self) -> Any:
+        from flows.parent_watch import WatchedSpawnContext
+
+        entered = super().__enter__()
+        executor = self._executor
+        if executor is not None and hasattr(executor, "_mp_context"):
+            # Prefect builds the pool on the plain spawn context; its workers are
+            # started on the first submits, by the context held here.
+            executor._mp_context = WatchedSpawnContext()
+        return entered
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         from flows.interrupts import unfinished
@@ -228,7 +243,7 @@ class ImportModules(WorkerPlugin):
         if self.parent is not None:
             # A LocalCluster worker of this run: stops are the flow process's to
             # handle (see init_worker), and it dies with that process.
-            from flows.prefect_api import die_with_parent
+            from flows.parent_watch import die_with_parent
 
             with contextlib.suppress(ValueError):  # only possible in the main thread
                 for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,8 +12,10 @@ settings and ``PREFECT_API_URL`` at it so every worker the flow starts uses
 it too, and stops it after Prefect's event and log workers have drained. The
 server runs in its own session (a Ctrl-C to the terminal does not reach it)
 and cannot outlive its parent: ``PR_SET_PDEATHSIG`` kills it when the parent
-dies, even by SIGKILL, and a watchdog thread does the same where prctl is
-unavailable. Its output goes to ``$PREFECT_HOME/rungflow-api.log``.
+dies, even by SIGKILL, and a watch on the parent does the same where prctl is
+unavailable (:func:`flows.parent_watch.die_with_parent`). Its output goes to
+``$PREFECT_HOME/rungflow-api.log``. The URL also reaches Prefect's global
+settings, so threads without this thread's settings context use the same API.
 
 Run as a script (``python -m flows.prefect_api --parent PID --port N``) it is
 that server; the command line carries :data:`MARKER`.
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def owned_prefect_api(startup_timeout: float | None = None) -> Iterator[str | No
     # Workers (process pool, Dask LocalCluster) inherit the environment; Prefect
     # also ships this process's settings to them with each task.
     os.environ["PREFECT_API_URL"] = url
+    _refresh_global_settings()
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
@@ -208,33 +210,26 @@ def owned_prefect_api(startup_timeout: float | None = None) -> Iterator[str | No
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
+        _refresh_global_settings()
+
+
+def _refresh_global_settings() -> None:
+    """Rebuild Prefect's process-global settings from the environment.
+
+    ``temporary_settings`` reaches only this thread's context and contexts
+    copied from it. A thread started without one (Prefect's own: the process
+    pool's message forwarder, which sends the workers' task-run events) reads
+    the global settings Prefect built when it was imported, before
+    ``PREFECT_API_URL`` was set, and would boot an ephemeral API server of its
+    own: a second server per run, outside the owned one's parent-death watch,
+    which then outlives a killed run.
+    """
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
 
 
 # --------------------------------------------------------------- the child side
-def die_with_parent(parent: int, use_prctl: bool = True, interval: float = 0.5) -> None:
-    """Exit when process ``parent`` is gone, however it died.
-
-    ``PR_SET_PDEATHSIG`` (Linux) has the kernel send SIGKILL when the parent
-    thread exits; a daemon thread polling ``getppid`` covers other systems and
-    a parent that died before prctl was called.
-    """
-    if use_prctl and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="rungflow-parent-watchdog", daemon=True).start()
-
-
 def _serve(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="rungflow's owned Prefect API server.")
     parser.add_argument("--parent", type=int, required=True)
@@ -242,6 +237,8 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--pdeathsig", default="1")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args(argv)
+    from flows.parent_watch import die_with_parent
+
     die_with_parent(args.parent, use_prctl=args.pdeathsig == "1")
     import uvicorn
 

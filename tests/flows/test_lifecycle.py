@@ -175,10 +175,13 @@ def test_sigkill_leaves_no_server_and_workers_share_the_runs_api(
     spec = write_spec(tmp_path / "spec.json", task_runner)
     proc = start(runs, spec, tmp_path, prefect_home)
     db = tmp_path / "home" / "rungflow.db"
-    # A result means the workers are up: a worker still importing Prefect when
-    # its parent dies notices only once its initializer runs.
-    wait_for(lambda: count(db, "SegmentFinished") >= 1 or proc.poll() is not None, 300,
-             "a result")
+    # Results mean the workers are up, so the tree below holds them (a worker
+    # watches its parent from its first moment: see flows.parent_watch), and
+    # their task runs' events have been forwarded to the flow process: a
+    # Prefect thread there that missed the run's API URL would have started
+    # a server of its own for them by now.
+    wait_for(lambda: count(db, "SegmentFinished") >= 2 or proc.poll() is not None, 300,
+             "two results")
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     # Exactly one API for the whole run: the workers use it, none boots its own.
     servers = servers_of(proc.pid)
@@ -260,3 +263,36 @@ def test_under_a_configured_api_nothing_is_started(prefect_harness: None) -> Non
     with owned_prefect_api() as url:
         assert url is None
         assert descendants(os.getpid()).keys() <= before.keys()
+
+
+def test_threads_without_the_flows_context_use_the_runs_api_too(
+    tmp_path: Path, prefect_home: Path
+) -> None:
+    # Prefect's own threads (the process pool's event forwarder) start with an
+    # empty context: one that read settings without the run's URL would boot
+    # a Prefect API server of its own.
+    script = """if True:
+        import threading
+        from prefect.settings import get_current_settings
+        from flows.prefect_api import owned_prefect_api
+
+        def in_a_new_thread():
+            seen = []
+            thread = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
+            thread.start()
+            thread.join()
+            return seen[0]
+
+        with owned_prefect_api() as url:
+            inside = in_a_new_thread()
+        print(url, inside, in_a_new_thread())
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env_for(tmp_path, prefect_home), cwd=tmp_path,
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    url, inside, after = done.stdout.split()
+    assert url.startswith("http://127.0.0.1:")
+    assert inside == url
+    assert after == "None"
