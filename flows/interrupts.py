@@ -11,7 +11,9 @@ and nobody waits for segments still training (they are run again on resume).
   or the whole process group) into :class:`Interrupted` in the main thread.
   The flow unwinds, the owned API is drained and stopped, one line is said,
   and the process exits 130 (SIGINT) or 143 (SIGTERM). If that takes longer
-  than ``grace`` seconds, or a second signal arrives, it exits at once.
+  than ``grace`` seconds, or a second signal arrives, it exits at once: the
+  line, a drain of Prefect's event and log workers bounded to seconds, and
+  out (further signals are ignored meanwhile).
 * :class:`ThreadRunner` is Prefect's thread pool minus the wait for running
   segments on an interrupt.
 * :func:`is_interrupt` tells an interrupt from a failure.
@@ -197,13 +199,61 @@ class ThreadRunner(ThreadPoolTaskRunner):
         self._started = False
 
 
+#: Seconds a hard exit gives Prefect's event and log workers to send what they
+#: hold (task-run states travel as events) while the owned API still runs.
+_DRAIN_WAIT = 2.0
+#: Seconds a hard exit waits for the ``interrupted:`` line's segment count.
+_LINE_WAIT = 2.0
+
+
+def _within(timeout: float, fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a helper thread, or None if it raised or took longer than ``timeout``.
+
+    A hard exit runs in a signal handler, which may have interrupted this
+    thread anywhere, including inside a lock the work needs (Prefect's
+    service registry, a database transaction): done here, that work would
+    wait for the interrupted frame forever. In a helper thread it is bounded.
+    """
+    result: list[Any] = []
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            result.append(fn())
+
+    helper = threading.Thread(target=run, name="rungflow-exit-helper", daemon=True)
+    helper.start()
+    helper.join(timeout)
+    return result[0] if result else None
+
+
+def _drain_prefect() -> None:
+    from flows.prefect_api import drain_prefect_workers
+
+    drain_prefect_workers(timeout=_DRAIN_WAIT)
+
+
 def _exit_now(code: int) -> None:
-    """Leave without joining threads still training (the log is write-ahead)."""
+    """Leave without joining threads still training (the log is write-ahead).
+
+    Prefect's event and log workers get a bounded drain first, so the states
+    they hold reach the API before it goes with the children; whatever they
+    would say about failing after that (``EventsWorker failed with N pending
+    items``) is not the user's business: logging is off from here on.
+    """
+    logging.disable(logging.CRITICAL)
+    _within(_DRAIN_WAIT, _drain_prefect)
     kill_children()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore further SIGINT/SIGTERM (main thread only): an exit is under way."""
+    if threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 def resume_command() -> str:
@@ -229,9 +279,13 @@ def _open_segments(experiment: str) -> int | None:
         return None
 
 
-def interrupted_line(experiment: str) -> str:
-    """``interrupted: N segments will be re-run; resume with rungflow run ...``."""
-    n = _open_segments(experiment)
+def interrupted_line(experiment: str | None) -> str:
+    """``interrupted: N segments will be re-run; resume with rungflow run ...``.
+
+    With ``experiment`` None (its log could not be read in time), the count is
+    left out.
+    """
+    n = None if experiment is None else _open_segments(experiment)
     what = "unfinished segments" if n is None else f"{n} segment{'s' if n != 1 else ''}"
     return f"interrupted: {what} will be re-run; resume with {resume_command()}"
 
@@ -295,12 +349,21 @@ def stoppable_run(
     """
     from flows.prefect_api import owned_prefect_api
 
-    said = threading.Lock()
+    exiting = threading.Lock()
+    this_thread = threading.local()
 
     def report_and_exit(signum: int) -> None:
-        if said.acquire(blocking=False):
-            with contextlib.suppress(Exception):
-                say(interrupted_line(experiment))
+        # A third Ctrl-C (or the grace deadline) must not cut the line short:
+        # the first caller says it and exits; a later one waits for that.
+        _ignore_stop_signals()
+        if getattr(this_thread, "exiting", False):
+            return  # a signal already pending ran inside this thread's own exit
+        this_thread.exiting = True
+        if not exiting.acquire(timeout=2 * (_LINE_WAIT + _DRAIN_WAIT)):
+            _exit_now(128 + signum)  # the first caller is stuck: leave anyway
+        line = _within(_LINE_WAIT, lambda: interrupted_line(experiment))
+        with contextlib.suppress(Exception):
+            say(line or interrupted_line(None))
         _exit_now(128 + signum)
 
     _STATE.signum = None

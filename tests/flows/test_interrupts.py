@@ -7,6 +7,7 @@ rule they rely on without a process to kill.
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 from prefect.exceptions import TerminationSignal
@@ -34,3 +35,12 @@ def test_under_the_cli_a_sigterm_is_the_users_stop(monkeypatch: pytest.MonkeyPat
 def test_ctrl_c_and_errors() -> None:
     assert _ended_state(KeyboardInterrupt()) == "interrupted"
     assert _ended_state(RuntimeError("boom")) == "failed"
+
+
+def test_a_hard_exits_work_is_bounded_when_the_interrupted_frame_holds_what_it_needs() -> None:
+    # A signal handler may interrupt its thread inside a lock: the exit's
+    # work (counting open segments, draining Prefect) must not wait for it.
+    held = threading.Lock()
+    with held:
+        assert interrupts._within(0.1, held.acquire) is None
+    assert interrupts._within(5, lambda: "done") == "done"
