@@ -175,13 +175,12 @@ def test_sigkill_leaves_no_server_and_workers_share_the_runs_api(
     spec = write_spec(tmp_path / "spec.json", task_runner)
     proc = start(runs, spec, tmp_path, prefect_home)
     db = tmp_path / "home" / "rungflow.db"
-    # Results mean the workers are up, so the tree below holds them (a worker
-    # watches its parent from its first moment: see flows.parent_watch), and
-    # their task runs' events have been forwarded to the flow process: a
-    # Prefect thread there that missed the run's API URL would have started
-    # a server of its own for them by now.
-    wait_for(lambda: count(db, "SegmentFinished") >= 2 or proc.poll() is not None, 300,
-             "two results")
+    # A result means the workers are up, so the tree below holds them (a
+    # worker watches its parent from its first moment: see flows.parent_watch).
+    # When Prefect's threads start a server of their own is a race with this
+    # check: test_threads_without_the_flows_context_use_the_runs_api_too pins it.
+    wait_for(lambda: count(db, "SegmentFinished") >= 1 or proc.poll() is not None, 300,
+             "a result")
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     # Exactly one API for the whole run: the workers use it, none boots its own.
     servers = servers_of(proc.pid)
