@@ -44,6 +44,7 @@ __all__ = [
     "is_interrupt",
     "is_user_stop",
     "kill_children",
+    "silence_logging",
     "stoppable_run",
     "unfinished",
 ]
@@ -240,13 +241,31 @@ def _exit_now(code: int) -> None:
     would say about failing after that (``EventsWorker failed with N pending
     items``) is not the user's business: logging is off from here on.
     """
-    logging.disable(logging.CRITICAL)
+    silence_logging()
     _within(_DRAIN_WAIT, _drain_prefect)
     kill_children()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def silence_logging() -> None:
+    """Nothing but rungflow's own line reaches the terminal from here on.
+
+    ``logging.disable`` silences every logger but Prefect's internal ones:
+    ``prefect._internal.*`` are ``SafeLogger``s whose ``isEnabledFor`` looks
+    only at ``PREFECT_LOGGING_INTERNAL_LEVEL``. They are the ones that say
+    ``Service 'EventsWorker' failed with N pending items`` when a stopped
+    run's API goes before its event worker is done; a disabled logger drops
+    its records whatever ``isEnabledFor`` said.
+    """
+    logging.disable(logging.CRITICAL)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (
+            name == "prefect._internal" or name.startswith("prefect._internal.")
+        ):
+            logger.disabled = True
 
 
 def _ignore_stop_signals() -> None:
@@ -304,7 +323,7 @@ def _signals(grace: float, on_hard_exit: Callable[[int], None]) -> Iterator[None
         _STATE.signum = signum
         # Prefect reports the crash as an ERROR log line; the user asked for the
         # stop and gets one line of ours instead.
-        logging.disable(logging.CRITICAL)
+        silence_logging()
 
         def deadline() -> None:
             if not hard.wait(grace):
@@ -375,7 +394,14 @@ def stoppable_run(
         with _signals(grace, report_and_exit):
             try:
                 with owned_prefect_api() as url:
-                    yield url
+                    try:
+                        yield url
+                    except BaseException as exc:
+                        # A stop Prefect's own SIGTERM handler turned into an
+                        # exception: quiet before the API is drained and stopped.
+                        if is_user_stop(exc):
+                            silence_logging()
+                        raise
             except BaseException as exc:
                 if _STATE.signum is None:
                     if isinstance(exc, TerminationSignal):

@@ -6,6 +6,7 @@ rule they rely on without a process to kill.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -44,3 +45,34 @@ def test_a_hard_exits_work_is_bounded_when_the_interrupted_frame_holds_what_it_n
     with held:
         assert interrupts._within(0.1, held.acquire) is None
     assert interrupts._within(5, lambda: "done") == "done"
+
+
+def test_after_a_stop_prefects_internal_loggers_say_nothing_either() -> None:
+    from prefect._internal.concurrency import logger as internal
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep = Keep()
+    internal.addHandler(keep)
+    disabled = {
+        name for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and lg.disabled
+    }
+    try:
+        # Prefect's internal loggers ignore logging.disable: this is how
+        # "Service 'EventsWorker' failed with N pending items" got through.
+        logging.disable(logging.CRITICAL)
+        internal.error("through logging.disable")
+        interrupts.silence_logging()
+        internal.error("after silence_logging")
+    finally:
+        internal.removeHandler(keep)
+        logging.disable(logging.NOTSET)
+        for name, lg in logging.root.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger) and name not in disabled:
+                lg.disabled = False
+    assert said == ["through logging.disable"]
