@@ -203,7 +203,8 @@ class ThreadRunner(ThreadPoolTaskRunner):
 #: Seconds a hard exit gives Prefect's event and log workers to send what they
 #: hold (task-run states travel as events) while the owned API still runs.
 _DRAIN_WAIT = 2.0
-#: Seconds a hard exit waits for the ``interrupted:`` line's segment count.
+#: Seconds a hard exit waits for the stop to be stored and the
+#: ``interrupted:`` line's segment count.
 _LINE_WAIT = 2.0
 
 
@@ -298,6 +299,33 @@ def _open_segments(experiment: str) -> int | None:
         return None
 
 
+def _record_stop(experiment: str) -> None:
+    """Store ``experiment`` as interrupted if it is still stored as running.
+
+    The flow records a stop as it unwinds (:func:`flows.tune.run_experiment`);
+    a hard exit (a second Ctrl-C a moment after the first) may leave before
+    it got there, and the experiment must not read ``running`` afterwards. A
+    state the run itself reached meanwhile (finished, failed) is kept.
+    """
+    from flows.settings import get_settings
+    from storage import EventStore
+
+    store = EventStore(get_settings().resolved_database_url)
+    try:
+        states = {e.name: e.state for e in store.list_experiments()}
+        if states.get(experiment) == "running":
+            store.set_state(experiment, "interrupted")
+    finally:
+        store.close()
+
+
+def _stop_line(experiment: str) -> str:
+    """Record the stop (see :func:`_record_stop`), then the line to say."""
+    with contextlib.suppress(Exception):
+        _record_stop(experiment)
+    return interrupted_line(experiment)
+
+
 def interrupted_line(experiment: str | None) -> str:
     """``interrupted: N segments will be re-run; resume with rungflow run ...``.
 
@@ -380,7 +408,7 @@ def stoppable_run(
         this_thread.exiting = True
         if not exiting.acquire(timeout=2 * (_LINE_WAIT + _DRAIN_WAIT)):
             _exit_now(128 + signum)  # the first caller is stuck: leave anyway
-        line = _within(_LINE_WAIT, lambda: interrupted_line(experiment))
+        line = _within(_LINE_WAIT, lambda: _stop_line(experiment))
         with contextlib.suppress(Exception):
             say(line or interrupted_line(None))
         _exit_now(128 + signum)

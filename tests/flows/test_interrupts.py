@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 from prefect.exceptions import TerminationSignal
@@ -76,3 +77,24 @@ def test_after_a_stop_prefects_internal_loggers_say_nothing_either() -> None:
             if isinstance(lg, logging.Logger) and name not in disabled:
                 lg.disabled = False
     assert said == ["through logging.disable"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("running", "interrupted"), ("finished", "finished"), ("failed", "failed")],
+)
+def test_a_hard_exit_stores_a_running_experiment_as_interrupted(
+    rungflow_home: Path, before: str, after: str
+) -> None:
+    from flows.settings import get_settings
+    from storage import EventStore
+
+    store = EventStore(get_settings().resolved_database_url)
+    try:
+        store.create_experiment("life", {})
+        store.set_state("life", before)
+        line = interrupts._stop_line("life")
+        assert {e.name: e.state for e in store.list_experiments()} == {"life": after}
+    finally:
+        store.close()
+    assert line.startswith("interrupted: 0 segments will be re-run; resume with rungflow")
