@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from itertools import count
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,19 +406,55 @@ def test_appends_in_one_transaction_equal_separate_appends_and_rebuild(
     assert (store.trials(exp), store.results(exp)) == incremental
 
 
-def test_a_result_and_its_decisions_cost_six_statements(store: EventStore, exp: str) -> None:
+def _protocol(trace: str) -> tuple[list[str], int]:
+    """First words of the statements a libpq trace shows parsed, and its round
+    trips (each time the client sent and then waited for the server)."""
+    words, round_trips, last = [], 0, ""
+    for line in trace.splitlines():
+        side, _, message, rest = [*line.split("\t"), "", "", "", ""][:4]
+        if side == "F" and message == "Parse":
+            words.append(rest.split('"')[3].split()[0])
+        round_trips += side == "B" and last == "F"
+        last = side or last
+    return words, round_trips
+
+
+def test_a_result_and_its_decisions_cost_six_statements(
+    store: EventStore, exp: str, tmp_path: Path
+) -> None:
     """The flow's hot transaction: guarded insert of the result, its two projection
-    rows, one insert of the decisions' events, the stopped trial and the new trial."""
+    rows, one insert of the decisions' events, the stopped trial and the new trial.
+    On PostgreSQL (psycopg) with BEGIN, the lock and COMMIT, in two round trips."""
     seq = store.append(exp, [TrialCreated("t0", {"lr": 0.1}),
                              SegmentStarted("t0", 0, 1, {"lr": 0.1})], 1)
     result, decided = _result_then_decisions(seq)
     statements: list[str] = []
-    with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
-        sa.event.listen(tx._conn, "before_cursor_execute",
-                        lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
-        tx.append(result)
-        tx.append(decided)
-    assert statements == ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
+    hot = ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
+    if store._engine.dialect.name == "sqlite":
+        with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
+            sa.event.listen(tx._conn, "before_cursor_execute",
+                            lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
+            tx.append(result)
+            tx.append(decided)
+        assert statements == hot
+        return
+    from psycopg import pq
+
+    trace = tmp_path / "trace"
+    with store.writer() as writer, trace.open("w") as out:
+        with writer.transaction(exp, seq, lock=True) as tx:
+            pgconn = tx._conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+            pgconn.trace(out.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            tx.append(result)
+            tx.append(decided)
+        pgconn.untrace()
+    words, round_trips = _protocol(trace.read_text())
+    assert words == ["BEGIN", "SELECT", *hot, "COMMIT"]
+    # BEGIN, lock and the guarded insert (whose row says whether the log moved
+    # on); then everything else with COMMIT.
+    assert round_trips == 2
+    assert [s.seq for s in store.read(exp, after_seq=seq)] == [seq + 1, seq + 2, seq + 3, seq + 4]
 
 
 def test_a_retry_reopens_a_failed_trial_in_the_projection(store: EventStore, exp: str) -> None:
