@@ -117,11 +117,18 @@ class Compiler:
             convert = bind.type._cached_bind_processor(self._dialect)
             if convert is not None:
                 processors.append((name, convert))
+        if not any(bind.required for bind in compiled.binds.values()):
+            # Every value is in the statement (a bulk append's trial lookup):
+            # with an IN list's values under their rendered names. Those are
+            # bound as given (trial ids, strings: no conversion).
+            defaults = dict(compiled.construct_params())
         return Compiled(str(compiled), defaults, tuple(processors))
 
 
 class PipelinedTransaction:
     """One writer transaction: writes are queued and go with the next read or the commit.
+
+    A :class:`storage.projections.Writes`.
 
     Args:
         conn: The writer's SQLAlchemy connection, in driver autocommit (see
@@ -141,6 +148,7 @@ class PipelinedTransaction:
         self._conn = conn
         self._driver: Any = conn.connection.driver_connection
         self._compiler = compiler
+        self.writable_ctes = True
         self._queued: list[tuple[str, Any, bool]] = [(sql, p, False) for sql, p in begin]
         #: Whether BEGIN reached the server (then the end needs COMMIT or ROLLBACK).
         self._begun = False

@@ -166,7 +166,14 @@ class Writes(Protocol):
     """Where the write side sends its statements: a connection, executing each
     at once (:class:`ConnectionWrites`), or a PostgreSQL writer transaction that
     queues them (:class:`storage.pg_pipeline.PipelinedTransaction`). Nothing the
-    fold writes depends on a statement's result, so both give the same rows."""
+    fold writes depends on a statement's result, so both give the same rows.
+
+    Attributes:
+        writable_ctes: The database runs ``UPDATE ... RETURNING`` inside a
+            ``WITH`` (PostgreSQL; SQLite does not).
+    """
+
+    writable_ctes: bool
 
     def write(
         self, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -183,6 +190,7 @@ class ConnectionWrites:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
+        self.writable_ctes = conn.dialect.name == "postgresql"
 
     def write(
         self, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -252,6 +260,20 @@ _ON_FINISHED_RESULT = sa.insert(_RESULTS).from_select(
         sa.bindparam("stop", type_=sa.Float()),
         sa.bindparam("metrics", type_=sa.JSON()),
     ).where(sa.exists().where(_WHERE_TRIAL)),
+)
+# Both in one statement where the database can (PostgreSQL): the result row is
+# inserted iff the UPDATE, run first in the same statement, found the trial.
+_FINISHED_TRIAL = _ON_FINISHED.returning(_T.trial_id).cte("finished")
+_ON_FINISHED_WITH_RESULT = sa.insert(_RESULTS).from_select(
+    ["experiment_id", "seq", "trial_id", "start", "stop", "metrics"],
+    sa.select(
+        sa.bindparam("e_id", type_=sa.String()),
+        sa.bindparam("seq", type_=sa.Integer()),
+        sa.bindparam("t_id", type_=sa.String()),
+        sa.bindparam("start", type_=sa.Float()),
+        sa.bindparam("stop", type_=sa.Float()),
+        sa.bindparam("metrics", type_=sa.JSON()),
+    ).where(sa.exists(sa.select(_FINISHED_TRIAL.c.trial_id))),
 )
 _ON_FAILED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="failed")
 _ON_PAUSED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="paused")
@@ -328,11 +350,13 @@ def _apply_one(sql: Writes, experiment: str, seq: int, event: Event) -> None:
     elif isinstance(event, SegmentFinished):
         metrics = dict(event.metrics)
         stop = float(event.stop)
-        sql.write(_ON_FINISHED, {**key, "resource": stop, "metrics": metrics})
-        sql.write(
-            _ON_FINISHED_RESULT,
-            {**key, "seq": seq, "start": float(event.start), "stop": stop, "metrics": metrics},
-        )
+        result = {**key, "seq": seq, "start": float(event.start), "stop": stop,
+                  "metrics": metrics}
+        if sql.writable_ctes:
+            sql.write(_ON_FINISHED_WITH_RESULT, {**result, "resource": stop})
+        else:
+            sql.write(_ON_FINISHED, {**key, "resource": stop, "metrics": metrics})
+            sql.write(_ON_FINISHED_RESULT, result)
     elif isinstance(event, SegmentFailed):
         if event.final:
             sql.write(_ON_FAILED, key)

@@ -39,6 +39,7 @@ from storage import (
     ExperimentNotFoundError,
     ResultRow,
     TrialRow,
+    projections,
 )
 from tests.storage._workers import append_with_retry, process_worker
 from tests.storage.events_factory import event_sequences, one_of_each
@@ -337,16 +338,21 @@ _names = count()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(events=event_sequences(), data=st.data())
+@pytest.mark.parametrize("through", ["store", "writer"])
 def test_projections_equal_rebuild_and_scheduler_fold(
-    store: EventStore, events: list[Event], data: st.DataObject
+    store: EventStore, events: list[Event], data: st.DataObject, through: str
 ) -> None:
+    """Through the store's own connection and through a writer (on PostgreSQL
+    with psycopg: pipelined), in short appends and bulk ones."""
     name = f"h{next(_names)}-{uuid.uuid4().hex[:6]}"
     store.create_experiment(name, SPEC)
     seq, i = 1, 0
-    while i < len(events):  # append in random batch sizes
-        size = data.draw(st.integers(1, 5))
-        seq = store.append(name, events[i : i + size], expected_seq=seq)
-        i += size
+    with store.writer() as writer:
+        append = writer.append if through == "writer" else store.append
+        while i < len(events):  # append in random batch sizes, now and then a bulk one
+            size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
+            seq = append(name, events[i : i + size], seq)
+            i += size
     incremental = (store.trials(name), store.results(name))
     store.rebuild_projections(name)
     assert (store.trials(name), store.results(name)) == incremental
@@ -419,12 +425,13 @@ def _protocol(trace: str) -> tuple[list[str], int]:
     return words, round_trips
 
 
-def test_a_result_and_its_decisions_cost_six_statements(
+def test_the_statements_of_a_result_and_its_decisions(
     store: EventStore, exp: str, tmp_path: Path
 ) -> None:
     """The flow's hot transaction: guarded insert of the result, its two projection
     rows, one insert of the decisions' events, the stopped trial and the new trial.
-    On PostgreSQL (psycopg) with BEGIN, the lock and COMMIT, in two round trips."""
+    On PostgreSQL (psycopg) the two projection rows are one statement, and with
+    BEGIN, the lock and COMMIT it takes two round trips."""
     seq = store.append(exp, [TrialCreated("t0", {"lr": 0.1}),
                              SegmentStarted("t0", 0, 1, {"lr": 0.1})], 1)
     result, decided = _result_then_decisions(seq)
@@ -450,7 +457,8 @@ def test_a_result_and_its_decisions_cost_six_statements(
             tx.append(decided)
         pgconn.untrace()
     words, round_trips = _protocol(trace.read_text())
-    assert words == ["BEGIN", "SELECT", *hot, "COMMIT"]
+    # The finished segment's trial row and result row are one statement.
+    assert words == ["BEGIN", "SELECT", "INSERT", "WITH", "INSERT", "UPDATE", "INSERT", "COMMIT"]
     # BEGIN, lock and the guarded insert (whose row says whether the log moved
     # on); then everything else with COMMIT.
     assert round_trips == 2
