@@ -206,6 +206,7 @@ class PipelinedTransaction:
         driver = self._driver
         queued, self._queued = self._queued, []
         last: Any = None
+        self._begun = True  # whatever happens from here, the server may have begun
         try:
             with driver.pipeline():
                 cursor = driver.cursor()
@@ -241,11 +242,18 @@ class PipelinedTransaction:
         raise error from exc
 
     def _end_failed(self) -> None:
+        """Roll back; a connection left mid-exchange (interrupted) is discarded instead."""
         import psycopg
 
         driver = self._driver
-        if driver.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        status = driver.pgconn.transaction_status
+        status_of = psycopg.pq.TransactionStatus
+        if status == status_of.IDLE:
+            return
+        if status in (status_of.INTRANS, status_of.INERROR) and not driver.closed:
             try:
                 driver.execute("ROLLBACK")
-            except psycopg.Error as exc:
-                self._conn.invalidate(exc)
+                return
+            except psycopg.Error:
+                pass
+        self._conn.invalidate()
