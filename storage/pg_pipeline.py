@@ -185,6 +185,13 @@ class PipelinedTransaction:
             for row in cursor.fetchall()
         ]
 
+    def count(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
+        """Send what is queued and ``stmt``; how many rows it changed."""
+        compiled = self._compiler.compile(stmt)
+        self._used = True
+        cursor = self._send((compiled.sql, compiled.params(params)))
+        return int(cursor.rowcount)
+
     def commit(self) -> None:
         """Send what is queued and ``COMMIT``; nothing at all if nothing was."""
         if not self._used:

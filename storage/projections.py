@@ -184,6 +184,10 @@ class Writes(Protocol):
         """Execute ``stmt`` and return its rows."""
         ...
 
+    def count(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
+        """Execute ``stmt`` (an UPDATE) and return how many rows it changed."""
+        ...
+
 
 class ConnectionWrites:
     """:class:`Writes` on a SQLAlchemy connection: each statement runs at once."""
@@ -202,6 +206,9 @@ class ConnectionWrites:
 
     def rows(self, stmt: sa.Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self.conn.execute(stmt, params)]
+
+    def count(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
+        return int(self.conn.execute(stmt, params).rowcount)
 
 
 _T = _TRIALS.c
@@ -247,22 +254,10 @@ _ON_FINISHED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
     metrics=sa.bindparam("metrics", type_=sa.JSON()),
     n_segments=_T.n_segments + 1,
 )
-# A finished segment's result row, if its trial exists (a trial never created
-# gets none, see the module doc): the same test as _ON_FINISHED's row count,
-# without waiting for it. Typed binds: PostgreSQL needs casts in a SELECT list.
-_ON_FINISHED_RESULT = sa.insert(_RESULTS).from_select(
-    ["experiment_id", "seq", "trial_id", "start", "stop", "metrics"],
-    sa.select(
-        sa.bindparam("e_id", type_=sa.String()),
-        sa.bindparam("seq", type_=sa.Integer()),
-        sa.bindparam("t_id", type_=sa.String()),
-        sa.bindparam("start", type_=sa.Float()),
-        sa.bindparam("stop", type_=sa.Float()),
-        sa.bindparam("metrics", type_=sa.JSON()),
-    ).where(sa.exists().where(_WHERE_TRIAL)),
-)
-# Both in one statement where the database can (PostgreSQL): the result row is
-# inserted iff the UPDATE, run first in the same statement, found the trial.
+# A finished segment's result row is written iff its trial exists (a trial
+# never created gets none, see the module doc), i.e. iff _ON_FINISHED found
+# the trial. Where the database can (PostgreSQL) both are one statement, the
+# UPDATE run first inside it, so nothing waits for the UPDATE's row count.
 _FINISHED_TRIAL = _ON_FINISHED.returning(_T.trial_id).cte("finished")
 _ON_FINISHED_WITH_RESULT = sa.insert(_RESULTS).from_select(
     ["experiment_id", "seq", "trial_id", "start", "stop", "metrics"],
@@ -350,13 +345,16 @@ def _apply_one(sql: Writes, experiment: str, seq: int, event: Event) -> None:
     elif isinstance(event, SegmentFinished):
         metrics = dict(event.metrics)
         stop = float(event.stop)
-        result = {**key, "seq": seq, "start": float(event.start), "stop": stop,
-                  "metrics": metrics}
+        start = float(event.start)
         if sql.writable_ctes:
-            sql.write(_ON_FINISHED_WITH_RESULT, {**result, "resource": stop})
-        else:
-            sql.write(_ON_FINISHED, {**key, "resource": stop, "metrics": metrics})
-            sql.write(_ON_FINISHED_RESULT, result)
+            sql.write(
+                _ON_FINISHED_WITH_RESULT,
+                {**key, "seq": seq, "start": start, "stop": stop, "resource": stop,
+                 "metrics": metrics},
+            )
+        elif sql.count(_ON_FINISHED, {**key, "resource": stop, "metrics": metrics}):
+            result = ResultRecord(seq, trial_id, start, stop, metrics)
+            sql.write(_INSERT_RESULT, result.row(experiment))
     elif isinstance(event, SegmentFailed):
         if event.final:
             sql.write(_ON_FAILED, key)
