@@ -12,10 +12,11 @@ driver, which sends them whenever a transaction is open, autocommit or not.
 The statements are exactly the ones that ran before, in the same order: the
 lock is taken inside the transaction and released by its end.
 
-With the psycopg (3) driver the writer pipelines its statements instead
-(:mod:`storage.pg_pipeline`), where one query can hold only one statement:
-:func:`begin_statements` gives the same three, sent in one round trip with the
-catch-up read that follows them.
+That is the psycopg2 path. With the psycopg (3) driver the writer pipelines
+its statements instead (:mod:`storage.pg_pipeline`), where a query holds one
+statement: :func:`begin_statements` gives ``BEGIN`` and one ``SELECT`` for
+the setting and the lock, sent in one round trip with the catch-up read that
+follows them; the pipeline sends ``COMMIT`` and ``ROLLBACK`` itself.
 
 The durability choice (see ``docs/scaling.md``): with ``synchronous_commit``
 off, PostgreSQL reports a commit before its WAL reaches disk. A client killed
@@ -35,7 +36,8 @@ __all__ = ["begin_statement", "begin_statements", "hold_for_writer"]
 
 def hold_for_writer(conn: sa.Connection) -> sa.Connection:
     """Put a freshly checked-out connection in driver autocommit, so that
-    :func:`begin_statement` can open its transactions (returns ``conn``).
+    :func:`begin_statement` (or a pipelined transaction) can open its
+    transactions (returns ``conn``).
 
     SQLAlchemy still calls the driver's ``commit()``/``rollback()`` at the end
     of each ``conn.begin()`` block; psycopg sends them because a transaction
