@@ -162,8 +162,9 @@ class PipelinedTransaction:
         if isinstance(params, Mapping):
             compiled = self._compiler.compile(stmt)
             self._queued.append((compiled.sql, compiled.params(params), False))
-        elif isinstance(stmt, sa.Insert) and 1 < len(params) <= _ROWS_PER_INSERT:
-            # Several rows: one multi-row INSERT, one statement for the server.
+        elif (isinstance(stmt, sa.Insert) and stmt.select is None
+              and 1 < len(params) <= _ROWS_PER_INSERT):
+            # Several rows of a plain INSERT: one multi-row INSERT, one statement.
             keys = tuple(params[0])
             compiled = self._compiler.compile_rows(stmt, keys, len(params))
             flat = {f"{k}_{i}": row[k] for i, row in enumerate(params) for k in keys}
