@@ -5,10 +5,12 @@ A *result* is what the flow's runner writes when a segment finishes:
 and ``runs=1``, so the decisions it triggers (random search: ``Stop``, then
 the next trial's ``TrialCreated`` and ``SegmentStarted``) commit with it in
 one transaction through the runner's held connection. Per result the script
-reports CPU and wall milliseconds, statements (counted with SQLAlchemy's
-``before_cursor_execute``) and round trips (statements, plus ``COMMIT``, plus
-the ``BEGIN`` psycopg sends by itself unless the connection is in driver
-autocommit).
+reports CPU and wall milliseconds, then statements and round trips, counted
+from libpq's protocol trace of the writer's connection over a few more results
+after the timed ones (the trace costs time): statements are the queries the
+server runs (``Execute`` and simple ``Query`` messages; a simple query with
+several statements counts once, a row of an ``executemany`` once each), round
+trips the times the client sent messages and then waited for the server's.
 
 The *floor* is a bare psycopg loop of one ``INSERT`` and ``COMMIT`` per
 transaction on the same server: what any durable write costs here.
@@ -34,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,8 @@ _TREE = os.environ.get("RUNGFLOW_BENCH_TREE") or str(Path(__file__).resolve().pa
 sys.path.insert(0, _TREE)
 
 WARM_UP = 50
+#: Results after the timed ones whose protocol messages are counted.
+TRACED = 20
 
 
 def _spec(n: int) -> Any:
@@ -69,7 +74,7 @@ def runner_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]
     """``n`` results through one runner (after a warm-up); per-result figures."""
     import inspect
 
-    from sqlalchemy import event
+    from psycopg import pq
 
     from flows.engine.commit import decide_and_commit
     from flows.engine.runner import ExperimentRunner
@@ -77,21 +82,6 @@ def runner_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]
     from storage import EventStore
 
     store = EventStore(url)
-    counts = {"statements": 0, "commits": 0, "implicit_begins": 0}
-
-    @event.listens_for(store._engine, "before_cursor_execute")
-    def _statement(*_: Any) -> None:
-        counts["statements"] += 1
-
-    @event.listens_for(store._engine, "commit")
-    def _commit(*_: Any) -> None:
-        counts["commits"] += 1
-
-    @event.listens_for(store._engine, "begin")
-    def _begin(conn: Any) -> None:
-        # psycopg sends BEGIN as a round trip of its own unless in autocommit.
-        counts["implicit_begins"] += not conn.connection.dbapi_connection.autocommit
-
     kwargs: dict[str, Any] = {}
     if "synchronous_commit" in inspect.signature(ExperimentRunner).parameters:
         kwargs["synchronous_commit"] = synchronous_commit
@@ -100,10 +90,10 @@ def runner_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]
     runner = ExperimentRunner(store, _spec(10 * (n + WARM_UP)), "", snapshots=False, **kwargs)
     runner.open()
     actions = decide_and_commit(runner, runs=1).actions
-    for i in range(n + WARM_UP):
-        if i == WARM_UP:
-            start = dict(counts)
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+    tmp = tempfile.TemporaryDirectory()
+    trace = Path(tmp.name) / "trace"
+
+    def result(actions: list[Any]) -> list[Any]:
         action = actions[-1]
         assert isinstance(action, RunSegment), action
         report = {"resource": action.stop, "loss": 0.5}
@@ -113,17 +103,47 @@ def runner_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]
         def holds(a: RunSegment = action, seq: int = seq) -> bool:  # as the runner checks
             return runner.claims.holds(runner.owner.id, a.trial_id, a.start, a.stop, seq)
 
-        actions = decide_and_commit(runner, [result], runs=1, valid=holds).actions
+        return decide_and_commit(runner, [result], runs=1, valid=holds).actions
+
+    for i in range(n + WARM_UP):
+        if i == WARM_UP:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+        actions = result(actions)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    pgconn = runner.writer()._conn.connection.driver_connection.pgconn
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        for _ in range(TRACED):
+            actions = result(actions)
+        pgconn.untrace()
+    statements, round_trips = _count(trace.read_text())
+    tmp.cleanup()
     runner.close()
     store.close()
-    per = {k: (counts[k] - start[k]) / n for k in counts}
     return {
         "cpu_ms": 1000 * cpu / n,
         "wall_ms": 1000 * wall / n,
-        "statements": per["statements"],
-        "round_trips": per["statements"] + per["commits"] + per["implicit_begins"],
+        "statements": statements / TRACED,
+        "round_trips": round_trips / TRACED,
     }
+
+
+def _count(trace: str) -> tuple[int, int]:
+    """Statements and round trips in a libpq trace (see the module doc)."""
+    statements = round_trips = 0
+    last = ""
+    for line in trace.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3:
+            continue
+        side, message = parts[0], parts[2].split()[0] if parts[2].split() else ""
+        if side == "F" and message in ("Execute", "Query"):
+            statements += 1
+        if side == "B" and last == "F":
+            round_trips += 1
+        last = side
+    return statements, round_trips
 
 
 def floor_child(url: str, n: int, synchronous_commit: bool) -> dict[str, float]:

@@ -23,10 +23,11 @@ PostgreSQL a ``pg_advisory_xact_lock`` keyed by the experiment, sent with
 ``BEGIN`` in one round trip (:mod:`storage.pg_session`; SQLite's ``BEGIN
 IMMEDIATE`` already is one). Under the lock nobody who also takes it can
 append, so a writer reads what others appended since its seq
-(:meth:`AppendTransaction.catch_up`; or finds out at its first append,
-:meth:`AppendTransaction.append_or_catch_up`), decides again and appends in
-the same transaction, instead of losing the race. The primary key still
-decides between writers that do not take the lock.
+(:meth:`AppendTransaction.catch_up`), decides again and appends in the same
+transaction, instead of losing the race. The primary key still decides
+between writers that do not take the lock. With the psycopg driver a
+writer's transaction queues its writes and sends them with its next read or
+its ``COMMIT`` (:mod:`storage.pg_pipeline`): a result is two round trips.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from schedulers.events import (
     event_from_record,
     event_to_payload,
 )
-from storage import pg_session, projections, snapshots
+from storage import pg_pipeline, pg_session, projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, create_store_engine, display_url
 from storage.errors import (
@@ -203,7 +204,7 @@ _GUARDED_INSERT = sa.insert(_EVENTS).from_select(
             _EV.seq == sa.bindparam("prev", type_=sa.Integer()),
         ),
         # A committed event at our seq: the log moved on. No row instead of a
-        # key violation, so the transaction stays usable (append_or_catch_up).
+        # key violation, so the transaction stays usable.
         ~sa.exists().where(
             _EV.experiment_id == sa.bindparam("experiment_id"),
             _EV.seq == sa.bindparam("seq"),
@@ -211,6 +212,11 @@ _GUARDED_INSERT = sa.insert(_EVENTS).from_select(
     ),
 ).returning(_EV.seq)  # rowcount of INSERT ... SELECT is not reported by every driver
 _PLAIN_INSERT = sa.insert(_EVENTS)
+_MARK_FINISHED = (
+    sa.update(_EXPERIMENTS)
+    .where(_EXPERIMENTS.c.name == sa.bindparam("e_name"))
+    .values(state="finished", updated_at=sa.bindparam("now", type_=UTCDateTime()))
+)
 # The event a writer last saw and every one after it (AppendTransaction.catch_up).
 _FROM_SEQ = (
     sa.select(_EV.seq, _EV.kind, _EV.trial_id, _EV.payload, _EV.created_at)
@@ -450,7 +456,7 @@ class EventStore:
 
         def attempt() -> int:
             with self._engine.begin() as conn:
-                self._insert(conn, name, rows, folded, expected_seq)
+                self._insert(projections.ConnectionWrites(conn), name, rows, folded, expected_seq)
             return expected_seq + len(rows)
 
         try:
@@ -480,7 +486,9 @@ class EventStore:
         _check_expected(expected_seq)
         try:
             with self._engine.begin() as conn:
-                yield AppendTransaction(self, conn, name, expected_seq)
+                yield AppendTransaction(
+                    self, conn, projections.ConnectionWrites(conn), name, expected_seq
+                )
         except _Lost as lost:
             raise self._conflict(name, lost.expected_seq) from None
 
@@ -512,7 +520,7 @@ class EventStore:
 
     def _insert(
         self,
-        conn: sa.Connection,
+        sql: projections.Writes,
         name: str,
         rows: list[dict[str, Any]],
         folded: list[tuple[int, Event]],
@@ -524,27 +532,23 @@ class EventStore:
 
         ``guarded=False`` (the caller knows ``expected_seq`` is the log's end,
         see :class:`AppendTransaction`) writes every row with one plain INSERT.
+        Through a pipelined transaction a key violation surfaces at its commit
+        (see :class:`EventWriter`), not here.
         """
         try:
             rest = rows
             if guarded:
-                first = conn.execute(_GUARDED_INSERT, {**rows[0], "prev": expected_seq})
-                if first.first() is None:
+                if not sql.rows(_GUARDED_INSERT, {**rows[0], "prev": expected_seq}):
                     # Others appended since expected_seq; or no event there (unknown, or ahead).
-                    raise _Lost(expected_seq, usable=True)
+                    raise _Lost(expected_seq)
                 rest = rows[1:]
             if rest:
-                # One row as parameters, not a list of one: skips executemany's setup.
-                conn.execute(_PLAIN_INSERT, rest if len(rest) > 1 else rest[0])
+                sql.write(_PLAIN_INSERT, rest)
         except IntegrityError:
             raise _Lost(expected_seq) from None  # the primary key: someone wrote that seq
-        projections.apply_events(conn, name, folded)
+        projections.apply_events(sql, name, folded)
         if any(isinstance(e, ExperimentFinished) for _, e in folded):
-            conn.execute(
-                sa.update(_EXPERIMENTS)
-                .where(_EXPERIMENTS.c.name == name)
-                .values(state="finished", updated_at=_now())
-            )
+            sql.write(_MARK_FINISHED, {"e_name": name, "now": _now()})
 
     def _conflict(self, name: str, expected_seq: int) -> Exception:
         actual = self.last_seq(name)
@@ -761,11 +765,9 @@ def _reopen(url: str, connect_timeout: float | None) -> EventStore:
 class _Lost(Exception):
     """Internal: an append lost its race (turned into ConcurrencyError after rollback)."""
 
-    def __init__(self, expected_seq: int, *, usable: bool = False) -> None:
+    def __init__(self, expected_seq: int) -> None:
         super().__init__(expected_seq)
         self.expected_seq = expected_seq
-        #: Nothing failed in SQL: the transaction can go on (see append_or_catch_up).
-        self.usable = usable
 
 
 class AppendTransaction:
@@ -776,9 +778,17 @@ class AppendTransaction:
             seq before the first append).
     """
 
-    def __init__(self, store: EventStore, conn: sa.Connection, name: str, seq: int) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        conn: sa.Connection,
+        sql: projections.Writes,
+        name: str,
+        seq: int,
+    ) -> None:
         self._store = store
         self._conn = conn
+        self._sql = sql
         self.name = name
         self.seq = seq
         # Whether the next append must check that the event at seq exists and
@@ -792,9 +802,7 @@ class AppendTransaction:
         """Append ``events`` after :attr:`seq`; return the new last seq."""
         rows, folded = _encode(self.name, events, self.seq)
         if rows:
-            self._store._insert(
-                self._conn, self.name, rows, folded, self.seq, guarded=self._guarded
-            )
+            self._store._insert(self._sql, self.name, rows, folded, self.seq, guarded=self._guarded)
             self.seq += len(rows)
             self._guarded = False
         return self.seq
@@ -810,7 +818,7 @@ class AppendTransaction:
             _Lost: (out of the block: :class:`ConcurrencyError` or
                 :class:`ExperimentNotFoundError`) no event is at :attr:`seq`.
         """
-        rows = self._conn.execute(_FROM_SEQ, {"name": self.name, "seq": self.seq}).all()
+        rows = self._sql.rows(_FROM_SEQ, {"name": self.name, "seq": self.seq})
         if not rows or rows[0][0] != self.seq:
             raise _Lost(self.seq)  # a writer ahead of the log, or no such experiment
         newer = [
@@ -822,47 +830,6 @@ class AppendTransaction:
         self._guarded = False
         return newer
 
-    def append_or_catch_up(self, events: Sequence[Event]) -> list[StoredEvent] | None:
-        """Append ``events`` after :attr:`seq`; or, if others appended since, the newer events.
-
-        When the log has moved past :attr:`seq` nothing is written, the
-        transaction stays usable, :attr:`seq` moves to the newest event and
-        those events are returned: fold them, decide again and append. Inside
-        a locked transaction (see :meth:`EventWriter.transaction`) the next
-        attempt cannot be overtaken by another locking writer.
-
-        Returns:
-            None when ``events`` were appended; else the events after the old
-            :attr:`seq`.
-
-        Raises:
-            _Lost: (out of the block: :class:`ConcurrencyError`) a writer
-                inserted at the same time, or no event is at :attr:`seq`.
-        """
-        rows, folded = _encode(self.name, events, self.seq)
-        if not rows:
-            return None
-        try:
-            self._store._insert(self._conn, self.name, rows, folded, self.seq)
-        except _Lost as lost:
-            if not lost.usable:
-                raise
-            ev = _EVENTS.c
-            newer = _stored(
-                self._conn,
-                self.name,
-                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
-                .where(ev.experiment_id == self.name, ev.seq > self.seq)
-                .order_by(ev.seq),
-            )
-            if not newer:
-                raise
-            self.seq = newer[-1].seq
-            return newer
-        self.seq += len(rows)
-        self._guarded = False
-        return None
-
 
 class EventWriter:
     """Appends through one connection held for the writer's life (a flow run).
@@ -873,6 +840,12 @@ class EventWriter:
     A connection the database dropped (a PostgreSQL restart) is replaced at
     the next transaction; :meth:`append` repeats itself once on the new one.
     Thread-safe: transactions of one writer run one at a time.
+
+    With the psycopg driver its transactions are pipelined
+    (:mod:`storage.pg_pipeline`): writes go to the server with the next read
+    or with ``COMMIT``, so a lost race on the primary key (a writer that does
+    not take the lock got there first) is found at the end of the ``with``
+    block and raised from it as :class:`ConcurrencyError`, after the rollback.
     """
 
     def __init__(self, store: EventStore, *, synchronous_commit: bool = True) -> None:
@@ -883,6 +856,11 @@ class EventWriter:
         #: :mod:`storage.pg_session`); SQLite ignores it.
         self.synchronous_commit = synchronous_commit
         self._pg = store._engine.dialect.name == "postgresql"
+        self._compiler = (
+            pg_pipeline.Compiler(store._engine.dialect)
+            if pg_pipeline.supported(store._engine)
+            else None
+        )
 
     def _connection(self) -> sa.Connection:
         conn = self._conn
@@ -916,6 +894,10 @@ class EventWriter:
         _check_expected(expected_seq)
         with self._lock:
             conn = self._connection()
+            if self._compiler is not None:
+                with self._pipelined(conn, name, expected_seq, lock) as tx:
+                    yield tx
+                return
             try:
                 with conn.begin():
                     if self._pg:
@@ -926,9 +908,36 @@ class EventWriter:
                             ),
                             execution_options={"no_parameters": True},
                         )
-                    yield AppendTransaction(self._store, conn, name, expected_seq)
+                    yield AppendTransaction(
+                        self._store, conn, projections.ConnectionWrites(conn), name, expected_seq
+                    )
             except _Lost as lost:
                 raise self._store._conflict(name, lost.expected_seq) from None
+
+    @contextmanager
+    def _pipelined(
+        self, conn: sa.Connection, name: str, expected_seq: int, lock: bool
+    ) -> Iterator[AppendTransaction]:
+        """:meth:`transaction` on psycopg: writes queued, sent with a read or the commit."""
+        assert self._compiler is not None
+        begin = pg_session.begin_statements(
+            lock_key(name) if lock else None, synchronous_commit=self.synchronous_commit
+        )
+        tx = pg_pipeline.PipelinedTransaction(conn, self._compiler, begin)
+        try:
+            try:
+                yield AppendTransaction(self._store, conn, tx, name, expected_seq)
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except IntegrityError:
+                # The primary key: a writer that does not take the lock wrote
+                # one of our seqs first (rolled back by then).
+                raise _Lost(expected_seq) from None
+        except _Lost as lost:
+            raise self._store._conflict(name, lost.expected_seq) from None
 
     def append(self, name: str, events: Sequence[Event], expected_seq: int) -> int:
         """Like :meth:`EventStore.append`, on the held connection."""

@@ -12,6 +12,12 @@ driver, which sends them whenever a transaction is open, autocommit or not.
 The statements are exactly the ones that ran before, in the same order: the
 lock is taken inside the transaction and released by its end.
 
+That is the psycopg2 path. With the psycopg (3) driver the writer pipelines
+its statements instead (:mod:`storage.pg_pipeline`), where a query holds one
+statement: :func:`begin_statements` gives ``BEGIN`` and one ``SELECT`` for
+the setting and the lock, sent in one round trip with the catch-up read that
+follows them; the pipeline sends ``COMMIT`` and ``ROLLBACK`` itself.
+
 The durability choice (see ``docs/scaling.md``): with ``synchronous_commit``
 off, PostgreSQL reports a commit before its WAL reaches disk. A client killed
 at any point loses nothing it was told was committed (the server has it); a
@@ -25,12 +31,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["begin_statement", "hold_for_writer"]
+__all__ = ["begin_statement", "begin_statements", "hold_for_writer"]
 
 
 def hold_for_writer(conn: sa.Connection) -> sa.Connection:
     """Put a freshly checked-out connection in driver autocommit, so that
-    :func:`begin_statement` can open its transactions (returns ``conn``).
+    :func:`begin_statement` (or a pipelined transaction) can open its
+    transactions (returns ``conn``).
 
     SQLAlchemy still calls the driver's ``commit()``/``rollback()`` at the end
     of each ``conn.begin()`` block; psycopg sends them because a transaction
@@ -57,3 +64,23 @@ def begin_statement(lock_key: int | None, *, synchronous_commit: bool = True) ->
     if lock_key is not None:
         parts.append(f"SELECT pg_advisory_xact_lock({int(lock_key)})")
     return "; ".join(parts)
+
+
+def begin_statements(
+    lock_key: int | None, *, synchronous_commit: bool = True
+) -> list[tuple[str, dict[str, int] | None]]:
+    """What :func:`begin_statement` runs, as ``(sql, params)`` statements for a
+    pipelined transaction (:mod:`storage.pg_pipeline`), which sends one per
+    query: ``BEGIN``, then the durability setting and the lock in one
+    ``SELECT`` (``set_config(..., true)`` is ``SET LOCAL``; the setting is
+    applied before the lock is waited for, as the three-statement query did).
+    The lock key is a parameter."""
+    out: list[tuple[str, dict[str, int] | None]] = [("BEGIN", None)]
+    calls = []
+    if not synchronous_commit:
+        calls.append("set_config('synchronous_commit', 'off', true)")
+    if lock_key is not None:
+        calls.append("pg_advisory_xact_lock(%(key)s::bigint)")
+    if calls:
+        out.append(("SELECT " + ", ".join(calls), None if lock_key is None else {"key": lock_key}))
+    return out

@@ -15,9 +15,9 @@ projection is only a convenient view of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -42,12 +42,14 @@ from storage.models import TRIALS as _TRIALS
 __all__ = [
     "STATUS_KINDS",
     "SUMMARY_KINDS",
+    "ConnectionWrites",
     "Projection",
     "ResultRecord",
     "StatusSummary",
     "StatusView",
     "TrialRecord",
     "TrialTallies",
+    "Writes",
     "apply_events",
     "read_results_at",
     "read_status_summary",
@@ -160,32 +162,86 @@ class Projection:
         self.touched.add(t.trial_id)
 
 
+class Writes(Protocol):
+    """Where the write side sends its statements: a connection, executing each
+    at once (:class:`ConnectionWrites`), or a PostgreSQL writer transaction that
+    queues them (:class:`storage.pg_pipeline.PipelinedTransaction`). Nothing the
+    fold writes depends on a statement's result, so both give the same rows.
+
+    Attributes:
+        writable_ctes: The database runs ``UPDATE ... RETURNING`` inside a
+            ``WITH`` (PostgreSQL; SQLite does not).
+    """
+
+    writable_ctes: bool
+
+    def write(
+        self, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Execute ``stmt`` (once per parameter set when given a list)."""
+
+    def rows(self, stmt: sa.Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute ``stmt`` and return its rows."""
+        ...
+
+    def count(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
+        """Execute ``stmt`` (an UPDATE) and return how many rows it changed."""
+        ...
+
+
+class ConnectionWrites:
+    """:class:`Writes` on a SQLAlchemy connection: each statement runs at once."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.writable_ctes = conn.dialect.name == "postgresql"
+
+    def write(
+        self, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> None:
+        # One row as parameters, not a list of one: skips executemany's setup.
+        if not isinstance(params, Mapping) and len(params) == 1:
+            params = params[0]
+        self.conn.execute(stmt, params)
+
+    def rows(self, stmt: sa.Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.conn.execute(stmt, params)]
+
+    def count(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
+        return int(self.conn.execute(stmt, params).rowcount)
+
+
+_T = _TRIALS.c
+_TRIAL_COLUMNS = (_T.trial_id, _T.status, _T.config, _T.resource, _T.metrics, _T.n_segments,
+                  _T.created_seq)
+
+
 def _load_trials(
-    conn: sa.Connection, experiment: str, trial_ids: Collection[str]
+    sql: Writes, experiment: str, trial_ids: Collection[str]
 ) -> dict[str, TrialRecord]:
     ids = sorted(trial_ids)
     loaded: dict[str, TrialRecord] = {}
     for i in range(0, len(ids), _CHUNK):
-        stmt = sa.select(_TRIALS).where(
-            _TRIALS.c.experiment_id == experiment, _TRIALS.c.trial_id.in_(ids[i : i + _CHUNK])
+        stmt = sa.select(*_TRIAL_COLUMNS).where(
+            _T.experiment_id == experiment, _T.trial_id.in_(ids[i : i + _CHUNK])
         )
-        for r in conn.execute(stmt).mappings():
-            loaded[r["trial_id"]] = TrialRecord(
-                trial_id=r["trial_id"],
-                status=r["status"],
-                config=dict(r["config"]),
-                resource=float(r["resource"]),
-                metrics=None if r["metrics"] is None else dict(r["metrics"]),
-                n_segments=int(r["n_segments"]),
-                created_seq=int(r["created_seq"]),
+        for trial_id, status, config, resource, metrics, n_segments, created in sql.rows(stmt, {}):
+            loaded[trial_id] = TrialRecord(
+                trial_id=trial_id,
+                status=status,
+                config=dict(config),
+                resource=float(resource),
+                metrics=None if metrics is None else dict(metrics),
+                n_segments=int(n_segments),
+                created_seq=int(created),
             )
     return loaded
 
 
 # Per-event statements for short appends (the flow's hot path: one result, a
-# decision or two). Each folds its event in SQL, so no trial row is read first;
-# the CASE expressions carry the same rules as :meth:`Projection.apply`.
-_T = _TRIALS.c
+# decision or two). Each folds its event in SQL, so no trial row is read first
+# and no statement needs another's result (a pipelined transaction sends them
+# all at once); the CASE expressions carry the same rules as :meth:`Projection.apply`.
 _WHERE_TRIAL = sa.and_(
     _T.experiment_id == sa.bindparam("e_id"), _T.trial_id == sa.bindparam("t_id")
 )
@@ -197,6 +253,22 @@ _ON_FINISHED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
     status=sa.case((_T.status == "running", "paused"), else_=_T.status),
     metrics=sa.bindparam("metrics", type_=sa.JSON()),
     n_segments=_T.n_segments + 1,
+)
+# A finished segment's result row is written iff its trial exists (a trial
+# never created gets none, see the module doc), i.e. iff _ON_FINISHED found
+# the trial. Where the database can (PostgreSQL) both are one statement, the
+# UPDATE run first inside it, so nothing waits for the UPDATE's row count.
+_FINISHED_TRIAL = _ON_FINISHED.returning(_T.trial_id).cte("finished")
+_ON_FINISHED_WITH_RESULT = sa.insert(_RESULTS).from_select(
+    ["experiment_id", "seq", "trial_id", "start", "stop", "metrics"],
+    sa.select(
+        sa.bindparam("e_id", type_=sa.String()),
+        sa.bindparam("seq", type_=sa.Integer()),
+        sa.bindparam("t_id", type_=sa.String()),
+        sa.bindparam("start", type_=sa.Float()),
+        sa.bindparam("stop", type_=sa.Float()),
+        sa.bindparam("metrics", type_=sa.JSON()),
+    ).where(sa.exists(sa.select(_FINISHED_TRIAL.c.trial_id))),
 )
 _ON_FAILED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="failed")
 _ON_PAUSED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(status="paused")
@@ -214,11 +286,22 @@ _ON_PERTURBED = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
 )
 _INSERT_TRIAL = sa.insert(_TRIALS)
 _INSERT_RESULT = sa.insert(_RESULTS)
+# Every column of a trial row, for a bulk append's touched rows (one executemany).
+_UPDATE_TRIAL = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
+    status=sa.bindparam("status"),
+    config=sa.bindparam("config", type_=sa.JSON()),
+    resource=sa.bindparam("resource"),
+    metrics=sa.bindparam("metrics", type_=sa.JSON()),
+    n_segments=sa.bindparam("n_segments"),
+    created_seq=sa.bindparam("created_seq"),
+)
 #: Appends with more events than this are folded in memory and written in bulk.
 BULK_THRESHOLD = 16
 
 
-def apply_events(conn: sa.Connection, experiment: str, items: Iterable[tuple[int, Event]]) -> None:
+def apply_events(
+    sql: sa.Connection | Writes, experiment: str, items: Iterable[tuple[int, Event]]
+) -> None:
     """Fold newly appended ``(seq, event)`` pairs into the stored projections.
 
     Runs inside the append's transaction, so the log and its projections
@@ -228,69 +311,75 @@ def apply_events(conn: sa.Connection, experiment: str, items: Iterable[tuple[int
     flow's new trial, ``TrialCreated`` then ``SegmentStarted``, is one row
     inserted). A long append (a bulk import, a replayed log) loads only the
     trials it mentions, folds in memory and writes each touched row once.
+    No statement of a short append reads anything back.
     """
+    if isinstance(sql, sa.Connection):
+        sql = ConnectionWrites(sql)
     items = list(items)
     if len(items) > BULK_THRESHOLD:
-        _apply_bulk(conn, experiment, items)
+        _apply_bulk(sql, experiment, items)
         return
     created = Projection()
     for seq, event in items:
         if isinstance(event, TrialCreated) or event.trial in created.trials:
             created.apply(seq, event)
         else:
-            _apply_one(conn, experiment, seq, event)
+            _apply_one(sql, experiment, seq, event)
     if created.trials:
-        rows = [t.row(experiment) for t in created.trials.values()]
-        conn.execute(_INSERT_TRIAL, rows if len(rows) > 1 else rows[0])
+        sql.write(_INSERT_TRIAL, [t.row(experiment) for t in created.trials.values()])
     if created.results:
-        rows = [r.row(experiment) for r in created.results]
-        conn.execute(_INSERT_RESULT, rows if len(rows) > 1 else rows[0])
+        sql.write(_INSERT_RESULT, [r.row(experiment) for r in created.results])
 
 
-def _apply_one(conn: sa.Connection, experiment: str, seq: int, event: Event) -> None:
+def _apply_one(sql: Writes, experiment: str, seq: int, event: Event) -> None:
     if isinstance(event, TrialCreated):
         record = TrialRecord(event.trial_id, "paused", dict(event.config), 0.0, None, 0, seq)
-        conn.execute(_INSERT_TRIAL, record.row(experiment))
+        sql.write(_INSERT_TRIAL, record.row(experiment))
         return
     trial_id = event.trial
     if trial_id is None:
         return
     key = {"e_id": experiment, "t_id": trial_id}
     if isinstance(event, SegmentStarted):
-        conn.execute(_ON_STARTED, {**key, "config": dict(event.config)})
+        sql.write(_ON_STARTED, {**key, "config": dict(event.config)})
     elif isinstance(event, SegmentFinished):
         metrics = dict(event.metrics)
-        updated = conn.execute(
-            _ON_FINISHED, {**key, "resource": float(event.stop), "metrics": metrics}
-        )
-        if updated.rowcount:  # a trial never created gets no result row (module doc)
-            result = ResultRecord(seq, trial_id, float(event.start), float(event.stop), metrics)
-            conn.execute(_INSERT_RESULT, result.row(experiment))
+        stop = float(event.stop)
+        start = float(event.start)
+        if sql.writable_ctes:
+            sql.write(
+                _ON_FINISHED_WITH_RESULT,
+                {**key, "seq": seq, "start": start, "stop": stop, "resource": stop,
+                 "metrics": metrics},
+            )
+        elif sql.count(_ON_FINISHED, {**key, "resource": stop, "metrics": metrics}):
+            result = ResultRecord(seq, trial_id, start, stop, metrics)
+            sql.write(_INSERT_RESULT, result.row(experiment))
     elif isinstance(event, SegmentFailed):
         if event.final:
-            conn.execute(_ON_FAILED, key)
+            sql.write(_ON_FAILED, key)
     elif isinstance(event, TrialPaused):
-        conn.execute(_ON_PAUSED, key)
+        sql.write(_ON_PAUSED, key)
     elif isinstance(event, TrialRetried):
-        conn.execute(_ON_RETRIED, key)
+        sql.write(_ON_RETRIED, key)
     elif isinstance(event, TrialStopped):
-        conn.execute(_ON_STOPPED, {**key, "outcome": stop_outcome(event.reason)})
+        sql.write(_ON_STOPPED, {**key, "outcome": stop_outcome(event.reason)})
     elif isinstance(event, TrialPerturbed):
-        conn.execute(
+        sql.write(
             _ON_PERTURBED,
             {**key, "config": dict(event.new_config), "resource": float(event.donor_resource)},
         )
 
 
-def _apply_bulk(conn: sa.Connection, experiment: str, items: list[tuple[int, Event]]) -> None:
+def _apply_bulk(sql: Writes, experiment: str, items: list[tuple[int, Event]]) -> None:
     ids = {e.trial for _, e in items if e.trial is not None}
-    existing = _load_trials(conn, experiment, ids) if ids else {}
+    existing = _load_trials(sql, experiment, ids) if ids else {}
     proj = Projection(trials=dict(existing))
     for seq, event in items:
         proj.apply(seq, event)
     inserts = [proj.trials[t].row(experiment) for t in sorted(proj.touched) if t not in existing]
     if inserts:
-        conn.execute(_INSERT_TRIAL, inserts)
+        sql.write(_INSERT_TRIAL, inserts)
     updates = [
         {
             "e_id": experiment,
@@ -302,19 +391,9 @@ def _apply_bulk(conn: sa.Connection, experiment: str, items: list[tuple[int, Eve
     ]
     if updates:
         # One executemany for every touched row (not a statement per trial).
-        conn.execute(
-            sa.update(_TRIALS).where(_WHERE_TRIAL).values(
-                status=sa.bindparam("status"),
-                config=sa.bindparam("config", type_=sa.JSON()),
-                resource=sa.bindparam("resource"),
-                metrics=sa.bindparam("metrics", type_=sa.JSON()),
-                n_segments=sa.bindparam("n_segments"),
-                created_seq=sa.bindparam("created_seq"),
-            ),
-            updates,
-        )
+        sql.write(_UPDATE_TRIAL, updates)
     if proj.results:
-        conn.execute(_INSERT_RESULT, [r.row(experiment) for r in proj.results])
+        sql.write(_INSERT_RESULT, [r.row(experiment) for r in proj.results])
 
 
 def rebuild(conn: sa.Connection, experiment: str, items: Iterable[tuple[int, Event]]) -> None:

@@ -144,7 +144,9 @@ def test_synchronous_commit_off_reaches_the_flows_writer_on_postgres(
 
     def show(runner: Any) -> None:  # a (writing-nothing) transaction of the flow's writer
         with runner.writer().transaction(runner.name, runner.seq) as tx:
-            seen.append(str(tx._conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()))
+            tx.catch_up()  # its first read sends BEGIN and the setting (storage.pg_pipeline)
+            driver = tx._conn.connection.driver_connection
+            seen.append(str(driver.execute("SHOW synchronous_commit").fetchone()[0]))
 
     monkeypatch.setattr("flows.hooks.PROGRESS_HOOKS", [*PROGRESS_HOOKS, show])
     summary = tune(spec(name="async-commit"))

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from itertools import count
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ from storage import (
     ExperimentNotFoundError,
     ResultRow,
     TrialRow,
+    projections,
 )
 from tests.storage._workers import append_with_retry, process_worker
 from tests.storage.events_factory import event_sequences, one_of_each
@@ -336,16 +338,21 @@ _names = count()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(events=event_sequences(), data=st.data())
+@pytest.mark.parametrize("through", ["store", "writer"])
 def test_projections_equal_rebuild_and_scheduler_fold(
-    store: EventStore, events: list[Event], data: st.DataObject
+    store: EventStore, events: list[Event], data: st.DataObject, through: str
 ) -> None:
+    """Through the store's own connection and through a writer (on PostgreSQL
+    with psycopg: pipelined), in short appends and bulk ones."""
     name = f"h{next(_names)}-{uuid.uuid4().hex[:6]}"
     store.create_experiment(name, SPEC)
     seq, i = 1, 0
-    while i < len(events):  # append in random batch sizes
-        size = data.draw(st.integers(1, 5))
-        seq = store.append(name, events[i : i + size], expected_seq=seq)
-        i += size
+    with store.writer() as writer:
+        append = writer.append if through == "writer" else store.append
+        while i < len(events):  # append in random batch sizes, now and then a bulk one
+            size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
+            seq = append(name, events[i : i + size], seq)
+            i += size
     incremental = (store.trials(name), store.results(name))
     store.rebuild_projections(name)
     assert (store.trials(name), store.results(name)) == incremental
@@ -405,19 +412,57 @@ def test_appends_in_one_transaction_equal_separate_appends_and_rebuild(
     assert (store.trials(exp), store.results(exp)) == incremental
 
 
-def test_a_result_and_its_decisions_cost_six_statements(store: EventStore, exp: str) -> None:
+def _protocol(trace: str) -> tuple[list[str], int]:
+    """First words of the statements a libpq trace shows parsed, and its round
+    trips (each time the client sent and then waited for the server)."""
+    words, round_trips, last = [], 0, ""
+    for line in trace.splitlines():
+        side, _, message, rest = [*line.split("\t"), "", "", "", ""][:4]
+        if side == "F" and message == "Parse":
+            words.append(rest.split('"')[3].split()[0])
+        round_trips += side == "B" and last == "F"
+        last = side or last
+    return words, round_trips
+
+
+def test_the_statements_of_a_result_and_its_decisions(
+    store: EventStore, exp: str, tmp_path: Path
+) -> None:
     """The flow's hot transaction: guarded insert of the result, its two projection
-    rows, one insert of the decisions' events, the stopped trial and the new trial."""
+    rows, one insert of the decisions' events, the stopped trial and the new trial.
+    On PostgreSQL (psycopg) the two projection rows are one statement, and with
+    BEGIN, the lock and COMMIT it takes two round trips."""
     seq = store.append(exp, [TrialCreated("t0", {"lr": 0.1}),
                              SegmentStarted("t0", 0, 1, {"lr": 0.1})], 1)
     result, decided = _result_then_decisions(seq)
     statements: list[str] = []
-    with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
-        sa.event.listen(tx._conn, "before_cursor_execute",
-                        lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
-        tx.append(result)
-        tx.append(decided)
-    assert statements == ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
+    hot = ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
+    if store._engine.dialect.name == "sqlite":
+        with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
+            sa.event.listen(tx._conn, "before_cursor_execute",
+                            lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
+            tx.append(result)
+            tx.append(decided)
+        assert statements == hot
+        return
+    from psycopg import pq
+
+    trace = tmp_path / "trace"
+    with store.writer() as writer, trace.open("w") as out:
+        with writer.transaction(exp, seq, lock=True) as tx:
+            pgconn = tx._conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+            pgconn.trace(out.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            tx.append(result)
+            tx.append(decided)
+        pgconn.untrace()
+    words, round_trips = _protocol(trace.read_text())
+    # The finished segment's trial row and result row are one statement.
+    assert words == ["BEGIN", "SELECT", "INSERT", "WITH", "INSERT", "UPDATE", "INSERT", "COMMIT"]
+    # BEGIN, lock and the guarded insert (whose row says whether the log moved
+    # on); then everything else with COMMIT.
+    assert round_trips == 2
+    assert [s.seq for s in store.read(exp, after_seq=seq)] == [seq + 1, seq + 2, seq + 3, seq + 4]
 
 
 def test_a_retry_reopens_a_failed_trial_in_the_projection(store: EventStore, exp: str) -> None:

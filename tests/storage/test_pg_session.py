@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from schedulers.events import TrialCreated, TrialPaused
 from storage import EventStore
-from storage.event_store import lock_key
-from storage.pg_session import begin_statement
+from storage.event_store import AppendTransaction
+from storage.pg_session import begin_statement, begin_statements
 from tests.log_checks import assert_log_integrity
 from tests.pg import _admin_connect
 from tests.storage.conftest import BACKENDS
@@ -35,8 +34,31 @@ def test_the_begin_statement_holds_fixed_words_and_the_key_only() -> None:
     )
 
 
+def test_the_pipelined_begin_holds_fixed_words_and_binds_the_key() -> None:
+    assert begin_statements(None) == [("BEGIN", None)]
+    assert begin_statements(-7) == [
+        ("BEGIN", None), ("SELECT pg_advisory_xact_lock(%(key)s::bigint)", {"key": -7})
+    ]
+    assert begin_statements(42, synchronous_commit=False) == [
+        ("BEGIN", None),
+        ("SELECT set_config('synchronous_commit', 'off', true), "
+         "pg_advisory_xact_lock(%(key)s::bigint)", {"key": 42}),
+    ]
+    assert begin_statements(None, synchronous_commit=False) == [
+        ("BEGIN", None), ("SELECT set_config('synchronous_commit', 'off', true)", None)
+    ]
+
+
 def _show(conn: sa.Connection) -> str:
     return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+
+def _show_in(tx: AppendTransaction) -> str:
+    """The setting inside ``tx``, once it has read (a pipelined transaction
+    sends nothing before): on the writer's psycopg connection itself."""
+    tx.catch_up()
+    row = tx._conn.connection.driver_connection.execute("SHOW synchronous_commit").fetchone()
+    return str(row[0])
 
 
 def _advisory_locks(pid: int) -> int:
@@ -53,14 +75,14 @@ def test_synchronous_commit_off_reaches_the_writers_transactions_only(store: Eve
     store.create_experiment("e", {})
     with store.writer(synchronous_commit=False) as fast:
         with fast.transaction("e", 1, lock=True) as tx:
-            assert _show(tx._conn) == "off"
+            assert _show_in(tx) == "off"
             tx.append([TrialCreated("a", {})])
         assert fast._conn is not None
         with fast._conn.begin():  # SET LOCAL: the session keeps the server's setting
             assert _show(fast._conn) == "on"
         seq = fast.append("e", [TrialPaused("a", 1.0)], 2)  # unlocked appends too
     with store.writer() as durable, durable.transaction("e", seq) as tx:
-        assert _show(tx._conn) == "on"
+        assert _show_in(tx) == "on"
         tx.append([TrialPaused("a", 2.0)])
     with store._engine.connect() as conn:  # other connections: untouched
         assert _show(conn) == "on"
@@ -68,24 +90,24 @@ def test_synchronous_commit_off_reaches_the_writers_transactions_only(store: Eve
 
 
 @pg_only
-def test_the_lock_goes_with_begin_and_ends_with_the_transaction(store: EventStore) -> None:
+def test_the_lock_goes_with_the_first_read_and_ends_with_the_transaction(
+    store: EventStore,
+) -> None:
+    """BEGIN and the lock are queued, sent with the transaction's first read
+    (the catch-up) in one round trip, and released by its end."""
     store.create_experiment("e", {})
-    statements: list[str] = []
-
-    @event.listens_for(store._engine, "before_cursor_execute")
-    def _seen(_c: object, _cur: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
     with store.writer() as writer:
         with writer.transaction("e", 1, lock=True) as tx:
             pid = int(tx._conn.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+            assert _advisory_locks(pid) == 0  # nothing sent yet
+            assert tx.catch_up() == []
             assert _advisory_locks(pid) == 1
-            first = len(statements)
             tx.append([TrialCreated("a", {})])
         assert _advisory_locks(pid) == 0
-    # One query opened the transaction and took the lock: no BEGIN of psycopg's own
-    # (the connection is in driver autocommit) and no separate lock statement.
-    assert statements[:first] == [f"BEGIN; SELECT pg_advisory_xact_lock({lock_key('e')})"]
+        with pytest.raises(RuntimeError), writer.transaction("e", 2, lock=True) as tx:
+            tx.catch_up()
+            raise RuntimeError("the caller fails")  # rolled back: the lock goes too
+        assert _advisory_locks(pid) == 0
     assert store.last_seq("e") == 2
 
 
