@@ -380,6 +380,13 @@ class EventStore:
                 for name, state, created, seq, n in conn.execute(stmt)
             ]
 
+    def experiment_state(self, name: str) -> str | None:
+        """The stored state of ``name`` (one of :data:`STATES`); None if it does not exist."""
+        with self._reader.connect() as conn:
+            stmt = sa.select(_EXPERIMENTS.c.state).where(_EXPERIMENTS.c.name == name)
+            state: str | None = conn.execute(stmt).scalar()
+            return state
+
     def set_state(self, name: str, state: str) -> None:
         """Set the experiment state, e.g. ``failed`` when its flow run dies.
 
