@@ -45,6 +45,7 @@ from flows.engine.leases import (
 from flows.engine.retention import CheckpointLedger
 from flows.engine.segment import SegmentJob
 from flows.engine.snapshots import snapshot_version
+from flows.settings import read_settings
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
 from schedulers import (
@@ -226,7 +227,7 @@ class ExperimentRunner:
         self.events: list[Event] = []
         self.seq = 0
         self.summary = RunSummary(spec.name)
-        self.lease_settings = lease_settings or LeaseSettings()
+        self.lease_settings = lease_settings or read_settings(LeaseSettings)
         self.owner = owner or Owner.current(self.lease_settings.worker_host)
         self.lease = Lease(store, spec.name, self.owner, self.lease_settings)
         #: Snapshot policy: save after at least this many new events *and*
