@@ -9,11 +9,13 @@ over the pending set), never in waves.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import inspect
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
@@ -92,12 +94,19 @@ def make_task_runner(spec: ExperimentSpec) -> TaskRunner[Any]:
     return runner
 
 
+@functools.cache
+def _segment_task(retries: int) -> Task[..., SegmentOutcome]:
+    """``train_segment`` with ``retries``: built once per value (a copy of a
+    Prefect task costs about a millisecond), shared by every flow run."""
+    return train_segment.with_options(retries=retries, retry_delay_seconds=0)
+
+
 class PrefectExecutor:
     """:class:`flows.engine.runner.SegmentExecutor` on a Prefect task runner."""
 
     def __init__(self, runner: TaskRunner[Any], retries: int) -> None:
         self.runner = runner
-        self.task = train_segment.with_options(retries=retries, retry_delay_seconds=0)
+        self.task = _segment_task(retries)
         # quote(): Prefect walks every parameter, recursively, several times per
         # task run (task inputs, resolving futures); a job holds no futures, and
         # the task receives it unwrapped. Threads only: Ray ships the annotation
@@ -145,12 +154,15 @@ def run_experiment(
     on_progress: Callable[[ExperimentRunner], None] | None = None,
     on_end: Callable[[ExperimentRunner], None] | None = None,
     settings: RungflowSettings | None = None,
+    store: EventStore | None = None,
 ) -> RunSummary:
     """Run or resume ``spec`` inside the current flow run.
 
     ``on_end`` is called with the runner once its run returned: its folded
     state is the experiment's (the verdict reads it instead of the log).
     ``settings`` are read now by default (reading them costs milliseconds).
+    ``store`` is the caller's (left open; ``database_url`` is then unused);
+    by default one is opened on the settings' database and closed here.
     """
     settings = settings or get_settings()
     # Workers get the root as a string and may run in another directory.
@@ -165,9 +177,9 @@ def run_experiment(
         if settings.retention
         else None
     )
-    store = EventStore(
-        database_url or settings.resolved_database_url, connect_timeout=settings.connect_timeout
-    )
+    own_store = store is None
+    if store is None:
+        store = _open_store(settings, database_url)
     try:
         runner = ExperimentRunner(
             store, spec, root, on_progress=_chain(retention, on_progress),
@@ -193,7 +205,14 @@ def run_experiment(
             on_end(runner)
         return summary
     finally:
-        store.close()
+        if own_store:
+            store.close()
+
+
+def _open_store(settings: RungflowSettings, database_url: str | None = None) -> EventStore:
+    return EventStore(
+        database_url or settings.resolved_database_url, connect_timeout=settings.connect_timeout
+    )
 
 
 def _ended_state(exc: BaseException) -> str:
@@ -218,6 +237,7 @@ def _verdict(
     *,
     runner: ExperimentRunner | None = None,
     settings: RungflowSettings | None = None,
+    store: EventStore | None = None,
 ) -> State[Any]:
     """Completed, or Failed when every trial failed or none reported the metric.
 
@@ -225,11 +245,14 @@ def _verdict(
     ``runner`` (or the one ``artifacts`` saw) holds the folded state (no
     snapshot to load, no log to fold), the rest is one row per trial. With
     ``artifacts``, the status is handed to them for the final artifacts,
-    which need not compute it again.
+    which need not compute it again. ``store`` is the run's (left open); by
+    default one is opened and closed here.
     """
     from flows.engine.status import run_end_status, run_verdict
 
-    store = EventStore((settings or get_settings()).resolved_database_url)
+    own_store = store is None
+    if store is None:
+        store = _open_store(settings or get_settings())
     try:
         if store.has_experiment(spec.name):
             if runner is None and artifacts is not None:
@@ -243,7 +266,8 @@ def _verdict(
         if message is not None:
             store.set_state(spec.name, "failed")
     finally:
-        store.close()
+        if own_store:
+            store.close()
     if message is not None:
         return Failed(message=f"{spec.name}: {message}")
     return Completed(
@@ -306,17 +330,21 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
             phase("replaying the log, first segments running...")
 
     ended: list[ExperimentRunner] = []
-    with artifacts if artifacts is not None else nullcontext():
+    # One store for the run and its verdict: a second one would connect, check
+    # the schema and compile its statements again (milliseconds per flow run).
+    with artifacts if artifacts is not None else nullcontext(), _open_store(settings) as store:
         summary = run_experiment(
             spec,
             on_progress=on_progress if hooks else None,
             on_end=ended.append,
             settings=settings,
+            store=store,
         )
         if artifacts:
             artifacts.summary = summary
         verdict = _verdict(
-            spec, summary, artifacts, runner=ended[0] if ended else None, settings=settings
+            spec, summary, artifacts, runner=ended[0] if ended else None, settings=settings,
+            store=store,
         )
     logger.info(
         "experiment %s %s: %d segment(s) run, best trial %s (%s=%s)",
@@ -332,3 +360,10 @@ def tune(spec: ExperimentSpec, experiment_suffix: ExperimentSuffix = "none") -> 
     # Prefect makes a returned state the run's final state; callers of
     # tune(spec) get the summary dict, or FailedRun for a Failed verdict.
     return verdict  # type: ignore[return-value]
+
+
+# Prefect validates a flow run's parameters with a pydantic model it builds
+# for every run, and resolves string annotations (``from __future__ import
+# annotations`` above) with a model rebuild each time: ~2 ms per flow run.
+# The evaluated signature spares that; the parameters and schema are the same.
+tune.fn.__signature__ = inspect.signature(tune.fn, eval_str=True)  # type: ignore[attr-defined]

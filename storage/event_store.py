@@ -55,7 +55,7 @@ from schedulers.events import (
 )
 from storage import pg_pipeline, pg_session, projections, snapshots
 from storage.checkpoints import validate_name
-from storage.engine import READ_ONLY, create_store_engine, display_url
+from storage.engine import READ_ONLY, close_engine, display_url, open_engine
 from storage.errors import (
     ConcurrencyError,
     ConnectionDroppedError,
@@ -286,13 +286,16 @@ class EventStore:
         self._connect_timeout = connect_timeout
         #: The URL with its password masked; the only form that may be logged.
         self.url_for_display: str = display_url(self._url)
-        self._engine = create_store_engine(self._url, connect_timeout=connect_timeout)
+        # A store this process closed earlier on the same URL hands its engine
+        # on, compiled statements and all (see storage.engine.open_engine).
+        self._engine = open_engine(self._url, connect_timeout=connect_timeout)
         self._reader = self._engine.execution_options(**{READ_ONLY: True})
         self._writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
+        self._closed = False
         try:
             upgrade_schema(self._engine)
         except BaseException:
-            self._engine.dispose()
+            self._engine.dispose()  # not kept for reuse: something is wrong with it
             raise
 
     # ------------------------------------------------------------ lifecycle
@@ -300,7 +303,9 @@ class EventStore:
         """Release every pooled connection. The store must not be used afterwards."""
         for writer in list(self._writers):
             writer.close()
-        self._engine.dispose()
+        if not self._closed:  # an engine kept for reuse is handed on once only
+            self._closed = True
+            close_engine(self._engine)
 
     def __enter__(self) -> Self:
         return self
@@ -380,6 +385,13 @@ class EventStore:
                 ExperimentSummary(name, state, created, int(seq), int(n))
                 for name, state, created, seq, n in conn.execute(stmt)
             ]
+
+    def experiment_state(self, name: str) -> str | None:
+        """The stored state of ``name`` (one of :data:`STATES`); None if it does not exist."""
+        with self._reader.connect() as conn:
+            stmt = sa.select(_EXPERIMENTS.c.state).where(_EXPERIMENTS.c.name == name)
+            state: str | None = conn.execute(stmt).scalar()
+            return state
 
     def set_state(self, name: str, state: str) -> None:
         """Set the experiment state, e.g. ``failed`` when its flow run dies.

@@ -45,6 +45,7 @@ from flows.engine.leases import (
 from flows.engine.retention import CheckpointLedger
 from flows.engine.segment import SegmentJob
 from flows.engine.snapshots import snapshot_version
+from flows.settings import read_settings
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
 from schedulers import (
@@ -81,6 +82,7 @@ __all__ = [
     "RunSummary",
     "SegmentExecutor",
     "refused_resume",
+    "runner_snapshot_version",
     "unfinished_segments",
 ]
 
@@ -96,6 +98,19 @@ GC_FREEZE_EVENTS = 10_000
 _STATE_FORMAT = 1
 # Spec fields ExperimentSpec.build_scheduler reads.
 _SCHEDULER_FIELDS = ("scheduler", "scheduler_args", "space", "metric", "mode", "seed", "budget")
+
+
+def runner_snapshot_version(spec: ExperimentSpec) -> str:
+    """The :attr:`ExperimentRunner.snapshot_version` of a runner of ``spec``.
+
+    What the folded state depends on besides the log: the scheduler's
+    construction (a resume may change the budget) and the state's layout.
+    Readers with the stored spec (status, retry) find the flow's snapshots.
+    """
+    built = {k: v for k, v in spec.to_json().items() if k in _SCHEDULER_FIELDS}
+    return snapshot_version(
+        json.dumps(built, sort_keys=True, default=str) + f"|runner={_STATE_FORMAT}"
+    )
 
 
 class ResumeRefusedError(ValueError):
@@ -212,7 +227,7 @@ class ExperimentRunner:
         self.events: list[Event] = []
         self.seq = 0
         self.summary = RunSummary(spec.name)
-        self.lease_settings = lease_settings or LeaseSettings()
+        self.lease_settings = lease_settings or read_settings(LeaseSettings)
         self.owner = owner or Owner.current(self.lease_settings.worker_host)
         self.lease = Lease(store, spec.name, self.owner, self.lease_settings)
         #: Snapshot policy: save after at least this many new events *and*
@@ -220,13 +235,7 @@ class ExperimentRunner:
         self.snapshots = snapshots and not keep_events
         self.snapshot_every_events = SNAPSHOT_EVERY_EVENTS
         self.snapshot_every_seconds = SNAPSHOT_EVERY_SECONDS
-        # What the folded state depends on besides the log: the scheduler's
-        # construction (a resume may change the budget) and the state's layout.
-        # Readers with the stored spec (status, retry) find the flow's snapshots.
-        built = {k: v for k, v in spec.to_json().items() if k in _SCHEDULER_FIELDS}
-        self._snapshot_version = snapshot_version(
-            json.dumps(built, sort_keys=True, default=str) + f"|runner={_STATE_FORMAT}"
-        )
+        self._snapshot_version = runner_snapshot_version(spec)
         self._snapshot_seq = 0
         self._snapshot_time = time.monotonic()
         self._last_scan = -float("inf")
@@ -245,6 +254,8 @@ class ExperimentRunner:
         #: (under the lock: no rollback, nothing decided twice).
         self.caught_up_in_transaction = 0
         self._dropped = False
+        #: Whether :meth:`replay` created the experiment (else it existed).
+        self.created = False
         #: Keeps the collector's full passes off the loop once the state is big
         #: (see :mod:`flows.engine.gc_policy`): once the log is GC_FREEZE_EVENTS
         #: long, frozen after replay (snapshot or not) and every 1,000 events.
@@ -284,16 +295,21 @@ class ExperimentRunner:
             ResumeRefusedError: the stored experiment was created with a spec
                 that differs in space, trainable, scheduler or its arguments.
         """
+        self.created = False
         if not self.store.has_experiment(self.name):
             # Another runner may create it between the check and here: join it.
             with contextlib.suppress(ExperimentExistsError):
                 self.store.create_experiment(self.name, self.spec.to_json())
-        first = self.store.read(self.name, until_seq=1)[0].event
-        assert isinstance(first, ExperimentCreated)
-        diffs = spec_differences(first.spec, self.spec)
-        if diffs:
-            raise refused_resume(self.name, diffs)
-        folded = self.restore()
+                self.created = True
+        if not self.created:
+            first = self.store.read(self.name, until_seq=1)[0].event
+            assert isinstance(first, ExperimentCreated)
+            diffs = spec_differences(first.spec, self.spec)
+            if diffs:
+                raise refused_resume(self.name, diffs)
+        # Created just now: event 1 is this spec, and no snapshot can save
+        # more than folding the few events others may have appended since.
+        folded = self.restore(snapshot=not self.created)
         if self.seq >= GC_FREEZE_EVENTS:
             # What replay built lives as long as the run: keep the collector's
             # full passes from walking it again and again (pauses of tens of ms).
@@ -304,14 +320,15 @@ class ExperimentRunner:
             # delay the first segment; the loop's periodic snapshot follows.
             self.save_snapshot()
 
-    def restore(self) -> int:
-        """Fold the state from scratch: the latest usable snapshot, then the
-        log's tail (the whole log without a snapshot). Returns how many events
-        were folded after the snapshot. Reads only; the experiment must exist.
+    def restore(self, snapshot: bool = True) -> int:
+        """Fold the state from scratch: the latest usable snapshot (unless
+        ``snapshot`` is False), then the log's tail (the whole log without a
+        snapshot). Returns how many events were folded after the snapshot.
+        Reads only; the experiment must exist.
         """
         with gc_paused():  # everything built here stays alive (see gc_paused)
             self._reset_state()
-            if self.snapshots:
+            if self.snapshots and snapshot:
                 self._load_snapshot()
             start = self.seq
             self.catch_up()
@@ -331,7 +348,8 @@ class ExperimentRunner:
             self.summary.state = "finished"
             self._update_best()
             return []
-        self.store.set_state(self.name, "running")
+        if not self.created:  # a new experiment is created running
+            self.store.set_state(self.name, "running")
         self.lease.acquire()  # before any claim: a claim without a lease looks released
         taken = self.reclaim(limit=self.spec.max_concurrency, force=True)
         self.summary.resumed_segments = len(taken)

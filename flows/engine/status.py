@@ -346,7 +346,7 @@ def experiment_summary(
         counts[status] = counts.get(status, 0) + 1
         trials.append(row)
     best_json = _summary_best(store, name, metric, mode, summary.until_seq, trials)
-    stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
+    stored_state = store.experiment_state(name) or "running"
     state = "finished" if finished is not None else stored_state
     if state == "running" and open_segments and not _live_runner(store, name):
         state = "interrupted"
@@ -407,7 +407,7 @@ def folded_runner(
     Raises:
         ExperimentNotFoundError: unknown experiment.
     """
-    from flows.engine.runner import GC_FREEZE_EVENTS, ExperimentRunner
+    from flows.engine.runner import GC_FREEZE_EVENTS, ExperimentRunner, runner_snapshot_version
 
     created = store.read_one(name, 1)
     if created is None:
@@ -415,15 +415,15 @@ def folded_runner(
     from flows.spec import stored_spec
 
     spec = stored_spec(created.event)
-    fresh = ExperimentRunner(store, spec, "")
     if (
         runner is not None
         and runner.name == name
-        and runner.snapshot_version == fresh.snapshot_version
+        and runner.snapshot_version == runner_snapshot_version(spec)
     ):
         runner.store = store  # the flow's own store may be closed by now
         runner.catch_up()
         return spec, runner
+    fresh = ExperimentRunner(store, spec, "")
     if fresh.restore() >= GC_FREEZE_EVENTS:
         # A long fold (an old store, a run that never snapshotted): leave a
         # snapshot for the next reader. Not after a short tail: pickling 10k
@@ -527,7 +527,7 @@ def _assemble(
     """
     errors, reasons = fold.errors, fold.reasons
     finished = fold.finished
-    stored_state = next((e.state for e in store.list_experiments() if e.name == name), "running")
+    stored_state = store.experiment_state(name) or "running"
     trials = []
     counts: dict[str, int] = {}
     for t in scheduler.trials.values():

@@ -264,6 +264,11 @@ def test_list_experiments_and_states(store: EventStore) -> None:
     assert {s.name: s.state for s in store.list_experiments()}["c"] == "running"
     store.set_state("c", "interrupted")  # a stopped run: resumable, not failed
     assert {s.name: s.state for s in store.list_experiments()}["c"] == "interrupted"
+    # One experiment's state alone: what the end of a flow run reads.
+    assert [store.experiment_state(n) for n in ("a", "b", "c")] == [
+        "running", "finished", "interrupted",
+    ]
+    assert store.experiment_state("nope") is None
 
 
 def test_set_state_validates(store: EventStore, exp: str) -> None:
