@@ -29,6 +29,7 @@ from schedulers.outcomes import (
     signed_score,
 )
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
+from storage.projections import ExportView
 from storage.snapshots import gc_paused
 
 if TYPE_CHECKING:
@@ -47,10 +48,12 @@ __all__ = [
     "experiment_status_from_log",
     "experiment_summary",
     "export_events",
+    "export_view",
     "folded_runner",
     "imported_summary",
     "last_metrics",
     "load_events",
+    "projected_status",
     "read_records",
     "run_end_status",
     "run_verdict",
@@ -154,14 +157,8 @@ def _status_from_view(
     fold = _StatusFold()
     for _seq, event, stamp in view.events:
         fold.tell(event, stamp)
-    fold.segments = {
-        trial_id: [
-            {"start": start, "stop": stop, "metrics": metrics, "finished_at": at.isoformat()}
-            for start, stop, metrics, at in rows
-        ]
-        for trial_id, rows in view.segments.items()
-    }
-    fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
+    fold.segments = view.segments
+    fold.times = {t: [a, b] for t, (a, b) in view.times.items()}
     return _assemble(store, name, spec, runner.scheduler, fold, fold.facts, checkpoints)
 
 
@@ -323,9 +320,7 @@ def experiment_summary(
     trials: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
     for trial_id, raw, config, resource, metrics, n_segments in summary.trials:
-        if raw == "failed" and retried.get(trial_id):
-            raw = "paused"  # next_status of TrialRetried (rows written before it was projected)
-        raw = normalize_status(raw)
+        raw = projected_status(raw, retried.get(trial_id, False))
         status = final_status(raw, finished is not None)
         row: dict[str, Any] = {
             "trial_id": trial_id,
@@ -444,6 +439,30 @@ def export_events(store: EventStore, name: str) -> tuple[list[StoredEvent], dict
     _, runner = folded_runner(store, name)
     stored = store.read(name, until_seq=runner.seq, kinds=EXPORT_KINDS)
     return stored, {tid: t.status for tid, t in runner.scheduler.trials.items()}
+
+
+def export_view(store: EventStore, name: str) -> ExportView | None:
+    """What ``rungflow export`` reads from the projections, without folding
+    or decoding the log (see :func:`storage.projections.read_export_view`);
+    None when they do not cover the log (then :func:`export_events`).
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    if not store.has_experiment(name):
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    view = store.export_view(name)
+    return None if view.stale else view
+
+
+def projected_status(raw: str, retried: bool) -> str:
+    """A ``trials`` row's status word as the scheduler folds it.
+
+    ``retried``: the trial's last error, stop or retry event is a
+    ``TrialRetried``, which reopens a failed trial (rows written before
+    retries were projected still say ``failed``).
+    """
+    return "paused" if raw == "failed" and retried else normalize_status(raw)
 
 
 def experiment_status_from_log(
