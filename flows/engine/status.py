@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
@@ -29,7 +30,7 @@ from schedulers.outcomes import (
     signed_score,
 )
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
-from storage.projections import ExportView
+from storage.projections import ExportView, StatusView
 from storage.snapshots import gc_paused
 
 if TYPE_CHECKING:
@@ -134,9 +135,20 @@ def experiment_status(
             of loading a snapshot, if its scheduler is built exactly as the
             stored spec builds it (else it is not used).
     """
-    spec, runner = folded_runner(store, name, runner)
     with gc_paused():  # ~10 containers per result, all kept (see gc_paused)
-        return _status_from_view(store, name, spec, runner, checkpoints)
+        view = None
+        if runner is None:
+            # The view's queries run in the database (SQLite steps without the
+            # GIL; PostgreSQL in its server) while this thread imports the
+            # runner and loads the snapshot. The view is as of the log's end:
+            # read again if the runner folded a later append.
+            with ThreadPoolExecutor(1) as pool:
+                ahead = pool.submit(store.status_view, name, store.last_seq(name))
+                spec, runner = folded_runner(store, name)
+                view = ahead.result()
+        else:
+            spec, runner = folded_runner(store, name, runner)
+        return _status_from_view(store, name, spec, runner, checkpoints, view)
 
 
 def _status_from_view(
@@ -145,8 +157,10 @@ def _status_from_view(
     spec: ExperimentSpec,
     runner: ExperimentRunner,
     checkpoints: str | None,
+    view: StatusView | None = None,
 ) -> dict[str, Any]:
-    view = store.status_view(name, runner.seq)
+    if view is None or view.until_seq != runner.seq:
+        view = store.status_view(name, runner.seq)
     if view.stale:
         log.info("%s: the trials/results projections miss rows; rebuilding them", name)
         with contextlib.suppress(Exception):  # read-only database: fold the log instead
