@@ -23,7 +23,7 @@ import inspect
 import json
 import re
 from collections.abc import Mapping
-from functools import partial
+from functools import cache, partial
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -189,8 +189,14 @@ def _check(name: str, rule: ArgumentRule, nullable: bool, value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+@cache
 def _model(name: str) -> type[BaseModel]:
-    """The pydantic model of ``name``'s arguments, tagged ``scheduler: name``."""
+    """The pydantic model of ``name``'s arguments, tagged ``scheduler: name``.
+
+    Built on first use, each when its scheduler is named: building one
+    imports its scheduler's module, and reading a stored spec (status,
+    resume) must not pay for every scheduler's numerical stack (DyHPO's scipy).
+    """
     cls = scheduler_class(name)
     params, _ = _keyword_parameters(cls)
     docs = _argument_docs(cls)
@@ -233,32 +239,43 @@ def _model(name: str) -> type[BaseModel]:
     return model
 
 
+@cache
 def argument_models() -> tuple[type[BaseModel], ...]:
     """One model per scheduler, in :data:`SCHEDULER_NAMES` order."""
-    return _MODELS
+    return tuple(_model(n) for n in SCHEDULER_NAMES)
 
 
-_MODELS: tuple[type[BaseModel], ...] = tuple(_model(n) for n in SCHEDULER_NAMES)
-#: The tagged union itself: ``scheduler`` picks the model.
-_UNION = Annotated[Union[_MODELS], Field(discriminator=TAG)]  # type: ignore[valid-type]  # noqa: UP007
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(_UNION)
+@cache
+def _adapter() -> TypeAdapter[Any]:
+    """The tagged union itself: ``scheduler`` picks the model."""
+    union: Any = Annotated[Union[argument_models()], Field(discriminator=TAG)]  # noqa: UP007
+    return TypeAdapter(union)
 
 
 def check_scheduler_args(scheduler: str, args: Mapping[str, Any]) -> None:
     """Validate ``args`` as ``scheduler``'s arguments (types, bounds, choices, names).
 
+    A known scheduler's arguments are checked by its model alone (the branch
+    the tagged union would pick), an unknown name by the union.
+
     Raises:
         ValueError: one ``scheduler_args.<field>: <rule>`` clause per bad field,
             joined with "; " (one line).
     """
+    known = scheduler in SCHEDULER_NAMES
     try:
-        _ADAPTER.validate_python({**args, TAG: scheduler})
+        if known:
+            _model(scheduler).model_validate({**args, TAG: scheduler})
+        else:
+            _adapter().validate_python({**args, TAG: scheduler})
     except ValidationError as exc:
         allowed = sorted(keyword_arguments(scheduler_class(scheduler)) or set())
         allowed = [a for a in allowed if a not in RESERVED and a not in CODE_ARGUMENTS]
         clauses = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"][1:]) or "scheduler_args"
+            # The union's locations start with the branch's tag.
+            loc = err["loc"] if known else err["loc"][1:]
+            field = ".".join(str(p) for p in loc) or "scheduler_args"
             if err["type"] == "extra_forbidden":
                 clauses.append(
                     f"scheduler_args.{field}: is not an argument of {scheduler!r}; "
@@ -308,7 +325,7 @@ def form_schema() -> dict[str, Any]:
     YAML specs, deployments written before the form) fits several branches.
     """
     branches = []
-    for model in _MODELS:
+    for model in argument_models():
         schema = _strict(model)
         schema.pop("required", None)
         schema.pop("additionalProperties", None)
@@ -333,8 +350,9 @@ def form_conditions(scheduler_property: str = "scheduler") -> dict[str, Any]:
     ("spec.scheduler_args.max_t: -1 is less than or equal to the minimum of 0").
     """
     # Neither names a scheduler: the spec's default, random.
-    chain: dict[str, Any] = {"properties": {"scheduler_args": _strict(_MODELS[0])}}
-    for name, model in reversed(list(zip(SCHEDULER_NAMES, _MODELS, strict=True))):
+    models = argument_models()
+    chain: dict[str, Any] = {"properties": {"scheduler_args": _strict(models[0])}}
+    for name, model in reversed(list(zip(SCHEDULER_NAMES, models, strict=True))):
         named = {"const": name}
         condition = {
             "anyOf": [

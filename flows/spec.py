@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,9 +19,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -173,6 +174,17 @@ def _ui_schema(schema: dict[str, Any]) -> None:
     schema.update(form_conditions())
 
 
+@dataclass(frozen=True)
+class _FormSchema:
+    """``WithJsonSchema(form_schema())`` for ``scheduler_args``, built only when
+    a JSON schema is asked for: building it imports every scheduler."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: Any, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return form_schema()
+
+
 class ExperimentSpec(BaseModel):
     """Everything that defines an experiment.
 
@@ -213,7 +225,7 @@ class ExperimentSpec(BaseModel):
     scheduler: Annotated[
         SchedulerName, Field(description="Which scheduler decides what runs next.")
     ] = "random"
-    scheduler_args: Annotated[dict[str, Any], WithJsonSchema(form_schema())] = Field(
+    scheduler_args: Annotated[dict[str, Any], _FormSchema()] = Field(
         default_factory=dict,
         description="Choose the scheduler, then set its arguments; an empty field takes "
         "the default its description gives. Async PBT and ASHA (and any scheduler with "

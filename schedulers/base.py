@@ -187,6 +187,11 @@ class Scheduler(ABC):
         self.n_events = 0
         self.resource_used = 0.0
         self.finished = False
+        # best_trial's key, (-resource, score, trial_id) of the best scored
+        # trial, kept up to date as events move a trial's resource or score
+        # (see _rank_best), so that a Done at 10k trials is not a scan.
+        self._best: tuple[float, float, str] | None = None
+        self._best_stale = False
 
     # ----------------------------------------------------------------- fold
     def tell(self, event: Event) -> None:
@@ -217,6 +222,8 @@ class Scheduler(ABC):
         if known is not None:
             known.status = next_status(previous, event)  # type: ignore[assignment]
         if isinstance(event, TrialCreated):
+            if self._best is not None and self._best[2] == event.trial_id:
+                self._best_stale = True  # created again: its score is gone
             self.trials[event.trial_id] = TrialState(
                 event.trial_id, dict(event.config), created_seq=self.n_events, info=dict(event.info)
             )
@@ -241,6 +248,7 @@ class Scheduler(ABC):
                 t.results.pop(event.stop, None)
             if event.checkpoint is not None:
                 t.checkpoint = event.checkpoint
+            self._rank_best(t)
         elif isinstance(event, SegmentFailed):
             self.trials[event.trial_id].running = None
         elif isinstance(event, (TrialPaused, TrialStopped)):
@@ -250,6 +258,7 @@ class Scheduler(ABC):
             t.config = dict(event.new_config)
             t.resource = event.donor_resource
             t.checkpoint = event.checkpoint
+            self._rank_best(t)
         elif isinstance(event, ExperimentFinished):
             self.finished = True
         elif isinstance(event, ObservationImported):
@@ -332,14 +341,36 @@ class Scheduler(ABC):
         Ranked by resource first (a trial trained to max_t beats one culled
         early) and by score second, which is what multi-fidelity users expect.
         """
-        best: tuple[float, float, str] | None = None
-        for t in self.trials.values():
-            if t.last_score is None:
-                continue
-            key = (-t.resource, t.last_score, t.trial_id)
-            if best is None or key < best:
-                best = key
-        return None if best is None else self.trials[best[2]]
+        if self._best_stale:
+            best: tuple[float, float, str] | None = None
+            for t in self.trials.values():
+                if t.last_score is None:
+                    continue
+                key = (-t.resource, t.last_score, t.trial_id)
+                if best is None or key < best:
+                    best = key
+            self._best, self._best_stale = best, False
+        return None if self._best is None else self.trials[self._best[2]]
+
+    def _rank_best(self, t: TrialState) -> None:
+        """Fold a change of ``t``'s resource or score into :meth:`best_trial`'s key.
+
+        A trial that now ranks above the best becomes it; only the best trial
+        ranking lower than before (an exploit moved it back, or its score is
+        gone) leaves the key stale, for :meth:`best_trial` to rescan once.
+        """
+        if self._best_stale:
+            return
+        score = t.last_score
+        key = None if score is None else (-t.resource, score, t.trial_id)
+        best = self._best
+        if best is not None and best[2] == t.trial_id:
+            if key is not None and key <= best:
+                self._best = key
+            else:
+                self._best_stale = True
+        elif key is not None and (best is None or key < best):
+            self._best = key
 
     def done_action(self, reason: str = "budget exhausted") -> Done:
         """``Done(reason)`` naming :meth:`best_trial` (None while no trial has a score)."""

@@ -640,6 +640,11 @@ class EventStore:
             lambda: projections.read_results_at(self._reader, name, until_seq, wanted)
         )
 
+    def export_view(self, name: str) -> projections.ExportView:
+        """What ``rungflow export`` reads, as of the log's end
+        (see :func:`storage.projections.read_export_view`)."""
+        return _retry_dropped(lambda: projections.read_export_view(self._reader, name))
+
     def trials(self, name: str) -> list[TrialRow]:
         """Projected trials in creation order."""
         t = _TRIALS.c

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from schedulers.events import (
     EVENT_TYPES,
+    VERSION_KEY,
     Event,
     SegmentFailed,
     SegmentFinished,
@@ -40,9 +41,11 @@ from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 
 __all__ = [
+    "EXPORT_VIEW_KINDS",
     "STATUS_KINDS",
     "SUMMARY_KINDS",
     "ConnectionWrites",
+    "ExportView",
     "Projection",
     "ResultRecord",
     "StatusSummary",
@@ -51,6 +54,7 @@ __all__ = [
     "TrialTallies",
     "Writes",
     "apply_events",
+    "read_export_view",
     "read_results_at",
     "read_status_summary",
     "read_status_view",
@@ -431,11 +435,12 @@ class StatusView:
     Everything is as of event ``until_seq``.
 
     Attributes:
-        segments: Finished segments per trial in log order, as ``(start, stop,
-            metrics, finished_at)`` (from ``results``; the write time, start
-            and stop as written come from its event's row).
-        times: ``trial_id -> (first, last)`` write times of the trial's
-            events (coordination events excluded).
+        segments: Finished segments per trial in log order, each as the
+            status document shows it: ``{"start", "stop", "metrics",
+            "finished_at"}`` (from ``results``; start and stop as written
+            and the write time, in ISO 8601, come from its event's row).
+        times: ``trial_id -> (first, last)`` write times (ISO 8601) of the
+            trial's events (coordination events excluded).
         events: ``(seq, event, created_at)`` of the :data:`STATUS_KINDS`, in order.
         stale: The projections do not hold every trial and result of the
             log up to ``until_seq`` (written by an older rungflow, or edited):
@@ -443,8 +448,8 @@ class StatusView:
     """
 
     until_seq: int
-    segments: dict[str, list[tuple[Any, Any, dict[str, Any], Any]]]
-    times: dict[str, tuple[Any, Any]]
+    segments: dict[str, list[dict[str, Any]]]
+    times: dict[str, tuple[str, str]]
     events: list[tuple[int, Event, Any]]
     stale: bool
 
@@ -472,14 +477,77 @@ def _count(conn: sa.Connection, stmt: sa.Select[Any]) -> int:
     return int(conn.execute(stmt).scalar_one() or 0)
 
 
+def _text(value: Any) -> sa.ColumnElement[str]:
+    return sa.type_coerce(value, sa.Text)
+
+
+def _iso_utc(conn: sa.Connection, column: Any) -> sa.ColumnElement[str]:
+    """A :class:`~storage.models.UTCDateTime` column as ``isoformat()`` writes
+    its (aware, UTC) value, formatted by SQL: no datetime object per row.
+
+    SQLite holds ``YYYY-MM-DD HH:MM:SS.ffffff`` (naive UTC); ``isoformat``
+    leaves out a zero fraction.
+    """
+    if conn.dialect.name == "postgresql":
+        utc = sa.func.timezone("UTC", column)
+        text = sa.func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS.US', type_=sa.Text)
+        return sa.func.regexp_replace(text, r"\.000000$", "", type_=sa.Text) + "+00:00"
+    raw = _text(column)
+    day = sa.func.substr(raw, 1, 10, type_=sa.Text) + "T"
+    return sa.case(
+        (sa.func.substr(raw, 20) == ".000000", day + sa.func.substr(raw, 12, 8, type_=sa.Text)),
+        else_=day + sa.func.substr(raw, 12, type_=sa.Text),
+    ) + "+00:00"
+
+
+def _range_json(conn: sa.Connection, payload: Any) -> sa.ColumnElement[str]:
+    """``"start": <start>, "stop": <stop>`` of a segment event's payload as
+    JSON text, each number as the event wrote it (``0`` stays apart from
+    ``0.0``), without decoding the payload in Python."""
+    if conn.dialect.name == "postgresql":
+        start, stop = (_text(sa.cast(payload[k], sa.Text)) for k in ("start", "stop"))
+        return sa.literal('"start":', sa.Text) + start + ',"stop":' + stop
+    # json_extract of two paths gives "[start,stop]" (literals kept); numbers
+    # hold no bracket or comma, so it becomes the two members by text edits.
+    pair = sa.func.json_extract(payload, "$.start", "$.stop", type_=sa.Text)
+    members = sa.func.replace(pair, ",", ',"stop":', type_=sa.Text)
+    inner = sa.func.rtrim(sa.func.ltrim(members, "[", type_=sa.Text), "]", type_=sa.Text)
+    return sa.literal('"start":', sa.Text) + inner
+
+
+def _kind_counts(
+    conn: sa.Connection, experiment: str, until_seq: int, kinds: tuple[str, ...],
+    *, bounded: bool = False,
+) -> dict[str, int]:
+    """How many events of each of ``kinds`` the log holds up to ``until_seq``.
+
+    When the log ends at ``until_seq`` (and not ``bounded``) the
+    (experiment, kind) index answers alone; a seq bound reads the row of
+    every counted event.
+    """
+    ev = _EVENTS.c
+    where = [ev.experiment_id == experiment, ev.kind.in_(kinds)]
+    if bounded or until_seq != _count(
+        conn, sa.select(sa.func.max(ev.seq)).where(ev.experiment_id == experiment)
+    ):
+        where.append(ev.seq <= until_seq)
+    stmt = sa.select(ev.kind, sa.func.count()).where(*where).group_by(ev.kind)
+    counts = dict.fromkeys(kinds, 0)
+    counts.update({kind: int(n) for kind, n in conn.execute(stmt)})
+    return counts
+
+
 def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> StatusView:
     """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one transaction.
 
     Costs three indexed queries plus one aggregate over the experiment's
     events (``trial_id`` and ``kind`` only); no event but those of
-    :data:`STATUS_KINDS` is decoded. Staleness is detected by counting: the
+    :data:`STATUS_KINDS` is decoded. Each segment's document is put
+    together as JSON text by SQL (start and stop from its event's payload,
+    metrics from ``results``, the write time formatted) and all are parsed
+    by one ``json.loads``. Staleness is detected by counting: the
     ``results`` rows must match the ``SegmentFinished`` events and the
-    ``trials`` rows the ``TrialCreated`` events up to ``until_seq`` (both
+    ``trials`` rows the ``TrialCreated`` events up to ``until_seq`` (the
     counts are served by indexes).
     """
     ev, r, t = _EVENTS.c, _RESULTS.c, _TRIALS.c
@@ -487,37 +555,37 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
     with engine.connect() as conn:
         n_results = _count(conn, sa.select(sa.func.count()).select_from(_RESULTS).where(
             r.experiment_id == experiment, r.seq <= until_seq))
-        n_finished = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
-            mine, ev.kind == "SegmentFinished"))
         n_trials = _count(conn, sa.select(sa.func.count()).select_from(_TRIALS).where(
             t.experiment_id == experiment, t.created_seq <= until_seq))
-        n_created = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
-            mine, ev.kind == "TrialCreated"))
-        stale = n_results != n_finished or n_trials != n_created
-        segments: dict[str, list[tuple[Any, Any, dict[str, Any], Any]]] = {}
-        times: dict[str, tuple[Any, Any]] = {}
-        events: list[tuple[int, Event, Any]] = []
-        if stale:
-            return StatusView(until_seq, segments, times, events, True)
-        # start/stop as the event wrote them (JSON keeps 0 apart from 0.0; the
-        # Float columns do not), without decoding the rest of the payload.
-        stamped = (
-            sa.select(r.trial_id, _number(conn, ev.payload, "start"),
-                      _number(conn, ev.payload, "stop"), sa.cast(r.metrics, sa.Text),
-                      ev.created_at)
+        kinds = ("SegmentFinished", "TrialCreated")
+        counts = _kind_counts(conn, experiment, until_seq, kinds)
+        if (n_results, n_trials) != (counts["SegmentFinished"], counts["TrialCreated"]):
+            # An append between two reads (PostgreSQL reads each statement as of
+            # its start) can only add rows past until_seq: count again, bounded.
+            counts = _kind_counts(conn, experiment, until_seq, kinds, bounded=True)
+        if (n_results, n_trials) != (counts["SegmentFinished"], counts["TrialCreated"]):
+            return StatusView(until_seq, {}, {}, [], True)
+        # Each segment's document as JSON text, in the status document's key order.
+        doc = (
+            sa.literal("{", sa.Text) + _range_json(conn, ev.payload) + ',"metrics":'
+            + _text(sa.cast(r.metrics, sa.Text)) + ',"finished_at":"'
+            + _iso_utc(conn, ev.created_at) + '"}'
+        )
+        rows = conn.execute(
+            sa.select(r.trial_id, doc)
             .join(_EVENTS, sa.and_(ev.experiment_id == r.experiment_id, ev.seq == r.seq))
             .where(r.experiment_id == experiment, r.seq <= until_seq)
             .order_by(r.seq)
-        )
-        rows = conn.execute(stamped).all()
-        # One JSON document for every row's metrics: a single C-level parse
-        # instead of a json.loads call per row.
-        metrics = json.loads("[" + ",".join(row[3] for row in rows) + "]")
-        postgres = conn.dialect.name == "postgresql"
-        for (trial_id, start, stop, _, created), values in zip(rows, metrics, strict=True):
-            if postgres:
-                start, stop = _json_number(start), _json_number(stop)
-            segments.setdefault(trial_id, []).append((start, stop, values, created))
+        ).all()
+        # One JSON document for every row: a single C-level parse builds the
+        # dicts, instead of a json.loads call (and a datetime) per row.
+        docs = json.loads("[" + ",".join([row[1] for row in rows]) + "]")
+        segments: dict[str, list[dict[str, Any]]] = {}
+        for (trial_id, _), segment in zip(rows, docs, strict=True):
+            if trial_id in segments:
+                segments[trial_id].append(segment)
+            else:
+                segments[trial_id] = [segment]
         bounds = (
             sa.select(
                 ev.trial_id.label("trial_id"),
@@ -530,21 +598,35 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
         )
         first, last = _EVENTS.alias("first"), _EVENTS.alias("last")
         stmt = (
-            sa.select(bounds.c.trial_id, first.c.created_at, last.c.created_at)
+            sa.select(bounds.c.trial_id, _iso_utc(conn, first.c.created_at),
+                      _iso_utc(conn, last.c.created_at))
             .join(first, sa.and_(first.c.experiment_id == experiment,
                                  first.c.seq == bounds.c.lo))
             .join(last, sa.and_(last.c.experiment_id == experiment, last.c.seq == bounds.c.hi))
         )
-        for trial_id, started, ended in conn.execute(stmt):
-            times[trial_id] = (started, ended)
-        few = (
-            sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
-            .where(mine, ev.kind.in_(STATUS_KINDS))
-            .order_by(ev.seq)
-        )
-        for seq, kind, trial_id, payload, created in conn.execute(few):
-            events.append((int(seq), event_from_record(kind, trial_id, payload), created))
+        times = {trial_id: (started, ended) for trial_id, started, ended in conn.execute(stmt)}
+        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
     return StatusView(until_seq, segments, times, events, False)
+
+
+def _few_events(
+    conn: sa.Connection, experiment: str, until_seq: int, kinds: Collection[str]
+) -> list[tuple[int, Event, Any]]:
+    """``(seq, event, created_at)`` of the events of ``kinds`` up to ``until_seq``, in order.
+
+    Through the (experiment, kind) index only: given a seq bound or an
+    ORDER BY seq, SQLite walks the primary key over every event instead. The
+    few rows past ``until_seq`` are dropped, and the rest sorted, here.
+    """
+    ev = _EVENTS.c
+    stmt = sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at).where(
+        ev.experiment_id == experiment, ev.kind.in_(list(kinds))
+    )
+    rows = sorted((row for row in conn.execute(stmt) if row[0] <= until_seq), key=lambda r: r[0])
+    return [
+        (int(seq), event_from_record(kind, trial_id, payload), created)
+        for seq, kind, trial_id, payload, created in rows
+    ]
 
 
 #: Event kinds the table of ``rungflow status`` reads from the log (through the
@@ -590,7 +672,6 @@ def read_status_summary(engine: sa.Engine, experiment: str) -> StatusSummary:
     with engine.connect() as conn:
         until_seq = _count(conn, sa.select(sa.func.max(ev.seq)).where(
             ev.experiment_id == experiment))
-        mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
         n_results, finished = conn.execute(
             sa.select(sa.func.count(), sa.func.sum(r.stop - r.start)).where(
                 r.experiment_id == experiment, r.seq <= until_seq)
@@ -620,14 +701,8 @@ def read_status_summary(engine: sa.Engine, experiment: str) -> StatusSummary:
             (tid, status, docs[2 * i], float(resource), docs[2 * i + 1], int(n))
             for i, (tid, status, _, resource, _, n) in enumerate(rows)
         ]
-        events: list[tuple[int, Event]] = [
-            (int(seq), event_from_record(kind, trial_id, payload))
-            for seq, kind, trial_id, payload in conn.execute(
-                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload)
-                .where(mine, ev.kind.in_(SUMMARY_KINDS))
-                .order_by(ev.seq)
-            )
-        ]
+        summary = _few_events(conn, experiment, until_seq, SUMMARY_KINDS)
+        events: list[tuple[int, Event]] = [(seq, event) for seq, event, _ in summary]
         open_starts: dict[str, tuple[int, Any, Any]] = {}
         postgres = conn.dialect.name == "postgresql"
         # A running trial started recently: walk the log back from its end in
@@ -699,15 +774,7 @@ def read_trial_tallies(engine: sa.Engine, experiment: str, until_seq: int) -> Tr
             ev.experiment_id == experiment, ev.kind == "SegmentFinished"))
         n_created = _count(conn, sa.select(sa.func.count()).select_from(_EVENTS).where(
             ev.experiment_id == experiment, ev.kind == "TrialCreated"))
-        events = [
-            (int(seq), event_from_record(kind, trial_id, payload), created)
-            for seq, kind, trial_id, payload, created in conn.execute(
-                sa.select(ev.seq, ev.kind, ev.trial_id, ev.payload, ev.created_at)
-                .where(ev.experiment_id == experiment, ev.seq <= until_seq,
-                       ev.kind.in_(STATUS_KINDS))
-                .order_by(ev.seq)
-            )
-        ]
+        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
         if _count(conn, last_seq) != until_seq:
             return None
     stale = len(rows) != n_created or sum(int(row[2]) for row in rows) != n_finished
@@ -742,3 +809,126 @@ def read_results_at(
                 ):
                     out[trial_id] = (int(seq), metrics)
     return {trial_id: json.loads(text) for trial_id, (_, text) in out.items()}
+
+
+#: Event kinds ``rungflow export`` reads from the log: each segment's config
+#: and result, the experiment's end (and its reopening), and what
+#: :class:`ExportView` needs for a retried trial's status word.
+EXPORT_VIEW_KINDS = (
+    "SegmentStarted",
+    "SegmentFinished",
+    "ExperimentFinished",
+    "TrialRetried",
+    "SegmentFailed",
+    "TrialStopped",
+)
+
+
+@dataclass(frozen=True)
+class ExportView:
+    """What ``rungflow export`` reads, without decoding an event.
+
+    Everything is as of event ``until_seq`` (the log's end when read).
+
+    Attributes:
+        statuses: ``trial_id -> status`` of the ``trials`` projection (the
+            stored word, see :func:`schedulers.outcomes.normalize_status`).
+        segments: ``(trial_id, start, stop, reports, finished_at, config)``
+            per ``SegmentFinished`` in log order: start, stop and the
+            reports as the event wrote them, its write time (ISO 8601) and
+            the config of the trial's last ``SegmentStarted`` before it
+            (``{}`` if none; one dict shared by the segments that ran it:
+            copy before changing it).
+        events: ``(seq, kind, trial_id)`` of the other :data:`EXPORT_VIEW_KINDS`, in order.
+        stale: The ``trials`` projection does not hold every trial of the
+            log, or an event was written in another version of its payload:
+            decode the events instead.
+    """
+
+    until_seq: int
+    statuses: dict[str, str]
+    segments: list[tuple[str, Any, Any, list[dict[str, Any]], str, dict[str, Any]]]
+    events: list[tuple[int, str, str | None]]
+    stale: bool
+
+
+def read_export_view(engine: sa.Engine, experiment: str) -> ExportView:
+    """Read :class:`ExportView` of ``experiment``, in one transaction.
+
+    One pass over the log in seq order (the kinds of :data:`EXPORT_VIEW_KINDS`:
+    the database extracts each segment's config, range and reports from the
+    payload) plus the ``trials`` rows; the segments' texts are parsed by one
+    ``json.loads`` and each distinct config text once.
+    """
+    ev, t = _EVENTS.c, _TRIALS.c
+    with engine.connect() as conn:
+        until_seq = _count(conn, sa.select(sa.func.max(ev.seq)).where(
+            ev.experiment_id == experiment))
+        statuses: dict[str, str] = {
+            trial_id: status
+            for trial_id, status in conn.execute(
+                sa.select(t.trial_id, t.status).where(
+                    t.experiment_id == experiment, t.created_seq <= until_seq)
+            )
+        }
+        n_created = _kind_counts(conn, experiment, until_seq, ("TrialCreated",))["TrialCreated"]
+        if len(statuses) != n_created:
+            n_created = _kind_counts(
+                conn, experiment, until_seq, ("TrialCreated",), bounded=True)["TrialCreated"]
+        if len(statuses) != n_created:
+            return ExportView(until_seq, {}, [], [], True)
+        value = sa.case(
+            (ev.kind == "SegmentStarted", _fields_json(conn, ev.payload, "config", VERSION_KEY)),
+            (ev.kind == "SegmentFinished",
+             _fields_json(conn, ev.payload, "start", "stop", "reports", VERSION_KEY)),
+        )
+        finished_at = sa.case((ev.kind == "SegmentFinished", _iso_utc(conn, ev.created_at)))
+        rows = conn.execute(
+            sa.select(ev.seq, ev.kind, ev.trial_id, value, finished_at)
+            .where(ev.experiment_id == experiment, ev.seq <= until_seq,
+                   ev.kind.in_(EXPORT_VIEW_KINDS))
+            .order_by(ev.seq)
+        ).all()
+    # Each value ends with its payload's version: null (the first) unless an
+    # upcaster must read it, which only decoding the event does.
+    if any(text is not None and not text.endswith(_UNVERSIONED) for _, _, _, text, _ in rows):
+        return ExportView(until_seq, {}, [], [], True)
+    # Two C-level parses: every segment's values, and every distinct config
+    # (a config is started again and again between exploits).
+    finished = [text for _, kind, _, text, _ in rows if kind == "SegmentFinished"]
+    values = json.loads("[" + ",".join(finished) + "]")
+    texts = list(dict.fromkeys(text for _, kind, _, text, _ in rows if kind == "SegmentStarted"))
+    configs = dict(zip(texts, json.loads("[" + ",".join(texts) + "]"), strict=True))
+    config: dict[str, dict[str, Any]] = {}  # trial -> config of its last start
+    segments = []
+    events: list[tuple[int, str, str | None]] = []
+    i = 0
+    for seq, kind, trial_id, text, at in rows:
+        if kind == "SegmentStarted":
+            config[trial_id] = configs[text][0]
+        elif kind == "SegmentFinished":
+            if trial_id not in statuses:  # a trial never created: the log decides
+                return ExportView(until_seq, {}, [], [], True)
+            start, stop, reports, _ = values[i]
+            i += 1
+            segments.append((trial_id, start, stop, reports, at, config.get(trial_id, {})))
+        else:
+            events.append((int(seq), kind, trial_id))
+    return ExportView(until_seq, statuses, segments, events, False)
+
+
+_UNVERSIONED = ",null]"
+
+
+def _fields_json(conn: sa.Connection, payload: Any, *keys: str) -> sa.ColumnElement[str]:
+    """``[payload.k1, payload.k2, ...]`` as JSON text (null for a missing key),
+    each value as the event wrote it, without decoding the payload in Python."""
+    if conn.dialect.name == "postgresql":
+        parts = [sa.func.coalesce(sa.cast(payload[k], sa.Text), "null", type_=sa.Text)
+                 for k in keys]
+        out = sa.literal("[", sa.Text) + parts[0]
+        for part in parts[1:]:
+            out = out + "," + part
+        return out + "]"
+    # json_extract of several paths gives their JSON array, literals kept.
+    return sa.func.json_extract(payload, *(f"$.{k}" for k in keys), type_=sa.Text)

@@ -26,14 +26,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from schedulers import Event, ExperimentFinished, SegmentFinished, SegmentStarted, TrialRetried
 from schedulers.outcomes import final_status, next_status
 
-__all__ = ["ExportFormat", "history_records", "register", "to_csv", "to_json"]
+if TYPE_CHECKING:
+    from storage.projections import ExportView
+
+__all__ = ["ExportFormat", "history_records", "register", "to_csv", "to_json", "view_records"]
 
 
 class ExportFormat(StrEnum):
@@ -87,6 +90,47 @@ def history_records(
         status.update(statuses)
     for record in records:
         record["status"] = final_status(status.get(str(record["trial_id"])) or "paused", finished)
+    return records
+
+
+def view_records(view: ExportView) -> list[dict[str, Any]]:
+    """:func:`history_records` of the log, from what the projections hold
+    (:func:`flows.engine.status.export_view`): equal records, no event decoded.
+
+    Each trial's status word is the ``trials`` projection's (as
+    :func:`flows.engine.status.projected_status` reads it).
+    """
+    from flows.engine.status import projected_status
+
+    finished = False
+    retried: dict[str, bool] = {}  # trial -> its last error/stop/retry event is a retry
+    for _, kind, trial_id in view.events:
+        if kind == "ExperimentFinished":
+            finished = True
+        elif kind == "TrialRetried":
+            finished = False
+        if trial_id is not None:
+            retried[trial_id] = kind == "TrialRetried"
+    words = {
+        trial_id: final_status(projected_status(raw, retried.get(trial_id, False)), finished)
+        for trial_id, raw in view.statuses.items()
+    }
+    records = []
+    for trial_id, start, stop, reports, finished_at, config in view.segments:
+        status = words[trial_id]
+        for report in reports:
+            records.append(
+                {
+                    "trial_id": trial_id,
+                    "status": status,
+                    "segment_start": start,
+                    "segment_stop": stop,
+                    "resource": report.get("resource"),
+                    "finished_at": finished_at,
+                    "config": dict(config),
+                    "metrics": {k: v for k, v in report.items() if k != "resource"},
+                }
+            )
     return records
 
 
@@ -158,15 +202,18 @@ def register(app: typer.Typer) -> None:
             export_command(experiment, to_optuna, study=study, db=db, overwrite=overwrite)
             return
         from flows.cli._common import _reading, err
-        from flows.engine.status import export_events
+        from flows.engine.status import export_events, export_view
         from storage.snapshots import gc_paused
 
-        # Every decoded event and record stays alive until the text is out:
-        # the collector's passes over them would cost about half the time.
+        # Every record stays alive until the text is out: the collector's
+        # passes over them would cost about half the time.
         with gc_paused():
             with _reading(db) as store:
-                stored, statuses = export_events(store, experiment)
-            records = history_records(stored, statuses)
+                view = export_view(store, experiment)
+                if view is None:  # projections behind the log: decode and fold it
+                    records = history_records(*export_events(store, experiment))
+            if view is not None:
+                records = view_records(view)
             text = to_csv(records) if fmt is ExportFormat.csv else to_json(records)
         if output is None:
             sys.stdout.write(text)

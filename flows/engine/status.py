@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import get_settings
@@ -29,6 +30,7 @@ from schedulers.outcomes import (
     signed_score,
 )
 from storage import EventStore, ExperimentNotFoundError, StoredEvent
+from storage.projections import ExportView, StatusView
 from storage.snapshots import gc_paused
 
 if TYPE_CHECKING:
@@ -47,10 +49,12 @@ __all__ = [
     "experiment_status_from_log",
     "experiment_summary",
     "export_events",
+    "export_view",
     "folded_runner",
     "imported_summary",
     "last_metrics",
     "load_events",
+    "projected_status",
     "read_records",
     "run_end_status",
     "run_verdict",
@@ -131,9 +135,20 @@ def experiment_status(
             of loading a snapshot, if its scheduler is built exactly as the
             stored spec builds it (else it is not used).
     """
-    spec, runner = folded_runner(store, name, runner)
     with gc_paused():  # ~10 containers per result, all kept (see gc_paused)
-        return _status_from_view(store, name, spec, runner, checkpoints)
+        view = None
+        if runner is None:
+            # The view's queries run in the database (SQLite steps without the
+            # GIL; PostgreSQL in its server) while this thread imports the
+            # runner and loads the snapshot. The view is as of the log's end:
+            # read again if the runner folded a later append.
+            with ThreadPoolExecutor(1) as pool:
+                ahead = pool.submit(store.status_view, name, store.last_seq(name))
+                spec, runner = folded_runner(store, name)
+                view = ahead.result()
+        else:
+            spec, runner = folded_runner(store, name, runner)
+        return _status_from_view(store, name, spec, runner, checkpoints, view)
 
 
 def _status_from_view(
@@ -142,8 +157,10 @@ def _status_from_view(
     spec: ExperimentSpec,
     runner: ExperimentRunner,
     checkpoints: str | None,
+    view: StatusView | None = None,
 ) -> dict[str, Any]:
-    view = store.status_view(name, runner.seq)
+    if view is None or view.until_seq != runner.seq:
+        view = store.status_view(name, runner.seq)
     if view.stale:
         log.info("%s: the trials/results projections miss rows; rebuilding them", name)
         with contextlib.suppress(Exception):  # read-only database: fold the log instead
@@ -154,14 +171,8 @@ def _status_from_view(
     fold = _StatusFold()
     for _seq, event, stamp in view.events:
         fold.tell(event, stamp)
-    fold.segments = {
-        trial_id: [
-            {"start": start, "stop": stop, "metrics": metrics, "finished_at": at.isoformat()}
-            for start, stop, metrics, at in rows
-        ]
-        for trial_id, rows in view.segments.items()
-    }
-    fold.times = {t: [a.isoformat(), b.isoformat()] for t, (a, b) in view.times.items()}
+    fold.segments = view.segments
+    fold.times = {t: [a, b] for t, (a, b) in view.times.items()}
     return _assemble(store, name, spec, runner.scheduler, fold, fold.facts, checkpoints)
 
 
@@ -323,9 +334,7 @@ def experiment_summary(
     trials: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
     for trial_id, raw, config, resource, metrics, n_segments in summary.trials:
-        if raw == "failed" and retried.get(trial_id):
-            raw = "paused"  # next_status of TrialRetried (rows written before it was projected)
-        raw = normalize_status(raw)
+        raw = projected_status(raw, retried.get(trial_id, False))
         status = final_status(raw, finished is not None)
         row: dict[str, Any] = {
             "trial_id": trial_id,
@@ -444,6 +453,30 @@ def export_events(store: EventStore, name: str) -> tuple[list[StoredEvent], dict
     _, runner = folded_runner(store, name)
     stored = store.read(name, until_seq=runner.seq, kinds=EXPORT_KINDS)
     return stored, {tid: t.status for tid, t in runner.scheduler.trials.items()}
+
+
+def export_view(store: EventStore, name: str) -> ExportView | None:
+    """What ``rungflow export`` reads from the projections, without folding
+    or decoding the log (see :func:`storage.projections.read_export_view`);
+    None when they do not cover the log (then :func:`export_events`).
+
+    Raises:
+        ExperimentNotFoundError: unknown experiment.
+    """
+    if not store.has_experiment(name):
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    view = store.export_view(name)
+    return None if view.stale else view
+
+
+def projected_status(raw: str, retried: bool) -> str:
+    """A ``trials`` row's status word as the scheduler folds it.
+
+    ``retried``: the trial's last error, stop or retry event is a
+    ``TrialRetried``, which reopens a failed trial (rows written before
+    retries were projected still say ``failed``).
+    """
+    return "paused" if raw == "failed" and retried else normalize_status(raw)
 
 
 def experiment_status_from_log(

@@ -17,6 +17,7 @@ from schedulers import (
     TrialPerturbed,
     action_events,
 )
+from schedulers.base import Scheduler
 from schedulers.simulate import simulate
 from tests.schedulers.conftest import make, objective
 
@@ -103,3 +104,47 @@ def test_events_are_frozen(scheduler_name: str) -> None:
     result = simulate(make(scheduler_name), objective, max_concurrency=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.events[0].trial_id = "x"  # type: ignore[misc]
+
+
+def _scanned_best(scheduler: Scheduler) -> str | None:
+    """:meth:`Scheduler.best_trial` by its definition: a scan of every trial."""
+    keys = [(-t.resource, t.last_score, t.trial_id)
+            for t in scheduler.trials.values() if t.last_score is not None]
+    return min(keys)[2] if keys else None
+
+
+def _best_id(scheduler: Scheduler) -> str | None:
+    best = scheduler.best_trial()
+    return None if best is None else best.trial_id
+
+
+@pytest.mark.parametrize("every", [1, 7, 0])
+def test_best_trial_follows_the_log(scheduler_name: str, every: int) -> None:
+    """The best trial kept up as events arrive is the one a scan finds, asked
+    after every event, every 7th, or only at the end."""
+    def fail(action: RunSegment) -> bool:
+        return int(action.trial_id[1:]) % 5 == 3
+
+    result = simulate(make(scheduler_name, seed=5), objective, max_concurrency=4, fail=fail)
+    replayed = make(scheduler_name, seed=5)
+    for i, event in enumerate(result.events):
+        replayed.tell(event)
+        if every and i % every == 0:
+            assert _best_id(replayed) == _scanned_best(replayed), f"at event {i}"
+    assert _best_id(replayed) == _scanned_best(replayed) is not None
+
+
+def test_best_trial_after_the_best_is_moved_back() -> None:
+    """An exploit moving the best trial back to a lower resource: the next best wins."""
+    scheduler = make("random")
+    config = {"lr": 0.1, "width": 8, "act": "relu"}
+    for tid, start, stop, loss in (("t0000", 0.0, 1.0, 0.5), ("t0000", 1.0, 2.0, 0.1),
+                                   ("t0001", 0.0, 1.0, 0.3)):
+        if start == 0.0:
+            scheduler.tell(TrialCreated(tid, config))
+        scheduler.tell(SegmentStarted(tid, start, stop, config))
+        metrics = {"resource": stop, "loss": loss}
+        scheduler.tell(SegmentFinished(tid, start, stop, (metrics,), metrics))
+    assert _best_id(scheduler) == "t0000"  # resource 2 beats t0001's 1
+    scheduler.tell(TrialPerturbed("t0000", "t0001", 1.0, config, config))
+    assert _best_id(scheduler) == _scanned_best(scheduler) == "t0001"  # 0.3 beats 0.5 at 1

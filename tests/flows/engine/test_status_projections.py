@@ -15,19 +15,29 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from flows.cli.export import history_records
+from flows.cli.export import history_records, to_csv, to_json, view_records
 from flows.engine.runner import ExperimentRunner
 from flows.engine.status import (
     experiment_status,
     experiment_status_from_log,
     export_events,
+    export_view,
     read_records,
 )
 from flows.spec import ExperimentSpec
-from schedulers.events import Event, TrialStopped
+from schedulers.events import (
+    VERSION_KEY,
+    Event,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    TrialCreated,
+    TrialRetried,
+    TrialStopped,
+)
 from schedulers.simulate import simulate
 from storage import EventStore
-from storage.models import RESULTS, TRIALS
+from storage.models import EVENTS, RESULTS, TRIALS
 from tests.schedulers.conftest import objective
 
 NAME = "status-contract"
@@ -153,3 +163,89 @@ def test_unfoldable_projection_falls_back_to_the_log(store: EventStore) -> None:
     store.append(NAME, [TrialStopped("t9999", "ghost")], expected_seq=seq)
     fast, full = both(store)
     assert fast == full
+
+
+def assert_same_export(store: EventStore) -> list[dict[str, Any]]:
+    """``rungflow export`` from the projections == from decoding and folding the log."""
+    view = export_view(store, NAME)
+    assert view is not None
+    fast = view_records(view)
+    full = history_records(read_records(store, NAME))
+    assert to_json(fast) == to_json(full)
+    assert to_csv(fast) == to_csv(full)
+    return fast
+
+
+@pytest.mark.parametrize("scheduler", list(CASES))
+@pytest.mark.parametrize("cut", [0.4, 1.0])
+def test_export_from_projections_equals_the_log(
+    store: EventStore, scheduler: str, cut: float
+) -> None:
+    spec = make_spec(scheduler)
+    events = simulated_log(spec)
+    write(store, spec, events[: int(len(events) * cut)],
+          batch=1 if scheduler in ("random", "pbt") else 50)
+    records = assert_same_export(store)
+    assert records and all(r["finished_at"] for r in records)
+
+
+def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
+    """Integer ranges and metrics stay integers (``0``, not ``0.0``) in both views."""
+    spec = make_spec("random")
+    config = {"lr": 0.01, "width": 8, "act": "relu"}
+    write(store, spec, [
+        TrialCreated("t0000", config),
+        SegmentStarted("t0000", 0, 1, config),
+        SegmentFinished("t0000", 0, 1, ({"resource": 1, "loss": 2, "tags": ["a", 1.5]},),
+                        {"resource": 1, "loss": 2, "tags": ["a", 1.5]}),
+        SegmentStarted("t0000", 1, 2.5, {**config, "lr": 0.02}),
+        SegmentFinished("t0000", 1, 2.5, ({"loss": 0.5}, {"resource": 2.5, "loss": 1.0}),
+                        {"resource": 2.5, "loss": 1.0}),
+    ], batch=1)
+    fast, full = both(store)
+    assert fast == full
+    first = json.loads(fast)["trials"][0]["segments"][0]
+    assert (first["start"], first["stop"], first["metrics"]["loss"]) == (0, 1, 2)
+    assert type(first["start"]) is int and type(first["metrics"]["loss"]) is int
+    records = assert_same_export(store)
+    assert [(r["segment_start"], r["resource"], r["config"]["lr"]) for r in records] == [
+        (0, 1, 0.01), (1, None, 0.02), (1, 2.5, 0.02)]
+
+
+@pytest.mark.parametrize("batch", [1, 10])
+def test_export_after_a_retry(store: EventStore, batch: int) -> None:
+    """A retried trial is paused, and the finished experiment reopened, in both reads."""
+    spec = make_spec("random")
+    events = simulated_log(spec)
+    seq = write(store, spec, events, batch=batch)
+    failed = next(e for e in events if isinstance(e, SegmentFailed) and e.final)
+    assert_same_export(store)
+    store.append(NAME, [TrialRetried(failed.trial_id, failed.start, failed.stop)],
+                 expected_seq=seq)
+    records = assert_same_export(store)
+    assert {r["status"] for r in records if r["trial_id"] == failed.trial_id} <= {"paused"}
+
+
+def test_export_falls_back_to_the_log(store: EventStore) -> None:
+    """Projections missing a trial, or a payload naming its version: the log is decoded."""
+    spec = make_spec("asha")
+    write(store, spec, simulated_log(spec), batch=40)
+    expected = to_json(history_records(read_records(store, NAME)))
+    engine = sa.create_engine(store._url)  # behind the store's back
+    ev = EVENTS.c
+    with engine.begin() as conn:
+        seq, payload = conn.execute(
+            sa.select(ev.seq, ev.payload).where(
+                ev.experiment_id == NAME, ev.kind == "SegmentFinished").limit(1)
+        ).one()
+        conn.execute(sa.update(EVENTS).where(ev.experiment_id == NAME, ev.seq == seq)
+                     .values(payload={**payload, VERSION_KEY: 1}))
+    assert export_view(store, NAME) is None  # an upcaster might have to read it
+    assert to_json(history_records(*export_events(store, NAME))) == expected
+    with engine.begin() as conn:
+        conn.execute(sa.update(EVENTS).where(ev.experiment_id == NAME, ev.seq == seq)
+                     .values(payload=payload))
+        conn.execute(sa.delete(TRIALS).where(TRIALS.c.trial_id == "t0003"))
+    engine.dispose()
+    assert export_view(store, NAME) is None
+    assert to_json(history_records(*export_events(store, NAME))) == expected
