@@ -1,4 +1,5 @@
-"""Stopping the process groups tests start (servers, `serve.py`, clusters)."""
+"""Stopping the process groups tests start (servers, `serve.py`, clusters), and
+seeing whether a process is still alive."""
 
 from __future__ import annotations
 
@@ -25,3 +26,12 @@ def stop_group(
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is running (a zombie, exited but not reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -23,6 +23,7 @@ import pytest
 from flows.prefect_api import MARKER
 from storage import EventStore
 from tests.log_checks import assert_log_integrity
+from tests.processes import alive
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -125,14 +126,6 @@ def servers_of(pid: int) -> list[int]:
         if MARKER in cmd and f"--parent {pid} " in cmd and p not in mine
     ]
     return mine + orphans
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

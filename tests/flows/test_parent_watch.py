@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import alive
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,14 +53,6 @@ def announce_and_block() -> None:
     """A worker initializer still busy (as one importing Prefect is) when its parent dies."""
     print("ready", os.getpid(), flush=True)
     threading.Event().wait()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def read(fd: int, timeout: float, until: bytes | None = None) -> bytes:
