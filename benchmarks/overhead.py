@@ -123,15 +123,22 @@ def _instrument() -> None:
         wrap(name)
 
 
-def _measure(fn: Any, *args: Any) -> tuple[CpuSample, CpuSample, Any]:
-    """Run ``fn`` between two drains; (until it returned, until the server caught up, out)."""
+def _measure(fn: Any, *args: Any) -> tuple[CpuSample, CpuSample, float, Any]:
+    """Run ``fn`` between two drains.
+
+    Returns:
+        (until it returned, until the server caught up, CPU seconds of this
+        thread, which runs the flow's loop, out).
+    """
     drain()
     before = sample()
+    thread_before = time.thread_time()
     out = fn(*args)
+    flow_thread = time.thread_time() - thread_before
     returned = sample() - before
     drain()
     caught_up = sample() - before
-    return returned, caught_up, out
+    return returned, caught_up, flow_thread, out
 
 
 def main() -> None:
@@ -180,18 +187,21 @@ def main() -> None:
     wall: dict[str, list[float]] = {v: [] for v in variants}
     client: dict[str, list[float]] = {v: [] for v in variants}
     server: dict[str, list[float]] = {v: [] for v in variants}
+    # The flow thread alone (the loop, rungflow's decisions and commits): the
+    # process figure also holds the task threads and Prefect's client workers.
+    flow_thread: dict[str, list[float]] = {v: [] for v in variants}
     inside: list[tuple[float, float]] = []  # (all artifact code, the per-result hook)
     for r in range(args.repeat):
         # Rotate the order so that warm caches and machine load favour no variant.
         for variant in variants[r % len(variants):] + variants[: r % len(variants)]:
             if variant == "bare":
-                returned, total, _ = _measure(bare_loop, n, c)
+                returned, total, thread, _ = _measure(bare_loop, n, c)
             else:
                 # Settings are read at flow start, so the env switches artifacts per run.
                 os.environ["RUNGFLOW_ARTIFACTS"] = variant
                 ARTIFACT_SECONDS.clear()
                 name = f"overhead-{variant}-{r}-{int(time.time())}"
-                returned, total, summary = _measure(rungflow_loop, n, c, name)
+                returned, total, thread, summary = _measure(rungflow_loop, n, c, name)
                 assert summary["segments_run"] == n, summary
                 if variant == "on":
                     hook = ARTIFACT_SECONDS.get("__call__", 0.0)
@@ -199,10 +209,12 @@ def main() -> None:
             wall[variant].append(1000 * returned.wall / n)
             client[variant].append(1000 * total.client / n)
             server[variant].append(1000 * total.server / n)
+            flow_thread[variant].append(1000 * thread / n)
 
     if args.json is not None:
         args.json.write_text(
-            json.dumps({"wall": wall, "client": client, "server": server, "segments": n})
+            json.dumps({"wall": wall, "client": client, "server": server,
+                        "flow_thread": flow_thread, "segments": n})
         )
     db = "custom" if args.db else "sqlite"
     print(

@@ -21,7 +21,9 @@ variant at random). ``--pg URL`` (a PostgreSQL server URL with the right to
 create databases) gives every child a fresh database on that server instead
 of a temp SQLite file, dropped afterwards; each tree migrates its own.
 
-Printed per tree, min / median / max over repeats: rungflow's own client CPU,
+Printed per tree, min / median / max over repeats: rungflow's own client CPU
+(and the part of it on the flow's thread, rungflow minus bare, which leaves
+out the task threads and Prefect's client workers),
 the server CPU rungflow adds over the bare loop, and the total; then each
 tree's median against the first tree's. The load average is printed at the
 start and the end.
@@ -110,6 +112,7 @@ def main() -> None:
     own: dict[str, list[float]] = {label: [] for label, _ in trees}
     extra_server: dict[str, list[float]] = {label: [] for label, _ in trees}
     bare_total: dict[str, list[float]] = {label: [] for label, _ in trees}
+    own_thread: dict[str, list[float]] = {label: [] for label, _ in trees}
     load_start = load_average()
     for r in range(args.repeat):
         for label, root in trees[r % len(trees):] + trees[: r % len(trees)]:
@@ -117,18 +120,21 @@ def main() -> None:
             own[label].append(fig["client"]["off"][0] - fig["client"]["bare"][0])
             extra_server[label].append(fig["server"]["off"][0] - fig["server"]["bare"][0])
             bare_total[label].append(fig["client"]["bare"][0] + fig["server"]["bare"][0])
-            print(f"repeat {r} {label}: own client {own[label][-1]:.2f} ms/segment, "
+            thread = fig["flow_thread"]
+            own_thread[label].append(thread["off"][0] - thread["bare"][0])
+            print(f"repeat {r} {label}: own client {own[label][-1]:.2f} ms/segment "
+                  f"(flow thread {own_thread[label][-1]:.2f}), "
                   f"server extra {extra_server[label][-1]:.2f} ms/segment", flush=True)
     print(f"segments={args.segments} concurrency={args.concurrency} repeats={args.repeat} "
           f"gc={args.gc} db={'postgresql' if args.pg else 'sqlite'}; "
           f"trees rotated per repeat, one fresh ephemeral Prefect API per child")
     print(f"load average at start: {load_start}; at end: {load_average()}")
     print("ms per segment, min / median / max over repeats:")
-    print(f"{'tree':10s} {'own client CPU':>24s} {'server CPU added':>24s} "
-          f"{'bare loop client+server':>26s}")
+    print(f"{'tree':10s} {'own client CPU':>24s} {'own flow-thread CPU':>24s} "
+          f"{'server CPU added':>24s} {'bare loop client+server':>26s}")
     for label, _ in trees:
-        print(f"{label:10s} {spread(own[label]):>24s} {spread(extra_server[label]):>24s} "
-              f"{spread(bare_total[label]):>26s}")
+        print(f"{label:10s} {spread(own[label]):>24s} {spread(own_thread[label]):>24s} "
+              f"{spread(extra_server[label]):>24s} {spread(bare_total[label]):>26s}")
     base = trees[0][0]
     for label, _ in trees[1:]:
         before = statistics.median(own[base])
