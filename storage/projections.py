@@ -169,8 +169,8 @@ class Projection:
 class Writes(Protocol):
     """Where the write side sends its statements: a connection, executing each
     at once (:class:`ConnectionWrites`), or a PostgreSQL writer transaction that
-    queues them (:class:`storage.pg_pipeline.PipelinedTransaction`). Nothing the
-    fold writes depends on a statement's result, so both give the same rows.
+    queues them (:class:`storage.pg_pipeline.PipelinedTransaction`). Both give
+    the same rows; :meth:`count` and :meth:`rows` send what is queued first.
 
     Attributes:
         writable_ctes: The database runs ``UPDATE ... RETURNING`` inside a
@@ -303,9 +303,7 @@ _UPDATE_TRIAL = sa.update(_TRIALS).where(_WHERE_TRIAL).values(
 BULK_THRESHOLD = 16
 
 
-def apply_events(
-    sql: sa.Connection | Writes, experiment: str, items: Iterable[tuple[int, Event]]
-) -> None:
+def apply_events(sql: Writes, experiment: str, items: Iterable[tuple[int, Event]]) -> None:
     """Fold newly appended ``(seq, event)`` pairs into the stored projections.
 
     Runs inside the append's transaction, so the log and its projections
@@ -315,10 +313,10 @@ def apply_events(
     flow's new trial, ``TrialCreated`` then ``SegmentStarted``, is one row
     inserted). A long append (a bulk import, a replayed log) loads only the
     trials it mentions, folds in memory and writes each touched row once.
-    No statement of a short append reads anything back.
+    Where the database runs writable CTEs (PostgreSQL), no statement of a
+    short append reads anything back; on SQLite a finished segment's result
+    row waits for its trial UPDATE's row count (free there: nothing is queued).
     """
-    if isinstance(sql, sa.Connection):
-        sql = ConnectionWrites(sql)
     items = list(items)
     if len(items) > BULK_THRESHOLD:
         _apply_bulk(sql, experiment, items)
