@@ -5,11 +5,15 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import examples.faults  # noqa: F401  (registers the trainable)
 from flows.engine.runner import ExperimentRunner
-from storage import EventStore
-from storage.snapshots import UnsafeSnapshotError, dumps, loads
+from flows.spec import ExperimentSpec
+from schedulers import SegmentStarted
+from storage import EventStore, StoredEvent
+from storage.snapshots import UnsafeSnapshotError, delete_snapshots, dumps, loads
 from tests.flows.engine.test_cooperation import FAST, ThreadExecutor, make_spec
 
 
@@ -89,3 +93,78 @@ def test_snapshots_cannot_name_arbitrary_code() -> None:
     with pytest.raises(UnsafeSnapshotError):
         loads(pickle.dumps(ExperimentRunner))  # only scheduler classes, not ours
     assert loads(dumps({"a": [1, 2.0, (3, None)]})) == {"a": [1, 2.0, (3, None)]}
+
+
+def _runner_fold(runner: ExperimentRunner) -> tuple[object, ...]:
+    """Everything a runner snapshot holds, and the decision it leads to."""
+    return (
+        runner.seq, runner.scheduler.trials, runner.scheduler.status_extras(),
+        runner.scheduler.finished, runner.scheduler.ask(2), runner.claims.open,
+        runner.ledger.order, runner.ledger.open_restores, runner.n_checkpoints,
+        runner._metric_seen, runner._started_seq, runner.finished_event,
+    )
+
+
+#: Arguments per scheduler: small runs that keep segments open at many cut points.
+_CUT_CASES: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "random": ({"max_t": 3}, {"max_trials": 6}),
+    "fifo": ({"max_t": 2, "points_per_dim": 4}, {}),
+    "hyperband": ({"max_t": 9, "reduction_factor": 3}, {"max_trials": 17}),
+    "asha": ({"max_t": 9, "grace_period": 1, "reduction_factor": 3}, {"max_resource": 40}),
+    "pbt": ({"perturbation_interval": 2, "population_size": 4, "max_generations": 3}, {}),
+    "dyhpo": ({"max_t": 9, "grace_period": 1, "reduction_factor": 3, "num_init_random": 3,
+               "num_candidates": 8, "max_gp_points": 16}, {"max_resource": 30}),
+}
+
+
+def _folded(
+    store: EventStore, spec: ExperimentSpec, records: list[StoredEvent]
+) -> ExperimentRunner:
+    """A runner holding the fold of ``records`` (a prefix of the log), as a live one would."""
+    runner = ExperimentRunner(store, spec, "", lease_settings=FAST, snapshots=False)
+    for record in records:
+        runner._fold(record.event, record.seq)
+    return runner
+
+
+@pytest.mark.parametrize("scheduler", sorted(_CUT_CASES))
+def test_snapshot_at_a_random_cut_plus_tail_equals_full_fold(
+    store: EventStore, tmp_path: Path, scheduler: str
+) -> None:
+    """Snapshot at a random cut + the tail up to a later point == a full fold
+    to that point: scheduler, claim book (open segments) and checkpoint ledger."""
+    sargs, budget = _CUT_CASES[scheduler]
+    spec = ExperimentSpec.model_validate({
+        "name": "coop", "trainable": "faults", "metric": "loss",
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "scheduler": scheduler, "scheduler_args": sargs, "budget": budget,
+        "max_concurrency": 3, "seed": 4,
+    })
+    done = ExperimentRunner(store, spec, str(tmp_path / "ckpt"), lease_settings=FAST)
+    done.run(ThreadExecutor())
+    records = store.read("coop")
+    rng = np.random.default_rng(sum(map(ord, scheduler)))
+    pairs = [(int(rng.integers(1, p + 1)), int(p))
+             for p in rng.integers(2, len(records) + 1, size=5)]
+    pairs.append((int(rng.integers(1, len(records) + 1)), len(records)))
+    # And one cut inside a segment that restores a checkpoint (the ledger's open restores).
+    restoring = next((r.seq for r in records if isinstance(r.event, SegmentStarted)
+                      and r.event.restore_from is not None), None)
+    if restoring is not None:
+        pairs.append((restoring, restoring + 1))
+    opened = 0
+    for cut, point in pairs:
+        with store._engine.begin() as conn:
+            delete_snapshots(conn, "coop")
+        head = _folded(store, spec, records[:cut])
+        assert store.save_snapshot("coop", cut, done.snapshot_version,
+                                   dumps(head._snapshot_state()))
+        resumed = ExperimentRunner(store, spec, "", lease_settings=FAST)
+        resumed._load_snapshot()
+        assert resumed.seq == cut, f"cut {cut}: the snapshot was not used"
+        for record in records[cut:point]:
+            resumed._fold(record.event, record.seq)
+        full = _folded(store, spec, records[:point])
+        opened += bool(full.claims.open)
+        assert _runner_fold(resumed) == _runner_fold(full), f"cut {cut}, point {point}"
+    assert opened, "no point with open segments: the claim book went unchecked"
