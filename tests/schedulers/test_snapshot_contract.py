@@ -7,23 +7,45 @@ state and the next decision must be exactly those of a full fold.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
+import numpy as np
+import pytest
+
+from schedulers import create_scheduler
+from schedulers.base import Scheduler
 from schedulers.simulate import simulate
 from storage.snapshots import dumps, loads
-from tests.schedulers.conftest import make, objective
+from tests.schedulers.conftest import SPACE, available, make, objective
+
+# PBTReplay trains one trial, so the rest of the contract suite does not fit
+# it; its snapshots must still fold like the others'.
+_POLICY = [(0.0, {"lr": 0.01, "width": 16, "act": "relu"}),
+           (4.0, {"lr": 0.1, "width": 16, "act": "tanh"})]
+
+
+def _make(name: str, seed: int) -> Scheduler:
+    if name == "pbt_replay":
+        return create_scheduler(name, space=SPACE, metric="loss", seed=seed, max_t=9,
+                                policy=_POLICY)
+    return make(name, seed=seed)
+
+
+@pytest.fixture(params=[*available(), "pbt_replay"])
+def scheduler_name(request: pytest.FixtureRequest) -> Any:
+    return request.param
 
 
 def test_snapshot_plus_tail_equals_full_fold(scheduler_name: str) -> None:
-    result = simulate(make(scheduler_name, seed=5), objective, max_concurrency=3)
+    result = simulate(_make(scheduler_name, 5), objective, max_concurrency=3)
     points = [p for p in result.decision_points if p > 1]
     rng = np.random.default_rng(0)
     for point in rng.choice(points, size=min(4, len(points)), replace=False):
         cut = int(rng.integers(1, point + 1))
-        full = make(scheduler_name, seed=5)
+        full = _make(scheduler_name, 5)
         for event in result.events[:point]:
             full.tell(event)
-        head = make(scheduler_name, seed=5)
+        head = _make(scheduler_name, 5)
         for event in result.events[:cut]:
             head.tell(event)
         resumed = loads(dumps(head))
@@ -34,3 +56,26 @@ def test_snapshot_plus_tail_equals_full_fold(scheduler_name: str) -> None:
         assert resumed.finished == full.finished
         assert resumed.status_extras() == full.status_extras()
         assert resumed.ask(1) == full.ask(1), f"cut {cut}, point {point}"
+
+
+def test_snapshot_of_an_asked_scheduler_plus_tail_equals_full_fold(scheduler_name: str) -> None:
+    """A live runner snapshots a scheduler it has also asked (caches, lazily fitted
+    models): that state + the tail must still decide as a full fold does."""
+    result = simulate(_make(scheduler_name, 5), objective, max_concurrency=3)
+    points = [p for p in result.decision_points if p > 1]
+    rng = np.random.default_rng(1)
+    for point in rng.choice(points, size=min(4, len(points)), replace=False):
+        cut = int(rng.integers(1, point + 1))
+        full = _make(scheduler_name, 5)
+        for event in result.events[:point]:
+            full.tell(event)
+        head = _make(scheduler_name, 5)
+        for i, event in enumerate(result.events[:cut], 1):
+            head.tell(event)
+            if i in result.decision_points:
+                head.ask(2)
+        resumed = loads(dumps(head))
+        for event in result.events[cut:point]:
+            resumed.tell(event)
+        assert resumed.trials == full.trials, f"cut {cut}, point {point}"
+        assert resumed.ask(2) == full.ask(2), f"cut {cut}, point {point}"
