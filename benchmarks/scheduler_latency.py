@@ -8,7 +8,10 @@ and the result that later comes back). The baseline is RandomScheduler
 measured the same way in the same run. Goals: <= 1 ms per decision on
 average, max <= 5 ms.
 
-The loop is live, collector included, so the max shows its pauses. ``--gc``
+The loop is live, collector included, so the max shows its pauses. Each
+decision is timed twice: wall time and the thread's CPU time. On a shared
+machine the wall max also counts the moments the OS ran someone else; the
+CPU max does not, so it is the figure to hold against the goal there. ``--gc``
 compares collector policies (see ``benchmarks/pbt_latency.py``): ``default``
 (main's live run), ``freeze-once`` (one freeze when the history is built: main
 after a resume) and ``runner`` (:class:`flows.engine.gc_policy.HeapFreezer`
@@ -51,8 +54,9 @@ COMMON: dict[str, Any] = {"space": SPACE, "metric": "loss", "mode": "min", "seed
 
 
 def drive(scheduler: Scheduler, history: int, decisions: int, workers: int = 8,
-          policy: str = "default") -> np.ndarray:
-    """Per-decision seconds for ``decisions`` decisions taken after ``history`` trials."""
+          policy: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """Per-decision seconds, (wall, thread CPU), for ``decisions`` decisions taken
+    after ``history`` trials."""
     from flows.engine.gc_policy import HeapFreezer
 
     freezer = HeapFreezer() if policy == "runner" else None
@@ -61,6 +65,7 @@ def drive(scheduler: Scheduler, history: int, decisions: int, workers: int = 8,
     heap: list[tuple[float, int, RunSegment]] = []
     now, counter = 0.0, 0
     costs: list[float] = []
+    cpu: list[float] = []
     timing = False
     while len(costs) < decisions:
         timing = timing or len(scheduler.trials) >= history
@@ -68,18 +73,19 @@ def drive(scheduler: Scheduler, history: int, decisions: int, workers: int = 8,
             gc.freeze()  # the history exists: what a resume (or the runner) froze
             frozen = True
         while len(heap) < workers:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             action = scheduler.ask(1)[0]
             events = [] if isinstance(action, Wait) else action_events(action)
             for event in events:
                 scheduler.tell(event)
-            elapsed = time.perf_counter() - t0
+            elapsed, used = time.perf_counter() - t0, time.thread_time() - c0
             if freezer is not None:
                 freezer.tick(len(events))
             if isinstance(action, Wait):
                 break
             if timing:
                 costs.append(elapsed)
+                cpu.append(used)
             if not isinstance(action, RunSegment):
                 if isinstance(action, Done):
                     raise RuntimeError(f"{scheduler.name} finished before the measurement")
@@ -92,13 +98,14 @@ def drive(scheduler: Scheduler, history: int, decisions: int, workers: int = 8,
         report = {"resource": action.stop, "loss": loss}
         ref = CheckpointRef(f"b/{action.trial_id}/{action.stop}", 0, "", action.trial_id, 0.0)
         event = SegmentFinished(action.trial_id, action.start, action.stop, (report,), report, ref)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         scheduler.tell(event)
         if timing and costs:
             costs[-1] += time.perf_counter() - t0  # results are part of the decision loop
+            cpu[-1] += time.thread_time() - c0
         if freezer is not None:
             freezer.tick(1)
-    return np.array(costs)
+    return np.array(costs), np.array(cpu)
 
 
 SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
@@ -128,9 +135,10 @@ def main() -> None:
     print(f"{args.history} trials in history, {args.decisions} timed decisions, 8 workers; "
           "ms per decision")
     print(f"{'scheduler / gc policy':<40}{'mean':>8}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>9}"
-          f"{'x random':>9}{'setup s':>8}")
+          f"{'cpu p95':>8}{'cpu max':>8}{'x random':>9}{'setup s':>8}")
     baseline = None
     maxes: dict[str, list[float]] = {}
+    cpu_maxes: dict[str, list[float]] = {}
     for rep in range(args.repeats):
         policies = args.gc if rep % 2 == 0 else list(reversed(args.gc))
         for name, make in SCHEDULERS.items():
@@ -140,7 +148,8 @@ def main() -> None:
                 gc.collect()
                 t0 = time.perf_counter()
                 probe = GCProbe().start()
-                costs = drive(make(), args.history, args.decisions, policy=policy) * 1e3
+                costs, cpu = drive(make(), args.history, args.decisions, policy=policy)
+                costs, cpu = costs * 1e3, cpu * 1e3
                 probe.stop()
                 gc.unfreeze()
                 setup = time.perf_counter() - t0 - costs.sum() / 1e3
@@ -149,12 +158,16 @@ def main() -> None:
                 baseline = mean if baseline is None else baseline
                 label = f"{name} / {policy}"
                 maxes.setdefault(label, []).append(float(costs.max()))
+                cpu_maxes.setdefault(label, []).append(float(cpu.max()))
                 print(f"{label:<40}{mean:>8.3f}{p50:>8.3f}{p95:>8.3f}{p99:>8.3f}"
-                      f"{costs.max():>9.2f}{mean / baseline:>9.1f}{setup:>8.1f}   "
+                      f"{costs.max():>9.2f}{float(np.percentile(cpu, 95)):>8.3f}"
+                      f"{cpu.max():>8.2f}{mean / baseline:>9.1f}{setup:>8.1f}   "
                       f"{probe.summary()}", flush=True)
     for label, values in maxes.items():
         print(f"max ms over repeats, {label}: min {min(values):.2f} median "
-              f"{statistics.median(values):.2f} max {max(values):.2f}")
+              f"{statistics.median(values):.2f} max {max(values):.2f}; CPU max: min "
+              f"{min(cpu_maxes[label]):.2f} median {statistics.median(cpu_maxes[label]):.2f} "
+              f"max {max(cpu_maxes[label]):.2f}")
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
