@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from flows.engine.retention import CheckpointLedger, Retention
@@ -169,6 +170,58 @@ def test_a_resumed_run_does_not_delete_what_is_gone_again() -> None:
     runner.fold(*[finished(r, r.resource - 1) for r in refs])
     retention = Retention(root, keep_last=1, every=1)
     assert retention.sweep(runner) == [refs[1].key]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_sweep_of_the_changed_trials_deletes_what_a_full_scan_deletes(seed: int) -> None:
+    """Sweeps look only at trials that recorded a checkpoint, or whose excess a
+    policy kept, since the last one; a full scan at every sweep is the oracle.
+    Random results, restores (donors), failures, live sets, re-recorded keys
+    and ledger rebuilds (a runner's reload)."""
+    rng = np.random.default_rng(seed)
+    roots = [f"memory://retention-diff-{seed}-{i}" for i in range(2)]
+    stores = [CheckpointStore(r) for r in roots]
+    retentions = [Retention(r, keep_last=int(rng.integers(1, 3)), every=1) for r in roots]
+    retentions[1].keep_last = retentions[0].keep_last
+    runners = [FakeRunner(), FakeRunner()]
+    trials = [f"t{i}" for i in range(5)]
+    recorded: list[CheckpointRef] = []
+    for step in range(300):
+        trial = str(rng.choice(trials))
+        roll = rng.random()
+        if roll < 0.45:
+            if recorded and rng.random() < 0.1:  # an old log's duplicate key
+                r = recorded[int(rng.integers(len(recorded)))]
+                r = CheckpointRef(r.key, 1, "0" * 64, r.trial_id, r.resource)
+            else:
+                r = ref(trial, step, step + 1, step)
+                for store in stores:
+                    write(store, r)
+                recorded.append(r)
+            event: Event = finished(r, r.resource - 1)
+        elif roll < 0.75:
+            source = recorded[int(rng.integers(len(recorded)))] if recorded else None
+            event = started(trial, 0, 1, source)
+        elif roll < 0.85:
+            event = SegmentFailed(trial, 0, 1, "boom")
+        else:
+            live = {r.key for r in recorded if rng.random() < 0.2}
+            for runner in runners:
+                runner.scheduler.live = set(live)
+            event = SegmentFailed(trial, 0, 1, "noop")
+        for runner in runners:
+            runner.fold(event)
+        if rng.random() < 0.05:  # the runner reloaded: its ledger from a snapshot
+            old = runners[0].ledger
+            runners[0].ledger = CheckpointLedger(
+                order={t: list(keys) for t, keys in old.order.items()},
+                open_restores=dict(old.open_restores),
+            )
+        retentions[1]._ledger = None  # the oracle scans every trial
+        for retention, runner in zip(retentions, runners, strict=True):
+            retention(runner)
+        assert sorted(retentions[0].deleted) == sorted(retentions[1].deleted), f"step {step}"
+    assert retentions[0].deleted, "nothing was deleted: the test would prove nothing"
 
 
 def test_checkpoint_roots_are_resolved_for_workers(
