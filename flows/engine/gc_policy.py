@@ -35,9 +35,15 @@ class HeapFreezer:
         self.every = every or 0
         self.freezes = 0
         self._since = 0
+        self._host_frozen = 0
 
     def freeze(self) -> None:
         """Freeze every object alive now (after a replay: the whole folded state)."""
+        if not self.freezes:
+            # gc.unfreeze() is all or nothing: remember whether the host
+            # application (a notebook, a worker that calls tune) froze
+            # objects of its own before us, so release() does not thaw them.
+            self._host_frozen = gc.get_freeze_count()
         gc.freeze()
         self.freezes += 1
         self._since = 0
@@ -49,7 +55,13 @@ class HeapFreezer:
             self.freeze()
 
     def release(self) -> None:
-        """Hand the frozen objects back to the collector (at the end of a run)."""
+        """Hand the frozen objects back to the collector (at the end of a run).
+
+        Only when nothing was frozen before this freezer's first freeze: the
+        host's own frozen objects stay frozen, at the price of this run's
+        staying frozen too (reclaimed by reference counting, as while frozen).
+        """
         if self.freezes:
-            gc.unfreeze()
+            if not self._host_frozen:
+                gc.unfreeze()
             self.freezes = 0

@@ -27,3 +27,18 @@ def test_never_freezes_without_a_period() -> None:
     freezer = HeapFreezer(every=None)
     freezer.tick(10**6)
     assert freezer.freezes == 0
+
+
+def test_release_leaves_the_hosts_own_frozen_objects_frozen() -> None:
+    # gc.unfreeze() thaws everything: a host that froze its own heap before
+    # the run must find it still frozen after the run.
+    gc.freeze()
+    host = gc.get_freeze_count()
+    try:
+        freezer = HeapFreezer(every=1)
+        freezer.tick(1)
+        assert gc.get_freeze_count() >= host
+        freezer.release()
+        assert freezer.freezes == 0 and gc.get_freeze_count() >= host > 0
+    finally:
+        gc.unfreeze()
