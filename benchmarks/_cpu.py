@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CpuSample",
+    "descendants_cpu",
     "drain",
     "load_average",
     "sample",
@@ -97,6 +98,21 @@ def tree_cpu(roots: Iterable[int]) -> float:
             st = _stat(pid)
             total += 0.0 if st is None else st[1]
     return total
+
+
+def descendants_cpu() -> float:
+    """CPU seconds of this process's other processes: live descendants and reaped children.
+
+    For a system whose cost is spread over processes of its own (Prefect's
+    ephemeral API, Ray's raylet, GCS and workers). A descendant that exits
+    without being waited for by this process takes its CPU with it.
+    """
+    t = os.times()
+    live = 0.0
+    for pid in _descendants(os.getpid()):
+        st = _stat(pid)
+        live += 0.0 if st is None else st[1]
+    return t.children_user + t.children_system + live
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from benchmarks.peers.common import ETA, GRACE, Recorder
+from benchmarks.peers.cost import Cost, in_turn
 from benchmarks.peers.problems import Problem
 
 __all__ = ["METHODS", "overhead", "quality"]
@@ -82,14 +83,15 @@ def quality(problem: Problem, method: str, seed: int, budget: int) -> dict[str, 
     return {"rows": recorder.rows, "seconds": seconds, "trials": len(study.trials)}
 
 
-def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
-    """Seconds for ``n_trials`` no-op trials reporting ``n_reports`` times each.
+def overhead(n_trials: int, n_reports: int, repeat: int = 0) -> dict[str, Cost]:
+    """Cost of ``n_trials`` no-op trials reporting ``n_reports`` times each.
 
-    Measured twice: with Optuna's default in-memory storage, and with an RDB
-    (SQLite) storage, which is what persists across a crash as rungflow's log does.
+    Two variants, in an order rotated by ``repeat``: Optuna's default in-memory
+    storage, and an RDB (SQLite) storage, which is what persists across a
+    crash as rungflow's log does.
     """
 
-    def run(storage: str | None) -> float:
+    def run(storage: str | None) -> None:
         study = optuna.create_study(storage=storage, direction="minimize",
                                     pruner=optuna.pruners.NopPruner())
 
@@ -100,13 +102,12 @@ def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
                 trial.should_prune()
             return x
 
-        start = time.perf_counter()
         study.optimize(objective, n_trials=n_trials, n_jobs=2)
-        return time.perf_counter() - start
 
     tmp = tempfile.mkdtemp(prefix="optuna-peers-")
     run(None)  # warm-up (imports, sampler)
-    return {
-        "Optuna (in-memory)": run(None),
-        "Optuna (SQLite storage)": run(f"sqlite:///{tmp}/optuna.db"),
-    }
+    return in_turn(
+        [("Optuna (in-memory)", lambda: run(None)),
+         ("Optuna (SQLite storage)", lambda: run(f"sqlite:///{tmp}/optuna.db"))],
+        repeat,
+    )

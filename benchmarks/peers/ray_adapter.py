@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.peers.common import ETA, GRACE, Recorder, pbt_settings
+from benchmarks.peers.cost import Cost, in_turn
 from benchmarks.peers.problems import PROBLEMS, Problem
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -208,11 +209,15 @@ def _noop(config: dict[str, Any]) -> None:
         tune.report({"loss": 0.0, "epoch": epoch})
 
 
-def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
-    """Seconds for ``n_trials`` no-op function trainables reporting ``n_reports`` times."""
+def overhead(n_trials: int, n_reports: int, repeat: int = 0) -> dict[str, Cost]:
+    """Cost of ``n_trials`` no-op function trainables reporting ``n_reports`` times.
+
+    Billed the CPU of Ray's own processes (raylet, GCS, workers) next to the
+    driver's (see :mod:`benchmarks.peers.cost`).
+    """
     init()
 
-    def fit(n: int) -> float:
+    def fit(n: int) -> None:
         tuner = tune.Tuner(
             _noop,
             param_space={"x": tune.uniform(0, 1), "n_reports": n_reports},
@@ -224,9 +229,7 @@ def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
                 storage_path=tempfile.mkdtemp(prefix="ray-peers-"), verbose=0,
             ),
         )
-        start = time.perf_counter()
         tuner.fit()
-        return time.perf_counter() - start
 
     fit(4)  # warm-up: worker processes, imports
-    return {"Ray Tune": fit(n_trials)}
+    return in_turn([("Ray Tune", lambda: fit(n_trials))], repeat)

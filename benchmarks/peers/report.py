@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers.common import incumbent
+from benchmarks.peers.cost import summarise
 from benchmarks.peers.problems import PROBLEMS
 
 __all__ = ["write_report"]
@@ -69,8 +70,8 @@ def write_report(results: dict[str, dict[str, Any]], skipped: dict[str, str], ou
         "all systems measured side by side in one invocation of "
         "`python benchmarks/peers/run.py`. Load average (1 min) at start / end: "
         f"{load[0]:.1f} / {load[1]:.1f}; other processes on a shared machine inflate "
-        "absolute times, so read the ratios, and overhead figures are the best of "
-        "3 repeats (1 in --quick).",
+        "absolute times, so read the ratios. Overhead figures are min / median / max "
+        "over 3 repeats (1 in --quick), each system's variants in rotated order.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
         "",
@@ -81,11 +82,11 @@ def write_report(results: dict[str, dict[str, Any]], skipped: dict[str, str], ou
 
     # ----------------------------------------------------------- overhead
     lines += ["## Orchestration overhead per reported result (no-op trainable)", ""]
-    scenarios: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    scenarios: dict[str, dict[str, tuple[list[dict[str, float]], int]]] = defaultdict(dict)
     for res in results.values():
         for scenario, data in res.get("overhead", {}).items():
-            for label, seconds in data["seconds"].items():
-                scenarios[scenario][label] = (seconds, data["results"])
+            for label, runs in data["runs"].items():
+                scenarios[scenario][label] = (runs, data["results"])
     overhead_png = out / "overhead.png"
     if scenarios:
         lines += [
@@ -94,7 +95,11 @@ def write_report(results: dict[str, dict[str, Any]], skipped: dict[str, str], ou
             "task per segment, ephemeral Prefect API); the bare Prefect loop is the same "
             "submit/as_completed pattern without rungflow. Ray Tune runs function trainables "
             "on a local 2-CPU cluster with actor reuse; Optuna uses `n_jobs=2`. "
-            "Ratios are rungflow's time per result divided by the other system's.",
+            "CPU is every process the system used, read from `/proc`: the driver, and its "
+            "other processes (Prefect's API server, which records each task run seconds "
+            "later, or Ray's raylet, GCS and workers); a Prefect server's backlog is drained "
+            "before a variant starts and before its CPU is read. Ratios are rungflow's median "
+            "divided by the other system's.",
             "",
         ]
         fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 3.8))
@@ -102,18 +107,30 @@ def write_report(results: dict[str, dict[str, Any]], skipped: dict[str, str], ou
         for ax, (scenario, data) in zip(axes, scenarios.items(), strict=True):
             n_results = next(iter(data.values()))[1]
             lines += [f"**{scenario}** ({n_results} results)", "",
-                      "| system | ms per result | rungflow / system |", "|---|---:|---:|"]
-            ref = data.get("rungflow (Prefect flow)")
-            per = {label: 1000 * s / n for label, (s, n) in data.items()}
-            for label, ms in sorted(per.items(), key=lambda kv: kv[1]):
-                ratio = f"{1000 * ref[0] / ref[1] / ms:.1f}x" if ref else "n/a"
-                lines.append(f"| {label} | {ms:.2f} | {ratio} |")
+                      "| system | CPU ms per result (min / median / max) | wall ms per result "
+                      "| rungflow / system, CPU | rungflow / system, wall |",
+                      "|---|---:|---:|---:|---:|"]
+            cpu = {label: [1000 * (r["client"] + r["others"]) / n for r in runs]
+                   for label, (runs, n) in data.items()}
+            wall = {label: [1000 * r["wall"] / n for r in runs]
+                    for label, (runs, n) in data.items()}
+            med_cpu = {label: float(np.median(v)) for label, v in cpu.items()}
+            med_wall = {label: float(np.median(v)) for label, v in wall.items()}
+            ref = "rungflow (Prefect flow)"
+            for label in sorted(med_cpu, key=med_cpu.__getitem__):
+                figures = summarise(data[label][0], n_results)
+                ratio_cpu = (f"{med_cpu[ref] / med_cpu[label]:.1f}x"
+                             if ref in med_cpu and med_cpu[label] else "n/a")
+                ratio_wall = (f"{med_wall[ref] / med_wall[label]:.1f}x"
+                              if ref in med_wall and med_wall[label] else "n/a")
+                lines.append(f"| {label} | {figures['cpu']} | {figures['wall']} "
+                             f"| {ratio_cpu} | {ratio_wall} |")
             lines.append("")
-            names = sorted(per, key=per.__getitem__)
-            ax.barh(names, [per[n] for n in names],
+            names = sorted(med_cpu, key=med_cpu.__getitem__)
+            ax.barh(names, [med_cpu[n] for n in names],
                     color=["C3" if n.startswith("rungflow") else "C0" for n in names])
             ax.set_xscale("log")
-            ax.set_xlabel("ms per reported result (log)")
+            ax.set_xlabel("CPU ms per reported result, all processes (log)")
             ax.set_title(scenario)
         fig.tight_layout()
         fig.savefig(overhead_png, dpi=110)

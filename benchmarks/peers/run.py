@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--python", default=sys.executable, help="interpreter with the peers")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "peers" / "out")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the orchestration-overhead figures, no search quality")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite report.md from the JSON of the last run, run nothing")
     args = parser.parse_args()
@@ -86,7 +88,8 @@ def main() -> None:
         out_json = args.out / f"{system}.json"
         out_json.unlink(missing_ok=True)
         cmd = [args.python, "-m", "benchmarks.peers.worker", system, "--out", str(out_json),
-               "--seeds", str(seeds)] + (["--quick"] if args.quick else [])
+               "--seeds", str(seeds)] + (["--quick"] if args.quick else []) \
+            + (["--overhead-only"] if args.overhead_only else [])
         print(f"== {system}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         with open(args.out / "logs" / f"{system}.log", "w") as log:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.peers.common import ETA, GRACE, Recorder, pbt_settings
+from benchmarks.peers.cost import Cost, in_turn
 from benchmarks.peers.problems import Problem
 from schedulers import Budget, SegmentFinished, SegmentStarted, TrialPerturbed
 from schedulers.base import Scheduler
@@ -135,12 +136,14 @@ def real_flow_run(problem: Problem, method: str, seed: int, budget: int) -> dict
     return {"rows": recorder.rows, "seconds": seconds, "trials": trials}
 
 
-def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
-    """Seconds for ``n_trials`` no-op trials of ``n_reports`` epochs, two at a time.
+def overhead(n_trials: int, n_reports: int, repeat: int = 0) -> dict[str, Cost]:
+    """Cost of ``n_trials`` no-op trials of ``n_reports`` epochs, two at a time.
 
-    Returns wall seconds of the rungflow flow and of a bare Prefect task loop
-    (the same submit/as_completed pattern with no event log and no scheduler),
-    which separates Prefect's own cost from rungflow's.
+    Two variants, in an order rotated by ``repeat``: the rungflow flow and a
+    bare Prefect task loop (the same submit/as_completed pattern with no event
+    log and no scheduler), which separates Prefect's own cost from rungflow's.
+    Each is billed its wall time, this process's CPU and the CPU of the
+    ephemeral Prefect API server (see :mod:`benchmarks.peers.cost`).
     """
     from benchmarks.overhead import bare_loop
     from flows.spec import load_spec
@@ -158,15 +161,16 @@ def overhead(n_trials: int, n_reports: int) -> dict[str, float]:
             "budget": {"max_trials": n}, "max_concurrency": 2,
         })
 
+    def flow() -> None:
+        summary = tune(spec(f"measured-{repeat}", n_trials))
+        assert summary["segments_run"] == n_trials, summary
+
     # Warm-up outside the measurement: starts the ephemeral API, migrates the
     # store, imports everything.
     bare_loop(4, 2)
-    tune(spec("warmup", 4))
-    t0 = time.perf_counter()
-    bare_loop(n_trials, 2)
-    bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    summary = tune(spec("measured", n_trials))
-    flow = time.perf_counter() - t0
-    assert summary["segments_run"] == n_trials, summary
-    return {"rungflow (Prefect flow)": flow, "bare Prefect task loop": bare}
+    tune(spec(f"warmup-{repeat}", 4))
+    return in_turn(
+        [("rungflow (Prefect flow)", flow),
+         ("bare Prefect task loop", lambda: bare_loop(n_trials, 2))],
+        repeat,
+    )

@@ -19,6 +19,8 @@ import traceback
 from importlib import metadata
 from typing import Any
 
+from benchmarks._cpu import load_average
+from benchmarks.peers.cost import summarise
 from benchmarks.peers.problems import PROBLEMS
 
 __all__ = ["ADAPTERS", "OVERHEAD_SCENARIOS", "main"]
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--overhead-only", action="store_true")
     args = parser.parse_args()
 
     adapter = importlib.import_module(ADAPTERS[args.system])
@@ -69,20 +72,25 @@ def main() -> None:
         for scenario, (full, quick) in OVERHEAD_SCENARIOS.items():
             n_trials, n_reports = quick if args.quick else full
             try:
-                # Best of several repeats: the machine may be shared, and the
-                # minimum is the least disturbed estimate of the cost itself.
-                runs = [adapter.overhead(n_trials, n_reports)
-                        for _ in range(1 if args.quick else 3)]
-                seconds = {k: min(r[k] for r in runs) for k in runs[0]}
+                # Every repeat is kept (min / median / max in the report); the
+                # adapter rotates its variants' order by the repeat's index.
+                runs = [adapter.overhead(n_trials, n_reports, i)
+                        for i in range(1 if args.quick else 3)]
+                costs = {label: [run[label] for run in runs] for label in runs[0]}
+                results = n_trials * n_reports
                 out["overhead"][scenario] = {
-                    "trials": n_trials, "results": n_trials * n_reports, "seconds": seconds,
+                    "trials": n_trials, "results": results, "runs": costs,
                 }
-                print(f"[{args.system}] overhead {scenario}: {seconds}", flush=True)
+                for label, label_runs in costs.items():
+                    figures = summarise(label_runs, results)
+                    print(f"[{args.system}] overhead {scenario}, {label}: ms per result, "
+                          f"wall {figures['wall']}, CPU {figures['cpu']} "
+                          f"(load {load_average()})", flush=True)
             except Exception:
                 out["errors"].append(f"overhead {scenario}: {traceback.format_exc()}")
             save()
 
-    for pname in args.problems.split(","):
+    for pname in [] if args.overhead_only else args.problems.split(","):
         problem = PROBLEMS[pname]
         budget = problem.quick_budget if args.quick else problem.budget
         for method in adapter.METHODS:
@@ -103,7 +111,7 @@ def main() -> None:
                       flush=True)
                 save()
 
-    if args.system == "rungflow":
+    if args.system == "rungflow" and not args.overhead_only:
         # Sanity: the same ASHA experiment through the real Prefect flow.
         problem = PROBLEMS["synthetic"]
         budget = problem.quick_budget if args.quick else problem.budget
