@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 
 from storage import EventStore, SchemaVersionError
 from storage.engine import create_store_engine
-from storage.models import Base
+from storage.models import METADATA
 from storage.schema import (
     SCHEMA_HEAD,
     VERSION_TABLE,
@@ -68,7 +68,7 @@ def test_models_match_migrations(store_url: str) -> None:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            diff = compare_metadata(ctx, Base.metadata)
+            diff = compare_metadata(ctx, METADATA)
     finally:
         engine.dispose()
     assert diff == []
