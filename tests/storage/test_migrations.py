@@ -16,6 +16,8 @@ from storage.models import METADATA
 from storage.schema import (
     SCHEMA_HEAD,
     VERSION_TABLE,
+    _shipped_revisions,
+    alembic_config,
     current_revisions,
     head_revisions,
     upgrade_schema,
@@ -60,6 +62,11 @@ def test_fresh_database_is_at_head(store_url: str) -> None:
 def test_schema_head_is_the_scripts_head() -> None:
     # The open fast path trusts SCHEMA_HEAD; a new migration must move it too.
     assert head_revisions() == (SCHEMA_HEAD,)
+    # ... and refuses, without Alembic, a revision no shipped script declares.
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert _shipped_revisions() == {r.revision for r in script.walk_revisions()}
 
 
 def test_models_match_migrations(store_url: str) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ import yaml
 from flows.engine.runner import ExperimentRunner
 from flows.spec import load_spec
 from storage import EventStore
+from storage.schema import VERSION_TABLE
 from tests.flows.inline import InlineExecutor
 
 SPEC: dict[str, Any] = {
@@ -70,15 +73,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def modules_of(workdir: Path, *args: str) -> tuple[int, set[str]]:
-    """Exit code and ``sys.modules`` of ``rungflow ARGS`` run in a fresh interpreter."""
+def modules_of(workdir: Path, *args: str, stderr: bool = False) -> Any:
+    """Exit code and ``sys.modules`` of ``rungflow ARGS`` run in a fresh interpreter
+    (and its stderr if asked)."""
     out = workdir / "modules.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNGFLOW_", "PREFECT_API"))}
     env.update(RUNGFLOW_HOME=str(workdir / "home"), MODULES_OUT=str(out))
     proc = subprocess.run([sys.executable, "-c", HOOK, *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, set(json.loads(out.read_text()))
+    modules = set(json.loads(out.read_text()))
+    return (proc.returncode, modules, proc.stderr) if stderr else (proc.returncode, modules)
 
 
 def loaded(modules: set[str], packages: tuple[str, ...]) -> list[str]:
@@ -122,3 +127,20 @@ def test_commands_before_the_boot_import_no_prefect(
     exit_code, modules = modules_of(workdir, *args)
     assert exit_code == code
     assert loaded(modules, NEVER) == []
+
+
+def test_a_newer_store_is_refused_in_one_line_without_alembic(workdir: Path) -> None:
+    """A database a newer rungflow migrated: one ``error:`` line from the version read."""
+    newer = workdir / "newer"
+    newer.mkdir(exist_ok=True)
+    shutil.copy(workdir / "home" / "rungflow.db", newer / "rungflow.db")
+    with sqlite3.connect(newer / "rungflow.db") as conn:
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version_num = '9999_future'")
+    for args in (["list"], ["status", "imports"], ["export", "imports"]):
+        url = f"sqlite:///{newer / 'rungflow.db'}"
+        code, modules, stderr = modules_of(workdir, *args, "--db", url, stderr=True)
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        assert code == 1
+        assert len(lines) == 1 and lines[0].startswith("error:"), lines
+        assert "'9999_future'" in lines[0] and "upgrade rungflow" in lines[0]
+        assert loaded(modules, ("alembic", "prefect")) == []
