@@ -164,9 +164,21 @@ def _shipped_revisions() -> set[str]:
 
 
 def _stamped(engine: sa.Engine) -> list[str] | None:
-    """The revisions in the database's version table; None if it has none yet."""
+    """The revisions in the database's version table; None if it has none yet.
+
+    On PostgreSQL one statement (one round trip): the table's absence is its
+    error, ``undefined_table``. SQLite, in process, asks its catalogue first.
+    """
+    query = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(VERSION_TABLE):
-            return None
-        query = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
-        return list(conn.execute(query).scalars().all())
+        if conn.dialect.name != "postgresql":
+            if not sa.inspect(conn).has_table(VERSION_TABLE):
+                return None
+            return list(conn.execute(query).scalars().all())
+        try:
+            return list(conn.execute(query).scalars().all())
+        except sa.exc.ProgrammingError as exc:
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            if code == "42P01":  # undefined_table: a fresh database
+                return None
+            raise
