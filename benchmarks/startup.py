@@ -18,8 +18,26 @@ exits are counted as ``left``, killed, then reaped). Variants are interleaved
 With several ``--python`` (e.g. a baseline checkout's venv), each rungflow
 variant runs under each, interleaved too: figures before/after in one run.
 
+With ``--cli``, the fixed cost of the commands that never start Prefect
+instead: ``--help``, ``plan``, ``list``, ``status NAME`` (table and
+``--json``), ``export NAME`` and ``run``'s errors before the boot (a spec
+that fails validation, an unsupported URL, a refused resume), each on an
+empty and a small store (34 trials, 223 events) on SQLite and, with
+``--pg URL``, PostgreSQL (scratch databases, dropped afterwards). Each
+command is a fresh ``rungflow`` process; wall is spawn to exit and CPU its
+user+sys (``wait4``). With ``--baseline DIR`` (a source tree, e.g. ``git
+archive <commit> | tar -x -C DIR``) every command also runs from that tree,
+same venv, same stores, interleaved (the order alternates per repeat), so
+before and after come from one run. Bytecode is cached (under a private
+``PYTHONPYCACHEPREFIX``, written by an uncounted warm-up) as an installed
+package has it. Printed: per command, backend and store, min/median/max
+wall and CPU in ms, the exit code, the heavy packages it imported (from
+``-X importtime`` in the warm-up) and the CPU ratio to the baseline; the load
+average before and after and its range over the timings.
+
 Usage:
     python benchmarks/startup.py [--repeat 3] [--python NAME=PATH ...]
+    python benchmarks/startup.py --cli [--repeat 15] [--baseline DIR] [--pg URL]
 """
 
 from __future__ import annotations
@@ -145,12 +163,155 @@ def fmt(values: list[float]) -> str:
     return f"{min(values):6.1f} {statistics.median(values):6.1f} {max(values):6.1f}"
 
 
+#: Packages a command that never starts Prefect should not need (or only some).
+CLI_HEAVY = ("prefect", "optuna", "numpy", "scipy", "alembic", "pydantic", "pydantic_settings",
+             "fsspec", "sqlalchemy", "sqlalchemy.orm", "psycopg", "yaml", "asyncio")
+#: The small store's experiment (benchmarks/resume.py's log, cut small).
+CLI_NAME = "resume-bench"
+
+
+def cli_commands(work: Path) -> list[tuple[str, str, list[str], dict[str, str]]]:
+    """``(command label, store kind, argv, extra env)``; kind "-" needs no store."""
+    bad = work / "bad.json"
+    bad.write_text(json.dumps({**SPEC, "max_concurrency": 0}))
+    other = work / "refused.json"  # the small store's name, another spec: refused resume
+    other.write_text(json.dumps({**SPEC, "name": CLI_NAME}))
+    new = work / "new.json"  # a new experiment whose checkpoints cannot be written
+    new.write_text(json.dumps({**SPEC, "name": "fresh"}))
+    return [
+        ("--help", "-", ["--help"], {}),
+        ("plan hyperband", "-", ["plan", "hyperband", "--max-t", "81"], {}),
+        ("run: invalid spec", "-", ["run", str(bad)], {}),
+        ("run: unsupported URL", "-", ["run", str(bad.with_name("new.json")), "--db",
+                                       "mysql://u@h/db"], {}),
+        ("list", "empty", ["list"], {}),
+        ("status NAME (not found)", "empty", ["status", CLI_NAME], {}),
+        ("run: checkpoints unwritable", "empty", ["run", str(new)],
+         {"RUNGFLOW_CHECKPOINTS": "/proc/rungflow-no-such-dir"}),
+        ("list", "small", ["list"], {}),
+        ("status NAME", "small", ["status", CLI_NAME], {}),
+        ("status NAME --json", "small", ["status", CLI_NAME, "--json"], {}),
+        ("export NAME", "small", ["export", CLI_NAME, "--format", "json"], {}),
+        ("run: refused resume", "small", ["run", str(other)], {}),
+    ]
+
+
+def cli_stores(
+    work: Path, pg: str | None, stack: contextlib.ExitStack
+) -> dict[str, dict[str, str]]:
+    """Backend -> store kind -> URL: an empty (migrated) and a small store per backend."""
+    import resume  # benchmarks/resume.py: the 10k-trial log's builder, run small here
+
+    from storage import EventStore
+
+    urls = {"sqlite": {k: f"sqlite:///{work / k}.db" for k in ("empty", "small")}}
+    if pg:
+        from _pg import scratch_database
+
+        urls["postgresql"] = {k: stack.enter_context(scratch_database(pg, f"startup_cli_{k}"))
+                              for k in ("empty", "small")}
+    spec = resume.make_spec("asha", 20)
+    events = resume.build_events(spec, 20, 60)
+    for kinds in urls.values():
+        EventStore(kinds["empty"]).close()
+        with EventStore(kinds["small"]) as store:
+            resume.write_log(store, spec, events)
+    return urls
+
+
+def heavy_imports(stderr: str) -> list[str]:
+    """Which of :data:`CLI_HEAVY` a run imported, from its ``-X importtime`` lines."""
+    seen = {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}
+    return [m for m in CLI_HEAVY if m in seen]
+
+
+def cli_main(args: argparse.Namespace) -> None:
+    """The ``--cli`` suite (see the module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="rungflow-startup-cli-"))
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    if args.baseline:
+        trees = {"baseline": args.baseline.resolve(), **trees}
+    exe = str(Path(sys.executable).with_name("rungflow"))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUNGFLOW_", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME"))}
+    env.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), RUNGFLOW_HOME=str(work / "home"),
+               PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+          f"cpus: {os.cpu_count()}  repeats: {args.repeat}", flush=True)
+    with contextlib.ExitStack() as stack:
+        urls = cli_stores(work, args.pg, stack)
+        cases = []  # (command, backend, kind, argv, env per tree)
+        for command, kind, argv, extra in cli_commands(work):
+            for backend in (["-"] if kind == "-" else list(urls)):
+                url = {"RUNGFLOW_DATABASE_URL": urls[backend][kind]} if kind != "-" else {}
+                envs = {t: {**env, **url, **extra, "PYTHONPATH": str(root)}
+                        for t, root in trees.items()}
+                cases.append((command, backend, kind, argv, envs))
+
+        def once(argv: list[str], e: dict[str, str]) -> tuple[float, float, int, str]:
+            t0 = time.perf_counter()
+            child = subprocess.Popen([exe, *argv], env=e, cwd=work, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+            assert child.stderr is not None
+            err = child.stderr.read()
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - t0
+            return wall, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status), err
+
+        heavy: dict[tuple[int, str], list[str]] = {}
+        codes: dict[tuple[int, str], int] = {}
+        for i, (_, _, _, argv, envs) in enumerate(cases):  # warm-up: bytecode, snapshots
+            for tree, e in envs.items():
+                once(argv, e)
+                *_, code, err = once(argv, {**e, "PYTHONPROFILEIMPORTTIME": "1"})
+                heavy[i, tree], codes[i, tree] = heavy_imports(err), code
+        times: dict[tuple[int, str], list[tuple[float, float]]] = {}
+        loads: list[float] = []
+        for r in range(args.repeat):
+            for i, (_, _, _, argv, envs) in enumerate(cases):
+                order = list(envs) if r % 2 == 0 else list(reversed(envs))
+                for tree in order:
+                    wall, cpu, code, err = once(argv, envs[tree])
+                    if code != codes[i, tree]:
+                        print(f"  exit {code} != {codes[i, tree]}: {argv} {err[-300:]}")
+                    times.setdefault((i, tree), []).append((wall, cpu))
+                    loads.append(os.getloadavg()[0])
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+          f"1-min load over the timings {min(loads):.2f}-{max(loads):.2f}")
+
+    def ms(values: list[float]) -> str:
+        v = sorted(x * 1000 for x in values)
+        return f"{v[0]:5.0f} {statistics.median(v):5.0f} {v[-1]:5.0f}"
+
+    print(f"\n{'command':29} {'backend':10} {'store':5} {'tree':8} {'wall ms min med max':>19} "
+          f"{'cpu ms min med max':>18} {'rc':>2} {'cpu/base':>8}  imports")
+    for i, (command, backend, kind, _, envs) in enumerate(cases):
+        for tree in envs:
+            rows = times[i, tree]
+            cpus = [c for _, c in rows]
+            ratio = ""
+            if tree != "baseline" and "baseline" in envs:
+                base = statistics.median(c for _, c in times[i, "baseline"])
+                ratio = f"{statistics.median(cpus) / base:8.2f}"
+            print(f"{command:29} {backend:10} {kind:5} {tree:8} {ms([w for w, _ in rows]):>19} "
+                  f"{ms(cpus):>18} {codes[i, tree]:2d} {ratio:>8}  "
+                  f"{' '.join(heavy[i, tree]) or '-'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--python", action="append", default=[],
                         help="NAME=PATH of a python whose rungflow to measure (repeatable).")
+    parser.add_argument("--cli", action="store_true",
+                        help="Time the commands that never start Prefect (see the docstring).")
+    parser.add_argument("--baseline", type=Path, help="--cli: source tree to compare against")
+    parser.add_argument("--pg", help="--cli: PostgreSQL URL (scratch databases are made there)")
     args = parser.parse_args()
+    if args.cli:
+        cli_main(args)
+        return
     pythons = dict(p.split("=", 1) for p in args.python) or {"this": sys.executable}
     subreaper()
     work = Path(tempfile.mkdtemp(prefix="rungflow-startup-"))

@@ -54,8 +54,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from flows.envsettings import EnvSettings, setting
 
 __all__ = [
     "BLOCK_PREFIX",
@@ -118,31 +117,33 @@ def _load_block(name: str) -> str:
     return str(secret.get())
 
 
-class RungflowSettings(BaseSettings):
-    """Storage locations, read from ``RUNGFLOW_*`` environment variables."""
+class RungflowSettings(EnvSettings):
+    """Storage locations, read from ``RUNGFLOW_*`` environment variables (and ``./.env``).
 
-    model_config = SettingsConfigDict(env_prefix="RUNGFLOW_", env_file=".env", extra="ignore")
+    Read without pydantic when the values are plain (see :mod:`flows.envsettings`);
+    invalid values raise ``pydantic.ValidationError``.
+    """
 
-    home: Path = Path(".rungflow")
-    database_url: str | None = None
-    checkpoints: str | None = None
-    database_block: str | None = None
-    artifacts: bool = True
+    home: Path = setting(Path(".rungflow"))
+    database_url: str | None = setting(None)
+    checkpoints: str | None = setting(None)
+    database_block: str | None = setting(None)
+    artifacts: bool = setting(True)
     # Infrastructure addresses live here, never in the spec: a Prefect UI form
     # must not be able to choose where a flow run connects to.
-    dask_address: str | None = None
-    ray_address: str | None = None
+    dask_address: str | None = setting(None)
+    ray_address: str | None = setting(None)
     # Code to ship to Ray workers: settings too. A spec or UI form never
     # chooses code to import or a path to upload.
-    ray_py_modules: str = ""
-    ray_runtime_env: str = ""
-    worker_modules: str = ""
-    retention: bool = True
-    keep_last: int = Field(default=2, ge=1, le=1_000_000)
-    retain_every: int = Field(default=10, ge=1, le=1_000_000)
-    connect_timeout: float = Field(default=10.0, gt=0, le=3600)
+    ray_py_modules: str = setting("")
+    ray_runtime_env: str = setting("")
+    worker_modules: str = setting("")
+    retention: bool = setting(True)
+    keep_last: int = setting(2, ge=1, le=1_000_000)
+    retain_every: int = setting(10, ge=1, le=1_000_000)
+    connect_timeout: float = setting(10.0, gt=0, le=3600)
     # Durability is the user's choice, per machine: never a spec field.
-    pg_synchronous_commit: bool = True
+    pg_synchronous_commit: bool = setting(True)
 
     @property
     def resolved_database_url(self) -> str:
@@ -175,9 +176,9 @@ def get_settings() -> RungflowSettings:
     return read_settings(RungflowSettings)
 
 
-_S = TypeVar("_S", bound=BaseSettings)
+_S = TypeVar("_S", bound=EnvSettings)
 #: The settings last read per class, under what they were read from.
-_read: dict[type[BaseSettings], tuple[Hashable, BaseSettings]] = {}
+_read: dict[type[EnvSettings], tuple[Hashable, EnvSettings]] = {}
 _read_lock = threading.Lock()
 
 

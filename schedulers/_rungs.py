@@ -15,11 +15,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from schedulers.searchers import RandomSearcher, Searcher
-from schedulers.space import SearchSpace
-
 # Argument checks live in schedulers.validation; re-exported for old imports.
 from schedulers.validation import (
     SchedulerArgumentError,
@@ -30,12 +25,19 @@ from schedulers.validation import (
 )
 
 if TYPE_CHECKING:
+    # numpy and the searchers (optuna) only where a scheduler uses them:
+    # `rungflow plan` prints brackets with this module's arithmetic alone.
+    import numpy as np
+
     from schedulers.base import Scheduler
+    from schedulers.searchers import Searcher
+    from schedulers.space import SearchSpace
 
 __all__ = [
     "Bracket",
     "Number",
     "asha_rungs",
+    "bracket_probabilities",
     "check_grace_period",
     "check_positive",
     "check_reduction_factor",
@@ -354,6 +356,8 @@ def rng_after(scheduler: Scheduler, offset: int, salt: int = 0) -> np.random.Gen
     """
     if offset == 0:
         return scheduler.rng(salt)
+    import numpy as np
+
     seq = np.random.SeedSequence([scheduler.seed, scheduler.n_events + offset, salt])
     return np.random.default_rng(seq)
 
@@ -373,6 +377,8 @@ def make_searcher(
                 "searcher_args",
                 f"searcher_args is {kwargs!r}, but the random searcher takes no arguments",
             )
+        from schedulers.searchers import RandomSearcher
+
         return RandomSearcher(space)
     if name == "tpe":
         from schedulers.tpe import TPESearcher
@@ -383,3 +389,32 @@ def make_searcher(
             raise SchedulerArgumentError("searcher_args", f"searcher_args: {exc}") from exc
     check_argument("searcher", name)  # raises: neither random nor tpe
     raise AssertionError(name)  # pragma: no cover
+
+
+def bracket_probabilities(n_brackets: int, reduction_factor: Number, rule: str) -> list[float]:
+    """Probability that a new trial joins ASHA bracket ``b`` (0 = most aggressive).
+
+    ``"budget"`` is Optuna's ``HyperbandPruner``: bracket ``b`` has early-stopping
+    rate ``s = n_brackets - 1 - b`` and weight ``ceil(n_brackets * eta**s / (s + 1))``,
+    HyperBand's ``n`` for that bracket, so every bracket gets about the same
+    resource, as in synchronous HyperBand. ``"exponential"`` is Ray Tune's
+    ``AsyncHyperBandScheduler``: weight ``e**(rungs_b - max_b rungs_b)``, which
+    puts ~64% of the trials in the most aggressive bracket. ``"round_robin"`` is
+    rungflow's former rule (equal trial counts), which gives the full-fidelity
+    bracket about half of the budget.
+
+    Example:
+        >>> [round(w, 3) for w in bracket_probabilities(5, 3, "budget")]
+        [0.566, 0.238, 0.105, 0.056, 0.035]
+    """
+    if rule == "round_robin":
+        return [1.0 / n_brackets] * n_brackets
+    if rule == "budget":
+        raw = [
+            math.ceil(Fraction(n_brackets * Fraction(reduction_factor) ** s, s + 1))
+            for s in (n_brackets - 1 - b for b in range(n_brackets))
+        ]
+        return [w / sum(raw) for w in raw]
+    # Bracket b has one rung fewer than bracket b - 1.
+    raw_e = [math.exp(-b) for b in range(n_brackets)]
+    return [w / sum(raw_e) for w in raw_e]

@@ -24,6 +24,7 @@ from typing import Any
 from schedulers._rungs import (
     Number,
     asha_rungs,
+    bracket_probabilities,
     check_grace_period,
     check_reduction_factor,
     make_searcher,
@@ -102,35 +103,6 @@ class ASHAInfo:
             cutoff=info.get("cutoff"),
             has_cutoff="cutoff" in info,
         )
-
-
-def bracket_probabilities(n_brackets: int, reduction_factor: Number, rule: str) -> list[float]:
-    """Probability that a new trial joins ASHA bracket ``b`` (0 = most aggressive).
-
-    ``"budget"`` is Optuna's ``HyperbandPruner``: bracket ``b`` has early-stopping
-    rate ``s = n_brackets - 1 - b`` and weight ``ceil(n_brackets * eta**s / (s + 1))``,
-    HyperBand's ``n`` for that bracket, so every bracket gets about the same
-    resource, as in synchronous HyperBand. ``"exponential"`` is Ray Tune's
-    ``AsyncHyperBandScheduler``: weight ``e**(rungs_b - max_b rungs_b)``, which
-    puts ~64% of the trials in the most aggressive bracket. ``"round_robin"`` is
-    rungflow's former rule (equal trial counts), which gives the full-fidelity
-    bracket about half of the budget.
-
-    Example:
-        >>> [round(w, 3) for w in bracket_probabilities(5, 3, "budget")]
-        [0.566, 0.238, 0.105, 0.056, 0.035]
-    """
-    if rule == "round_robin":
-        return [1.0 / n_brackets] * n_brackets
-    if rule == "budget":
-        raw = [
-            math.ceil(Fraction(n_brackets * Fraction(reduction_factor) ** s, s + 1))
-            for s in (n_brackets - 1 - b for b in range(n_brackets))
-        ]
-        return [w / sum(raw) for w in raw]
-    # Bracket b has one rung fewer than bracket b - 1.
-    raw_e = [math.exp(-b) for b in range(n_brackets)]
-    return [w / sum(raw_e) for w in raw_e]
 
 
 @dataclass

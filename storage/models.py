@@ -1,4 +1,4 @@
-"""SQLAlchemy table definitions.
+"""SQLAlchemy table definitions (Core tables: the store never uses the ORM).
 
 ``events`` is the append-only source of truth; ``trials`` and ``results`` are
 projections that :mod:`storage.projections` can always rebuild from it. The
@@ -10,31 +10,28 @@ SQLite), deliberately not ``JSONB``: JSONB reorders object keys, and the order
 of parameters in a stored spec or config decides the order in which a
 scheduler draws random numbers, so a reordering would make a resumed run
 diverge from the original one.
+
+The tables are plain :class:`sqlalchemy.Table` objects, not ORM models:
+importing ``sqlalchemy.orm`` costs ~80 ms of CPU, which every CLI command
+and worker process paid for classes only ever used for their ``__table__``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "EVENTS",
     "EXPERIMENTS",
     "LEASES",
+    "METADATA",
     "RESULTS",
     "SNAPSHOTS",
     "TRIALS",
-    "Base",
-    "EventModel",
-    "ExperimentModel",
-    "LeaseModel",
-    "ResultModel",
-    "SnapshotModel",
-    "TrialModel",
     "UTCDateTime",
 ]
 
@@ -69,123 +66,101 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    """Declarative base holding rungflow's metadata."""
+#: rungflow's tables (the migrations create exactly these; Alembic compares them).
+METADATA = sa.MetaData()
 
 
-class ExperimentModel(Base):
-    """One row per experiment; ``state`` is one of ``storage.event_store.STATES``."""
-
-    __tablename__ = "experiments"
-
-    name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), primary_key=True)
-    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-
-
-class EventModel(Base):
-    """Append-only log. The primary key ``(experiment_id, seq)`` is what turns a
-    lost race into an integrity error instead of a silent overwrite."""
-
-    __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_experiment_kind", "experiment_id", "kind"),)
-
-    experiment_id: Mapped[str] = mapped_column(
+def _experiment_fk(**kwargs: Any) -> sa.Column[str]:
+    """``experiment_id`` pointing at ``experiments.name`` (deleted with it)."""
+    return sa.Column(
+        "experiment_id",
         sa.String(NAME_LENGTH),
         sa.ForeignKey("experiments.name", ondelete="CASCADE"),
-        primary_key=True,
+        **kwargs,
     )
-    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
-    trial_id: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH), nullable=True)
-    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
-class TrialModel(Base):
-    """Projection: the current state of each trial."""
+#: One row per experiment; ``state`` is one of ``storage.event_store.STATES``.
+EXPERIMENTS = sa.Table(
+    "experiments",
+    METADATA,
+    sa.Column("name", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
 
-    __tablename__ = "trials"
+#: Append-only log. The primary key ``(experiment_id, seq)`` is what turns a
+#: lost race into an integrity error instead of a silent overwrite.
+EVENTS = sa.Table(
+    "events",
+    METADATA,
+    _experiment_fk(primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("trial_id", sa.String(NAME_LENGTH), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_events_experiment_kind", "experiment_id", "kind"),
+)
 
-    experiment_id: Mapped[str] = mapped_column(
-        sa.String(NAME_LENGTH),
-        sa.ForeignKey("experiments.name", ondelete="CASCADE"),
-        primary_key=True,
-    )
-    trial_id: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), primary_key=True)
-    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)
-    config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
-    resource: Mapped[float] = mapped_column(sa.Float, nullable=False)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
-    n_segments: Mapped[int] = mapped_column(sa.Integer, nullable=False)
-    #: Seq of the TrialCreated event; orders trials the way they were created.
-    created_seq: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+#: Projection: the current state of each trial. ``created_seq`` is the seq of
+#: its TrialCreated event; it orders trials the way they were created.
+TRIALS = sa.Table(
+    "trials",
+    METADATA,
+    _experiment_fk(primary_key=True),
+    sa.Column("trial_id", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("resource", sa.Float, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Column("n_segments", sa.Integer, nullable=False),
+    sa.Column("created_seq", sa.Integer, nullable=False),
+)
 
+#: Projection: one row per ``SegmentFinished`` event, keyed by its seq.
+RESULTS = sa.Table(
+    "results",
+    METADATA,
+    _experiment_fk(primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("trial_id", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("stop", sa.Float, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Index("ix_results_experiment_trial", "experiment_id", "trial_id"),
+)
 
-class ResultModel(Base):
-    """Projection: one row per ``SegmentFinished`` event, keyed by its seq."""
+#: Liveness of each runner or job-API worker working on an experiment.
+#:
+#: A row per owner, updated every few seconds by a heartbeat thread. Kept out
+#: of the event log on purpose: heartbeats from N workers every few seconds
+#: would bloat the append-only log that every resume replays, and each
+#: heartbeat append would bump ``seq`` and make other workers' decisions lose
+#: their optimistic-concurrency race for nothing. Not a foreign key to
+#: ``experiments`` so that deleting an experiment (and SQLite's enforced
+#: foreign keys) never trips over a row a dead worker left behind.
+LEASES = sa.Table(
+    "leases",
+    METADATA,
+    sa.Column("experiment_id", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
 
-    __tablename__ = "results"
-    __table_args__ = (sa.Index("ix_results_experiment_trial", "experiment_id", "trial_id"),)
-
-    experiment_id: Mapped[str] = mapped_column(
-        sa.String(NAME_LENGTH),
-        sa.ForeignKey("experiments.name", ondelete="CASCADE"),
-        primary_key=True,
-    )
-    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    trial_id: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), nullable=False)
-    start: Mapped[float] = mapped_column(sa.Float, nullable=False)
-    stop: Mapped[float] = mapped_column(sa.Float, nullable=False)
-    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
-
-
-class LeaseModel(Base):
-    """Liveness of each runner or job-API worker working on an experiment.
-
-    A row per owner, updated every few seconds by a heartbeat thread. Kept out
-    of the event log on purpose: heartbeats from N workers every few seconds
-    would bloat the append-only log that every resume replays, and each
-    heartbeat append would bump ``seq`` and make other workers' decisions lose
-    their optimistic-concurrency race for nothing. Not a foreign key to
-    ``experiments`` so that deleting an experiment (and SQLite's enforced
-    foreign keys) never trips over a row a dead worker left behind.
-    """
-
-    __tablename__ = "leases"
-
-    experiment_id: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), primary_key=True)
-    owner: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    host: Mapped[str] = mapped_column(sa.String(255), nullable=False)
-    pid: Mapped[int] = mapped_column(sa.Integer, nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-
-
-class SnapshotModel(Base):
-    """Cache: the folded state of an experiment after event ``seq`` (see
-    :mod:`storage.snapshots`). One row per experiment and code version; any row
-    can be deleted at any time, resume then folds the whole log."""
-
-    __tablename__ = "snapshots"
-
-    experiment_id: Mapped[str] = mapped_column(
-        sa.String(NAME_LENGTH),
-        sa.ForeignKey("experiments.name", ondelete="CASCADE"),
-        primary_key=True,
-    )
-    version: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(sa.Integer, nullable=False)
-    taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    state: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
-
-
-# Core ``Table`` handles for the store's SQL; ``__table__`` is typed as a bare
-# FromClause, which insert()/update() do not accept under mypy.
-EXPERIMENTS = cast(sa.Table, ExperimentModel.__table__)
-EVENTS = cast(sa.Table, EventModel.__table__)
-TRIALS = cast(sa.Table, TrialModel.__table__)
-RESULTS = cast(sa.Table, ResultModel.__table__)
-LEASES = cast(sa.Table, LeaseModel.__table__)
-SNAPSHOTS = cast(sa.Table, SnapshotModel.__table__)
+#: Cache: the folded state of an experiment after event ``seq`` (see
+#: :mod:`storage.snapshots`). One row per experiment and code version; any row
+#: can be deleted at any time, resume then folds the whole log.
+SNAPSHOTS = sa.Table(
+    "snapshots",
+    METADATA,
+    _experiment_fk(primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("taken_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+)

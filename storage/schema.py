@@ -9,15 +9,19 @@ run migrations by hand. Two guarantees matter:
   create tables: SQLite serialises them with ``BEGIN IMMEDIATE`` and PostgreSQL
   with a transaction-scoped advisory lock.
 
-Alembic is imported only when a database is not already at :data:`SCHEMA_HEAD`:
-loading it and parsing the revision scripts cost ~0.4 s on every open, which
-every CLI command, resume and worker process paid for a one-row version check.
+Alembic is imported only when a database needs migrating: loading it and
+parsing the revision scripts cost ~0.4 s on every open, which every CLI
+command, resume and worker process paid for a one-row version check. A
+database at :data:`SCHEMA_HEAD` opens after that one read; one stamped with a
+revision none of the shipped scripts declares (a newer rungflow's) is refused
+after it too, the scripts' ``revision = "..."`` lines read as text.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,8 +106,13 @@ def upgrade_schema(
         SchemaVersionError: the database is at a revision this code does not know,
             i.e. it was migrated by a newer rungflow.
     """
-    if revision == "head" and not extra_version_locations and _stamped_at_head(engine):
-        return
+    if revision == "head" and not extra_version_locations:
+        stamped = _stamped(engine)
+        if stamped == [SCHEMA_HEAD]:
+            return
+        for rev in stamped or ():
+            if rev not in _shipped_revisions():
+                raise _newer(engine, rev, [SCHEMA_HEAD])
     from alembic import command
     from alembic.script import ScriptDirectory
     from alembic.script.revision import RevisionError
@@ -122,26 +131,54 @@ def upgrade_schema(
             except (CommandError, RevisionError):
                 known = None
             if known is None:
-                raise SchemaVersionError(
-                    f"database {engine.url.render_as_string(hide_password=True)} has schema "
-                    f"revision {rev!r}, which is newer than this rungflow knows (its latest is "
-                    f"{', '.join(sorted(heads))}); upgrade rungflow to open it"
-                )
+                raise _newer(engine, rev, heads)
         if revision == "head" and set(current) == heads:
             return  # fast path: nothing to do, skip loading env.py
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
-def _stamped_at_head(engine: sa.Engine) -> bool:
-    """Whether the database's version table holds exactly :data:`SCHEMA_HEAD`.
+def _newer(engine: sa.Engine, rev: str, heads: Iterable[str]) -> SchemaVersionError:
+    """The error for a database stamped with ``rev``, a revision this code does not know."""
+    return SchemaVersionError(
+        f"database {engine.url.render_as_string(hide_password=True)} has schema "
+        f"revision {rev!r}, which is newer than this rungflow knows (its latest is "
+        f"{', '.join(sorted(heads))}); upgrade rungflow to open it"
+    )
 
-    Any doubt (no version table yet, another revision, several) answers False,
-    and :func:`upgrade_schema` then takes Alembic's full path under its lock.
+
+#: A revision script's ``revision = "<id>"`` line.
+_REVISION_LINE = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+
+
+def _shipped_revisions() -> set[str]:
+    """Every revision id the shipped scripts declare, read as text (no Alembic).
+
+    tests/storage/test_migrations.py checks it against Alembic's own reading.
     """
+    return {
+        rev
+        for script in (MIGRATIONS_DIR / "versions").glob("*.py")
+        for rev in _REVISION_LINE.findall(script.read_text(encoding="utf-8"))
+    }
+
+
+def _stamped(engine: sa.Engine) -> list[str] | None:
+    """The revisions in the database's version table; None if it has none yet.
+
+    On PostgreSQL one statement (one round trip): the table's absence is its
+    error, ``undefined_table``. SQLite, in process, asks its catalogue first.
+    """
+    query = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(VERSION_TABLE):
-            return False
-        query = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
-        stamped = conn.execute(query).scalars().all()
-    return stamped == [SCHEMA_HEAD]
+        if conn.dialect.name != "postgresql":
+            if not sa.inspect(conn).has_table(VERSION_TABLE):
+                return None
+            return list(conn.execute(query).scalars().all())
+        try:
+            return list(conn.execute(query).scalars().all())
+        except sa.exc.ProgrammingError as exc:
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            if code == "42P01":  # undefined_table: a fresh database
+                return None
+            raise

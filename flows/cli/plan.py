@@ -121,8 +121,7 @@ def asha_plan(
     exploratory bracket has the largest ``s``); ``bracket`` is ASHA's index.
     Default ``trials`` gives exactly one trial at the top rung of bracket 0.
     """
-    from schedulers._rungs import Bracket, asha_rungs, promotion_fraction
-    from schedulers.asha import bracket_probabilities
+    from schedulers._rungs import Bracket, asha_rungs, bracket_probabilities, promotion_fraction
 
     check_positive("max_t", max_t)
     check_positive("grace_period", grace_period)

@@ -36,9 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from flows.envsettings import EnvSettings, setting
 from schedulers import (
     Event,
     SegmentFailed,
@@ -62,7 +60,7 @@ __all__ = [
 log = logging.getLogger("rungflow")
 
 
-class LeaseSettings(BaseSettings):
+class LeaseSettings(EnvSettings):
     """Lease timing, from ``RUNGFLOW_LEASE_TIMEOUT`` and ``RUNGFLOW_POLL_INTERVAL``.
 
     Attributes:
@@ -73,15 +71,13 @@ class LeaseSettings(BaseSettings):
             while a worker waits for other workers' results.
     """
 
-    model_config = SettingsConfigDict(env_prefix="RUNGFLOW_", env_file=".env", extra="ignore")
-
-    lease_timeout: float = Field(default=30.0, gt=0, le=86_400)
-    poll_interval: float = Field(default=2.0, gt=0, le=600)
+    lease_timeout: float = setting(30.0, gt=0, le=86_400)
+    poll_interval: float = setting(2.0, gt=0, le=600)
     #: Overrides the machine identity (``RUNGFLOW_WORKER_HOST``). Workers with
     #: the same identity trust each other's pids for the dead-process fast
     #: path; give each machine (or pid namespace) a distinct value if the
     #: default (hostname, boot id, pid namespace) cannot tell them apart.
-    worker_host: str | None = Field(default=None, min_length=1, max_length=200)
+    worker_host: str | None = setting(None, min_length=1, max_length=200)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from storage.models import Base
+from storage.models import METADATA
 from storage.schema import VERSION_TABLE
 
 config = context.config
@@ -21,7 +21,7 @@ config = context.config
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=METADATA,
         # Own version table, so a database shared with another Alembic-managed
         # application does not mix up the two histories.
         version_table=VERSION_TABLE,

@@ -12,10 +12,12 @@ from alembic.runtime.migration import MigrationContext
 
 from storage import EventStore, SchemaVersionError
 from storage.engine import create_store_engine
-from storage.models import Base
+from storage.models import METADATA
 from storage.schema import (
     SCHEMA_HEAD,
     VERSION_TABLE,
+    _shipped_revisions,
+    alembic_config,
     current_revisions,
     head_revisions,
     upgrade_schema,
@@ -60,6 +62,11 @@ def test_fresh_database_is_at_head(store_url: str) -> None:
 def test_schema_head_is_the_scripts_head() -> None:
     # The open fast path trusts SCHEMA_HEAD; a new migration must move it too.
     assert head_revisions() == (SCHEMA_HEAD,)
+    # ... and refuses, without Alembic, a revision no shipped script declares.
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert _shipped_revisions() == {r.revision for r in script.walk_revisions()}
 
 
 def test_models_match_migrations(store_url: str) -> None:
@@ -68,7 +75,7 @@ def test_models_match_migrations(store_url: str) -> None:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            diff = compare_metadata(ctx, Base.metadata)
+            diff = compare_metadata(ctx, METADATA)
     finally:
         engine.dispose()
     assert diff == []
