@@ -2,4 +2,4 @@
 
 from flows.cli import app
 
-app()
+app(prog_name="rungflow")
