@@ -56,6 +56,7 @@ from schedulers.events import (
 from storage import pg_pipeline, pg_session, projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, close_engine, display_url, open_engine
+from storage.sqlite_writes import DirectWrites
 from storage.errors import (
     ConcurrencyError,
     ConnectionDroppedError,
@@ -873,6 +874,8 @@ class EventWriter:
         #: :mod:`storage.pg_session`); SQLite ignores it.
         self.synchronous_commit = synchronous_commit
         self._pg = store._engine.dialect.name == "postgresql"
+        # SQLite: statements run on the driver connection (see storage.sqlite_writes).
+        self._sqlite = store._engine.dialect.name == "sqlite"
         self._compiler = (
             pg_pipeline.Compiler(store._engine.dialect)
             if pg_pipeline.supported(store._engine)
@@ -925,9 +928,10 @@ class EventWriter:
                             ),
                             execution_options={"no_parameters": True},
                         )
-                    yield AppendTransaction(
-                        self._store, conn, projections.ConnectionWrites(conn), name, expected_seq
+                    writes = (
+                        DirectWrites(conn) if self._sqlite else projections.ConnectionWrites(conn)
                     )
+                    yield AppendTransaction(self._store, conn, writes, name, expected_seq)
             except _Lost as lost:
                 raise self._store._conflict(name, lost.expected_seq) from None
 
