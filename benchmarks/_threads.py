@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["GROUPS", "ThreadSample", "group_of", "install", "sample", "split"]
+__all__ = ["GROUPS", "ThreadSample", "gc_split", "group_of", "install", "sample", "split"]
 
 _PR_SET_NAME = 15
 
@@ -35,6 +36,10 @@ _lock = threading.Lock()
 #: (kernel thread id, Python name, CPU seconds at exit) of threads that ended since install().
 _exited: list[tuple[int, str, float]] = []
 _installed = False
+#: CPU seconds spent in garbage collections so far, by the group of the thread
+#: that triggered them (a collection runs in whichever thread allocates).
+_gc_seconds: dict[str, float] = {}
+_gc_started = threading.local()
 _main_tid = threading.main_thread().native_id
 
 
@@ -85,6 +90,20 @@ def install() -> None:
                     _exited.append((self.native_id, self.name, cpu))
 
     threading.Thread._bootstrap_inner = bootstrap  # type: ignore[attr-defined]
+    gc.callbacks.append(_on_gc)
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started.cpu = time.thread_time()
+        return
+    start = getattr(_gc_started, "cpu", None)
+    if start is None:
+        return
+    thread = threading.current_thread()
+    group = group_of(thread.name, thread.native_id or 0)
+    with _lock:
+        _gc_seconds[group] = _gc_seconds.get(group, 0.0) + time.thread_time() - start
 
 
 @dataclass(frozen=True)
@@ -95,12 +114,14 @@ class ThreadSample:
     process: float
     threads: dict[int, tuple[str, float]] = field(default_factory=dict)
     exited_mark: int = 0
+    gc_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def sample() -> ThreadSample:
     """Now: each live Python thread's CPU (nanosecond clocks, not /proc's ticks)."""
     with _lock:
         mark = len(_exited)  # first: a thread that ends after this is read live or lost
+        collected = dict(_gc_seconds)
     threads: dict[int, tuple[str, float]] = {}
     for thread in threading.enumerate():
         if thread.ident is None or thread.native_id is None:
@@ -111,7 +132,7 @@ def sample() -> ThreadSample:
             continue
         # Keyed by the kernel's id: a pthread ident is reused at once by the next thread.
         threads[thread.native_id] = (thread.name, cpu)
-    return ThreadSample(time.process_time(), threads, mark)
+    return ThreadSample(time.process_time(), threads, mark, collected)
 
 
 def split(before: ThreadSample, after: ThreadSample) -> dict[str, float]:
@@ -131,3 +152,9 @@ def split(before: ThreadSample, after: ThreadSample) -> dict[str, float]:
         totals[group_of(name, tid)] += cpu - start
     totals["other"] += (after.process - before.process) - sum(totals.values())
     return totals
+
+
+def gc_split(before: ThreadSample, after: ThreadSample) -> float:
+    """CPU seconds of garbage collection between two samples (already counted
+    in the groups of :func:`split`, in whichever thread triggered each)."""
+    return sum(after.gc_seconds.values()) - sum(before.gc_seconds.values())

@@ -137,6 +137,7 @@ class Measured:
     caught_up: CpuSample  # until the server caught up
     flow_thread: float  # CPU seconds of this thread, which runs the flow's loop
     groups: dict[str, float]  # this process's CPU seconds per thread group (until caught up)
+    gc: float  # of which in garbage collections (in any thread)
     out: Any
 
 
@@ -150,9 +151,11 @@ def _measure(fn: Any, *args: Any) -> Measured:
     flow_thread = time.thread_time() - thread_before
     returned = sample() - before
     drain()
-    groups = _threads.split(threads_before, _threads.sample())
+    threads_after = _threads.sample()
+    groups = _threads.split(threads_before, threads_after)
+    collections = _threads.gc_split(threads_before, threads_after)
     caught_up = sample() - before
-    return Measured(returned, caught_up, flow_thread, groups, out)
+    return Measured(returned, caught_up, flow_thread, groups, collections, out)
 
 
 def main() -> None:
@@ -208,6 +211,7 @@ def main() -> None:
     groups: dict[str, dict[str, list[float]]] = {
         v: {g: [] for g in _threads.GROUPS} for v in variants
     }
+    collections: dict[str, list[float]] = {v: [] for v in variants}
     inside: list[tuple[float, float]] = []  # (all artifact code, the per-result hook)
     for r in range(args.repeat):
         # Rotate the order so that warm caches and machine load favour no variant.
@@ -230,11 +234,13 @@ def main() -> None:
             flow_thread[variant].append(1000 * m.flow_thread / n)
             for g, seconds in m.groups.items():
                 groups[variant][g].append(1000 * seconds / n)
+            collections[variant].append(1000 * m.gc / n)
 
     if args.json is not None:
         args.json.write_text(
             json.dumps({"wall": wall, "client": client, "server": server,
-                        "flow_thread": flow_thread, "threads": groups, "segments": n})
+                        "flow_thread": flow_thread, "threads": groups, "gc": collections,
+                        "segments": n})
         )
     db = "custom" if args.db else "sqlite"
     print(
@@ -273,6 +279,12 @@ def main() -> None:
         ]
         print(f"{g:18s} " + " ".join(f"{spread(groups[v][g]):>22s}" for v in variants)
               + " " + " ".join(f"{o:>22s}" for o in own_g))
+    own_gc = [
+        spread([a - b for a, b in zip(collections[v], collections["bare"], strict=True)])
+        for v in modes
+    ]
+    print(f"{'(in any, GC)':18s} " + " ".join(f"{spread(collections[v]):>22s}" for v in variants)
+          + " " + " ".join(f"{o:>22s}" for o in own_gc))
     if len(modes) == 2:
         diff = [a - b for a, b in zip(client["on"], client["off"], strict=True)]
         print(f"artifacts on - off, client CPU: {spread(diff)} ms/segment (noisy)")

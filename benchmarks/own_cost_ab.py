@@ -121,6 +121,7 @@ def main() -> None:
     own_groups: dict[str, dict[str, list[float]]] = {
         label: {g: [] for g in GROUPS} for label, _ in trees
     }
+    own_gc: dict[str, list[float]] = {label: [] for label, _ in trees}
     load_start = load_average()
     for r in range(args.repeat):
         for label, root in trees[r % len(trees):] + trees[: r % len(trees)]:
@@ -133,10 +134,12 @@ def main() -> None:
             for g in GROUPS:
                 groups = fig["threads"]
                 own_groups[label][g].append(groups["off"][g][0] - groups["bare"][g][0])
+            own_gc[label].append(fig["gc"]["off"][0] - fig["gc"]["bare"][0])
             print(f"repeat {r} {label}: own client {own[label][-1]:.2f} ms/segment "
                   f"(flow thread {own_thread[label][-1]:.2f}), "
                   f"server extra {extra_server[label][-1]:.2f} ms/segment; by thread group "
-                  + ", ".join(f"{g} {own_groups[label][g][-1]:.2f}" for g in GROUPS),
+                  + ", ".join(f"{g} {own_groups[label][g][-1]:.2f}" for g in GROUPS)
+                  + f" (garbage collection in any: {own_gc[label][-1]:.2f})",
                   flush=True)
     print(f"segments={args.segments} concurrency={args.concurrency} repeats={args.repeat} "
           f"gc={args.gc} db={'postgresql' if args.pg else 'sqlite'}; "
@@ -150,9 +153,10 @@ def main() -> None:
               f"{spread(extra_server[label]):>24s} {spread(bare_total[label]):>26s}")
     print("own client CPU by thread group (rungflow minus bare, paired), ms per segment, "
           "min / median / max:")
-    print(f"{'tree':10s} " + " ".join(f"{g:>22s}" for g in GROUPS))
+    print(f"{'tree':10s} " + " ".join(f"{g:>22s}" for g in GROUPS) + f" {'(GC, in any)':>22s}")
     for label, _ in trees:
-        print(f"{label:10s} " + " ".join(f"{spread(own_groups[label][g]):>22s}" for g in GROUPS))
+        print(f"{label:10s} " + " ".join(f"{spread(own_groups[label][g]):>22s}" for g in GROUPS)
+              + f" {spread(own_gc[label]):>22s}")
     base = trees[0][0]
     for label, _ in trees[1:]:
         before = statistics.median(own[base])

@@ -93,7 +93,8 @@ class _Compiler:
         compiled: Any = stmt.compile(dialect=self._dialect, column_keys=list(keys))
         if compiled.positiontup is None or any(
             getattr(compiled, extra, None)
-            for extra in ("insert_prefetch", "update_prefetch", "postfetch", "returning",
+            # (postfetch only lists columns SQL expressions set: nothing to run)
+            for extra in ("insert_prefetch", "update_prefetch", "returning",
                           "literal_execute_params", "post_compile_params")
         ):
             return None
