@@ -44,17 +44,16 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _threads  # noqa: E402
+import _threads
+from _cpu import CpuSample, drain, load_average, sample, spread
 
 # Before Prefect starts its service threads: name them in the kernel, record their exits.
 _threads.install()
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
-
-from _cpu import CpuSample, drain, load_average, sample, spread
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

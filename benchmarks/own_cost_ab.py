@@ -47,8 +47,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cpu import load_average, spread
-from _threads import GROUPS
 from _pg import scratch_database
+from _threads import GROUPS
 
 HERE = Path(__file__).resolve().parent
 

@@ -56,7 +56,6 @@ from schedulers.events import (
 from storage import pg_pipeline, pg_session, projections, snapshots
 from storage.checkpoints import validate_name
 from storage.engine import READ_ONLY, close_engine, display_url, open_engine
-from storage.sqlite_writes import DirectWrites
 from storage.errors import (
     ConcurrencyError,
     ConnectionDroppedError,
@@ -70,6 +69,7 @@ from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 from storage.models import UTCDateTime
 from storage.schema import upgrade_schema
+from storage.sqlite_writes import DirectWrites
 
 __all__ = [
     "STATES",

@@ -90,7 +90,9 @@ class _Compiler:
         """None when SQLAlchemy does more than bind the parameters for it."""
         # The parameter names decide an INSERT's columns (and add SET clauses to
         # an UPDATE), exactly as in SQLAlchemy's own execution.
-        compiled: Any = stmt.compile(dialect=self._dialect, column_keys=list(keys))
+        compiled: Any = stmt.compile(  # type: ignore[attr-defined]
+            dialect=self._dialect, column_keys=list(keys)
+        )
         if compiled.positiontup is None or any(
             getattr(compiled, extra, None)
             # (postfetch only lists columns SQL expressions set: nothing to run)

@@ -452,7 +452,7 @@ def test_the_statements_of_a_result_and_its_decisions(
             tx.append(decided)
             driver.set_trace_callback(None)
         assert statements == hot
-        assert [s.seq for s in store.read(exp, after_seq=seq)] == [seq + 1, seq + 2, seq + 3, seq + 4]
+        assert [s.seq for s in store.read(exp, after_seq=seq)] == [seq + i for i in (1, 2, 3, 4)]
         return
     from psycopg import pq
 

@@ -69,12 +69,11 @@ def test_the_writer_stores_what_a_plain_append_stores(tmp_path: Path) -> None:
 def test_a_failed_statement_raises_sqlalchemys_error(store: EventStore) -> None:
     """A key violation comes out as SQLAlchemy's IntegrityError (a lost race), and
     the transaction rolls back whole."""
-    with store._engine.connect() as conn:
-        with pytest.raises(sa.exc.IntegrityError), conn.begin():
-            writes = DirectWrites(conn)
-            row = {"experiment_id": "exp", "seq": 1, "kind": "TrialPaused", "trial_id": "t0",
-                   "payload": {}, "created_at": None}
-            writes.write(sa.insert(EVENTS), row)
+    with store._engine.connect() as conn, pytest.raises(sa.exc.IntegrityError), conn.begin():
+        writes = DirectWrites(conn)
+        row = {"experiment_id": "exp", "seq": 1, "kind": "TrialPaused", "trial_id": "t0",
+               "payload": {}, "created_at": None}
+        writes.write(sa.insert(EVENTS), row)
     assert store.last_seq("exp") == 1
 
 
