@@ -17,6 +17,14 @@ server needs to catch up after the flow returned. Variants are interleaved
 and their order rotated per repeat; min / median / max are printed with the
 load average.
 
+The client's CPU is also split by thread (``benchmarks/_threads.py``): the
+flow's thread (this one, which runs the loop and rungflow's decisions and
+commits), the task runner's workers (each task's body and Prefect's task
+engine around it), Prefect's services (its event and log workers and
+event-loop threads), rungflow's own threads (the lease heartbeat) and the
+rest, with the garbage collections' share (in whichever thread triggered
+them). The groups add up to the process's CPU.
+
 Usage:
     python benchmarks/overhead.py [--segments 200] [--concurrency 4] [--db URL]
         [--artifacts on|off|both] [--repeat 3] [--json out.json]
