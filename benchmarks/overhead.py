@@ -17,6 +17,14 @@ server needs to catch up after the flow returned. Variants are interleaved
 and their order rotated per repeat; min / median / max are printed with the
 load average.
 
+The client's CPU is also split by thread (``benchmarks/_threads.py``): the
+flow's thread (this one, which runs the loop and rungflow's decisions and
+commits), the task runner's workers (each task's body and Prefect's task
+engine around it), Prefect's services (its event and log workers and
+event-loop threads), rungflow's own threads (the lease heartbeat) and the
+rest, with the garbage collections' share (in whichever thread triggered
+them). The groups add up to the process's CPU.
+
 Usage:
     python benchmarks/overhead.py [--segments 200] [--concurrency 4] [--db URL]
         [--artifacts on|off|both] [--repeat 3] [--json out.json]
@@ -35,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +51,17 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _threads
 from _cpu import CpuSample, drain, load_average, sample, spread
+
+# Before Prefect starts its service threads: name them in the kernel, record their exits.
+_threads.install()
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -123,22 +136,33 @@ def _instrument() -> None:
         wrap(name)
 
 
-def _measure(fn: Any, *args: Any) -> tuple[CpuSample, CpuSample, float, Any]:
-    """Run ``fn`` between two drains.
+@dataclass(frozen=True)
+class Measured:
+    """One variant's run between two drains."""
 
-    Returns:
-        (until it returned, until the server caught up, CPU seconds of this
-        thread, which runs the flow's loop, out).
-    """
+    returned: CpuSample  # until ``fn`` returned
+    caught_up: CpuSample  # until the server caught up
+    flow_thread: float  # CPU seconds of this thread, which runs the flow's loop
+    groups: dict[str, float]  # this process's CPU seconds per thread group (until caught up)
+    gc: float  # of which in garbage collections (in any thread)
+    out: Any
+
+
+def _measure(fn: Any, *args: Any) -> Measured:
+    """Run ``fn`` between two drains."""
     drain()
     before = sample()
+    threads_before = _threads.sample()
     thread_before = time.thread_time()
     out = fn(*args)
     flow_thread = time.thread_time() - thread_before
     returned = sample() - before
     drain()
+    threads_after = _threads.sample()
+    groups = _threads.split(threads_before, threads_after)
+    collections = _threads.gc_split(threads_before, threads_after)
     caught_up = sample() - before
-    return returned, caught_up, flow_thread, out
+    return Measured(returned, caught_up, flow_thread, groups, collections, out)
 
 
 def main() -> None:
@@ -190,31 +214,40 @@ def main() -> None:
     # The flow thread alone (the loop, rungflow's decisions and commits): the
     # process figure also holds the task threads and Prefect's client workers.
     flow_thread: dict[str, list[float]] = {v: [] for v in variants}
+    # The whole process's CPU split by thread group (see benchmarks/_threads.py).
+    groups: dict[str, dict[str, list[float]]] = {
+        v: {g: [] for g in _threads.GROUPS} for v in variants
+    }
+    collections: dict[str, list[float]] = {v: [] for v in variants}
     inside: list[tuple[float, float]] = []  # (all artifact code, the per-result hook)
     for r in range(args.repeat):
         # Rotate the order so that warm caches and machine load favour no variant.
         for variant in variants[r % len(variants):] + variants[: r % len(variants)]:
             if variant == "bare":
-                returned, total, thread, _ = _measure(bare_loop, n, c)
+                m = _measure(bare_loop, n, c)
             else:
                 # Settings are read at flow start, so the env switches artifacts per run.
                 os.environ["RUNGFLOW_ARTIFACTS"] = variant
                 ARTIFACT_SECONDS.clear()
                 name = f"overhead-{variant}-{r}-{int(time.time())}"
-                returned, total, thread, summary = _measure(rungflow_loop, n, c, name)
-                assert summary["segments_run"] == n, summary
+                m = _measure(rungflow_loop, n, c, name)
+                assert m.out["segments_run"] == n, m.out
                 if variant == "on":
                     hook = ARTIFACT_SECONDS.get("__call__", 0.0)
                     inside.append((sum(ARTIFACT_SECONDS.values()), hook))
-            wall[variant].append(1000 * returned.wall / n)
-            client[variant].append(1000 * total.client / n)
-            server[variant].append(1000 * total.server / n)
-            flow_thread[variant].append(1000 * thread / n)
+            wall[variant].append(1000 * m.returned.wall / n)
+            client[variant].append(1000 * m.caught_up.client / n)
+            server[variant].append(1000 * m.caught_up.server / n)
+            flow_thread[variant].append(1000 * m.flow_thread / n)
+            for g, seconds in m.groups.items():
+                groups[variant][g].append(1000 * seconds / n)
+            collections[variant].append(1000 * m.gc / n)
 
     if args.json is not None:
         args.json.write_text(
             json.dumps({"wall": wall, "client": client, "server": server,
-                        "flow_thread": flow_thread, "segments": n})
+                        "flow_thread": flow_thread, "threads": groups, "gc": collections,
+                        "segments": n})
         )
     db = "custom" if args.db else "sqlite"
     print(
@@ -242,6 +275,23 @@ def main() -> None:
             f"{total_ratio:.2f}x; server share of rungflow's total "
             f"{med_server[v] / (med[v] + med_server[v]):.0%}"
         )
+    print("client CPU by thread group, ms per segment, min / median / max "
+          "(rungflow minus bare paired by repeat in the last columns):")
+    print(f"{'thread group':18s} " + " ".join(f"{label[v][:22]:>22s}" for v in variants)
+          + " " + " ".join(f"{'own, ' + v:>22s}" for v in modes))
+    for g in _threads.GROUPS:
+        own_g = [
+            spread([a - b for a, b in zip(groups[v][g], groups["bare"][g], strict=True)])
+            for v in modes
+        ]
+        print(f"{g:18s} " + " ".join(f"{spread(groups[v][g]):>22s}" for v in variants)
+              + " " + " ".join(f"{o:>22s}" for o in own_g))
+    own_gc = [
+        spread([a - b for a, b in zip(collections[v], collections["bare"], strict=True)])
+        for v in modes
+    ]
+    print(f"{'(in any, GC)':18s} " + " ".join(f"{spread(collections[v]):>22s}" for v in variants)
+          + " " + " ".join(f"{o:>22s}" for o in own_gc))
     if len(modes) == 2:
         diff = [a - b for a, b in zip(client["on"], client["off"], strict=True)]
         print(f"artifacts on - off, client CPU: {spread(diff)} ms/segment (noisy)")

@@ -25,7 +25,10 @@ Printed per tree, min / median / max over repeats: rungflow's own client CPU
 (and the part of it on the flow's thread, rungflow minus bare, which leaves
 out the task threads and Prefect's client workers),
 the server CPU rungflow adds over the bare loop, and the total; then each
-tree's median against the first tree's. The load average is printed at the
+tree's median against the first tree's; then the own client CPU split by
+thread group (the flow thread, the task runner's workers, Prefect's
+services, rungflow's threads, the rest: see ``_threads.py``; every tree
+runs this tree's ``overhead.py``). The load average is printed at the
 start and the end.
 """
 
@@ -45,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cpu import load_average, spread
 from _pg import scratch_database
+from _threads import GROUPS
 
 HERE = Path(__file__).resolve().parent
 
@@ -113,6 +117,11 @@ def main() -> None:
     extra_server: dict[str, list[float]] = {label: [] for label, _ in trees}
     bare_total: dict[str, list[float]] = {label: [] for label, _ in trees}
     own_thread: dict[str, list[float]] = {label: [] for label, _ in trees}
+    # Own client CPU split by thread group (see _threads.py), rungflow minus bare.
+    own_groups: dict[str, dict[str, list[float]]] = {
+        label: {g: [] for g in GROUPS} for label, _ in trees
+    }
+    own_gc: dict[str, list[float]] = {label: [] for label, _ in trees}
     load_start = load_average()
     for r in range(args.repeat):
         for label, root in trees[r % len(trees):] + trees[: r % len(trees)]:
@@ -122,9 +131,16 @@ def main() -> None:
             bare_total[label].append(fig["client"]["bare"][0] + fig["server"]["bare"][0])
             thread = fig["flow_thread"]
             own_thread[label].append(thread["off"][0] - thread["bare"][0])
+            for g in GROUPS:
+                groups = fig["threads"]
+                own_groups[label][g].append(groups["off"][g][0] - groups["bare"][g][0])
+            own_gc[label].append(fig["gc"]["off"][0] - fig["gc"]["bare"][0])
             print(f"repeat {r} {label}: own client {own[label][-1]:.2f} ms/segment "
                   f"(flow thread {own_thread[label][-1]:.2f}), "
-                  f"server extra {extra_server[label][-1]:.2f} ms/segment", flush=True)
+                  f"server extra {extra_server[label][-1]:.2f} ms/segment; by thread group "
+                  + ", ".join(f"{g} {own_groups[label][g][-1]:.2f}" for g in GROUPS)
+                  + f" (garbage collection in any: {own_gc[label][-1]:.2f})",
+                  flush=True)
     print(f"segments={args.segments} concurrency={args.concurrency} repeats={args.repeat} "
           f"gc={args.gc} db={'postgresql' if args.pg else 'sqlite'}; "
           f"trees rotated per repeat, one fresh ephemeral Prefect API per child")
@@ -135,6 +151,12 @@ def main() -> None:
     for label, _ in trees:
         print(f"{label:10s} {spread(own[label]):>24s} {spread(own_thread[label]):>24s} "
               f"{spread(extra_server[label]):>24s} {spread(bare_total[label]):>26s}")
+    print("own client CPU by thread group (rungflow minus bare, paired), ms per segment, "
+          "min / median / max:")
+    print(f"{'tree':10s} " + " ".join(f"{g:>22s}" for g in GROUPS) + f" {'(GC, in any)':>22s}")
+    for label, _ in trees:
+        print(f"{label:10s} " + " ".join(f"{spread(own_groups[label][g]):>22s}" for g in GROUPS)
+              + f" {spread(own_gc[label]):>22s}")
     base = trees[0][0]
     for label, _ in trees[1:]:
         before = statistics.median(own[base])

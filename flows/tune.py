@@ -19,6 +19,7 @@ from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
+from prefect.results import ResultRecord
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -36,6 +37,13 @@ from storage.checkpoints import is_process_local, resolve_root
 
 if TYPE_CHECKING:
     from flows.artifacts import ExperimentArtifacts
+
+try:  # what PrefectConcurrentFuture.result() checks first (a flow run asked to pause)
+    from prefect._flow_run_suspension import (
+        raise_if_flow_run_suspension_requested as _suspension_check,
+    )
+except ImportError:  # another Prefect: read every result through future.result()
+    _suspension_check = None  # type: ignore[assignment]
 
 __all__ = ["PrefectExecutor", "make_task_runner", "train_segment", "tune"]
 
@@ -143,7 +151,38 @@ class PrefectExecutor:
 
     def result(self, handle: Hashable) -> SegmentOutcome:
         future: PrefectFuture[SegmentOutcome] = handle  # type: ignore[assignment]
+        done = _completed_value(future)
+        if done is not None:
+            return done[0]
         return future.result()
+
+
+def _completed_value(future: PrefectFuture[Any]) -> tuple[Any] | None:
+    """``(value,)`` of a thread pool's task run that completed, held in memory;
+    None for anything else (then ``future.result()`` says what happened).
+
+    ``future.result()`` reads even an in-memory value through Prefect's
+    synchronous bridge: a coroutine sent to its event-loop thread and waited
+    for, per segment, in the flow's thread and in that one. A Completed state
+    from this process's thread pool holds the task's return value itself
+    (results are not persisted, see ``train_segment``), so it is read here,
+    after the same flow-run suspension check ``future.result()`` makes.
+    """
+    if _suspension_check is None:
+        return None
+    wrapped = getattr(future, "wrapped_future", None)
+    if type(wrapped) is not concurrent.futures.Future or not wrapped.done():
+        return None
+    if wrapped.exception() is not None:
+        return None
+    state = wrapped.result()
+    if not isinstance(state, State) or not state.is_completed():
+        return None
+    data = state.data
+    if not isinstance(data, ResultRecord):
+        return None
+    _suspension_check()
+    return (data.result,)
 
 
 def run_experiment(

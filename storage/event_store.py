@@ -69,6 +69,7 @@ from storage.models import RESULTS as _RESULTS
 from storage.models import TRIALS as _TRIALS
 from storage.models import UTCDateTime
 from storage.schema import upgrade_schema
+from storage.sqlite_writes import DirectWrites
 
 __all__ = [
     "STATES",
@@ -873,6 +874,8 @@ class EventWriter:
         #: :mod:`storage.pg_session`); SQLite ignores it.
         self.synchronous_commit = synchronous_commit
         self._pg = store._engine.dialect.name == "postgresql"
+        # SQLite: statements run on the driver connection (see storage.sqlite_writes).
+        self._sqlite = store._engine.dialect.name == "sqlite"
         self._compiler = (
             pg_pipeline.Compiler(store._engine.dialect)
             if pg_pipeline.supported(store._engine)
@@ -925,9 +928,10 @@ class EventWriter:
                             ),
                             execution_options={"no_parameters": True},
                         )
-                    yield AppendTransaction(
-                        self._store, conn, projections.ConnectionWrites(conn), name, expected_seq
+                    writes = (
+                        DirectWrites(conn) if self._sqlite else projections.ConnectionWrites(conn)
                     )
+                    yield AppendTransaction(self._store, conn, writes, name, expected_seq)
             except _Lost as lost:
                 raise self._store._conflict(name, lost.expected_seq) from None
 

@@ -444,11 +444,15 @@ def test_the_statements_of_a_result_and_its_decisions(
     hot = ["INSERT", "UPDATE", "INSERT", "INSERT", "UPDATE", "INSERT"]
     if store._engine.dialect.name == "sqlite":
         with store.writer() as writer, writer.transaction(exp, seq, lock=True) as tx:
-            sa.event.listen(tx._conn, "before_cursor_execute",
-                            lambda _c, _cur, stmt, *_: statements.append(stmt.split()[0]))
+            # What reaches SQLite (the writer runs its statements on the driver
+            # connection, see storage.sqlite_writes).
+            driver = tx._conn.connection.driver_connection
+            driver.set_trace_callback(lambda stmt: statements.append(stmt.split()[0]))
             tx.append(result)
             tx.append(decided)
+            driver.set_trace_callback(None)
         assert statements == hot
+        assert [s.seq for s in store.read(exp, after_seq=seq)] == [seq + i for i in (1, 2, 3, 4)]
         return
     from psycopg import pq
 

@@ -1,0 +1,85 @@
+"""The SQLite writer's statements on the driver connection: same rows, same errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from schedulers.events import SegmentFinished, SegmentStarted, TrialCreated, TrialStopped
+from storage import ConcurrencyError, EventStore
+from storage.models import EVENTS, TRIALS
+from storage.sqlite_writes import DirectWrites
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    s = EventStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    s.create_experiment("exp", {})
+    yield s
+    s.close()
+
+
+def _events() -> list[list[object]]:
+    return [
+        [TrialCreated("t0", {"lr": 0.1}), SegmentStarted("t0", 0, 1, {"lr": 0.1})],
+        [SegmentFinished("t0", 0, 1, ({"resource": 1, "loss": 0.5},), {"resource": 1, "loss": 0.5}),
+         TrialStopped("t0", "max_t")],
+        [TrialCreated("t1", {"lr": 0.2}), SegmentStarted("t1", 0, 1, {"lr": 0.2})],
+    ]
+
+
+def test_the_writer_stores_what_a_plain_append_stores(tmp_path: Path) -> None:
+    """Rows written through the driver connection equal SQLAlchemy's, byte for byte."""
+    stores = [EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}") for i in range(2)]
+    try:
+        for s in stores:
+            s.create_experiment("exp", {})
+        seq = 1
+        with stores[0].writer() as writer:
+            for batch in _events():
+                with writer.transaction("exp", seq, lock=True) as tx:
+                    tx.catch_up()
+                    seq = tx.append(batch)  # type: ignore[arg-type]
+        seq = 1
+        for batch in _events():
+            seq = stores[1].append("exp", batch, seq)  # type: ignore[arg-type]
+        dumps = []
+        for s in stores:
+            with s._engine.connect() as conn:
+                events = conn.execute(
+                    sa.select(EVENTS.c.seq, EVENTS.c.kind, EVENTS.c.trial_id,
+                              sa.cast(EVENTS.c.payload, sa.Text)).order_by(EVENTS.c.seq)
+                ).all()
+                trials = conn.execute(
+                    sa.select(TRIALS.c.trial_id, TRIALS.c.status, sa.cast(TRIALS.c.config, sa.Text),
+                              TRIALS.c.resource, sa.cast(TRIALS.c.metrics, sa.Text),
+                              TRIALS.c.n_segments).order_by(TRIALS.c.trial_id)
+                ).all()
+            dumps.append((events, trials, [r.metrics for r in s.results("exp")]))
+        assert dumps[0] == dumps[1]
+        assert [e.event for e in stores[0].read("exp")] == [e.event for e in stores[1].read("exp")]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_failed_statement_raises_sqlalchemys_error(store: EventStore) -> None:
+    """A key violation comes out as SQLAlchemy's IntegrityError (a lost race), and
+    the transaction rolls back whole."""
+    with store._engine.connect() as conn, pytest.raises(sa.exc.IntegrityError), conn.begin():
+        writes = DirectWrites(conn)
+        row = {"experiment_id": "exp", "seq": 1, "kind": "TrialPaused", "trial_id": "t0",
+               "payload": {}, "created_at": None}
+        writes.write(sa.insert(EVENTS), row)
+    assert store.last_seq("exp") == 1
+
+
+def test_a_lost_race_through_the_writer_is_a_concurrency_error(store: EventStore) -> None:
+    with store.writer() as writer:
+        store.append("exp", [TrialCreated("t9", {})], 1)  # another writer, unlocked
+        with pytest.raises(ConcurrencyError), writer.transaction("exp", 1) as tx:
+            tx.append([TrialCreated("t0", {})])
+    assert [e.seq for e in store.read("exp")] == [1, 2]
