@@ -433,10 +433,12 @@ class StatusView:
     Everything is as of event ``until_seq``.
 
     Attributes:
-        segments: Finished segments per trial in log order, each as the
-            status document shows it: ``{"start", "stop", "metrics",
-            "finished_at"}`` (from ``results``; start and stop as written
-            and the write time, in ISO 8601, come from its event's row).
+        segments: Finished segments per trial in log order, as the JSON text
+            of their list exactly as ``json.dumps`` writes it (default
+            separators): each ``{"start", "stop", "metrics", "finished_at"}``
+            as the status document shows it (from ``results``; start and
+            stop as written and the write time, in ISO 8601, come from its
+            event's row). :meth:`parsed_segments` decodes them.
         times: ``trial_id -> (first, last)`` write times (ISO 8601) of the
             trial's events (coordination events excluded).
         events: ``(seq, event, created_at)`` of the :data:`STATUS_KINDS`, in order.
@@ -446,10 +448,15 @@ class StatusView:
     """
 
     until_seq: int
-    segments: dict[str, list[dict[str, Any]]]
+    segments: dict[str, str]
     times: dict[str, tuple[str, str]]
     events: list[tuple[int, Event, Any]]
     stale: bool
+
+    def parsed_segments(self) -> dict[str, list[dict[str, Any]]]:
+        """:attr:`segments` decoded, by one ``json.loads`` (a C-level parse)."""
+        lists = json.loads("[" + ",".join(self.segments.values()) + "]")
+        return dict(zip(self.segments, lists, strict=True))
 
 
 def _number(conn: sa.Connection, payload: Any, key: str) -> sa.ColumnElement[Any]:
@@ -504,13 +511,13 @@ def _range_json(conn: sa.Connection, payload: Any) -> sa.ColumnElement[str]:
     ``0.0``), without decoding the payload in Python."""
     if conn.dialect.name == "postgresql":
         start, stop = (_text(sa.cast(payload[k], sa.Text)) for k in ("start", "stop"))
-        return sa.literal('"start":', sa.Text) + start + ',"stop":' + stop
+        return sa.literal('"start": ', sa.Text) + start + ', "stop": ' + stop
     # json_extract of two paths gives "[start,stop]" (literals kept); numbers
     # hold no bracket or comma, so it becomes the two members by text edits.
     pair = sa.func.json_extract(payload, "$.start", "$.stop", type_=sa.Text)
-    members = sa.func.replace(pair, ",", ',"stop":', type_=sa.Text)
+    members = sa.func.replace(pair, ",", ', "stop": ', type_=sa.Text)
     inner = sa.func.rtrim(sa.func.ltrim(members, "[", type_=sa.Text), "]", type_=sa.Text)
-    return sa.literal('"start":', sa.Text) + inner
+    return sa.literal('"start": ', sa.Text) + inner
 
 
 def _kind_counts(
@@ -541,9 +548,15 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
     Costs three indexed queries plus one aggregate over the experiment's
     events (``trial_id`` and ``kind`` only); no event but those of
     :data:`STATUS_KINDS` is decoded. Each segment's document is put
-    together as JSON text by SQL (start and stop from its event's payload,
-    metrics from ``results``, the write time formatted) and all are parsed
-    by one ``json.loads``. Staleness is detected by counting: the
+    together as JSON text by SQL, in ``json.dumps``'s layout (start and
+    stop from its event's payload, metrics from ``results``, the write time
+    formatted), and nothing parses it here: ``rungflow status --json``
+    prints the texts as they are (a parse and a re-encode of every segment
+    were most of its time at 100k results). That text equals ``json.dumps``
+    of its parse because every JSON value it is made of was written by
+    ``json.dumps`` (the engine's serializer) and both backends keep the
+    stored text (SQLite's text, PostgreSQL's ``json``; numbers extracted by
+    SQLite keep their literal). Staleness is detected by counting: the
     ``results`` rows must match the ``SegmentFinished`` events and the
     ``trials`` rows the ``TrialCreated`` events up to ``until_seq`` (the
     counts are served by indexes).
@@ -563,10 +576,11 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             counts = _kind_counts(conn, experiment, until_seq, kinds, bounded=True)
         if (n_results, n_trials) != (counts["SegmentFinished"], counts["TrialCreated"]):
             return StatusView(until_seq, {}, {}, [], True)
-        # Each segment's document as JSON text, in the status document's key order.
+        # Each segment's document as JSON text, in the status document's key
+        # order and json.dumps's separators.
         doc = (
-            sa.literal("{", sa.Text) + _range_json(conn, ev.payload) + ',"metrics":'
-            + _text(sa.cast(r.metrics, sa.Text)) + ',"finished_at":"'
+            sa.literal("{", sa.Text) + _range_json(conn, ev.payload) + ', "metrics": '
+            + _text(sa.cast(r.metrics, sa.Text)) + ', "finished_at": "'
             + _iso_utc(conn, ev.created_at) + '"}'
         )
         rows = conn.execute(
@@ -574,16 +588,15 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             .join(_EVENTS, sa.and_(ev.experiment_id == r.experiment_id, ev.seq == r.seq))
             .where(r.experiment_id == experiment, r.seq <= until_seq)
             .order_by(r.seq)
-        ).all()
-        # One JSON document for every row: a single C-level parse builds the
-        # dicts, instead of a json.loads call (and a datetime) per row.
-        docs = json.loads("[" + ",".join([row[1] for row in rows]) + "]")
-        segments: dict[str, list[dict[str, Any]]] = {}
-        for (trial_id, _), segment in zip(rows, docs, strict=True):
-            if trial_id in segments:
-                segments[trial_id].append(segment)
+        )
+        grouped: dict[str, list[str]] = {}
+        for trial_id, text in rows:
+            texts = grouped.get(trial_id)
+            if texts is None:
+                grouped[trial_id] = [text]
             else:
-                segments[trial_id] = [segment]
+                texts.append(text)
+        segments = {trial_id: "[" + ", ".join(texts) + "]" for trial_id, texts in grouped.items()}
         bounds = (
             sa.select(
                 ev.trial_id.label("trial_id"),

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from flows.engine.rawjson import RawJSON
 from flows.settings import get_settings
 from schedulers.events import (
     Event,
@@ -97,6 +98,7 @@ def experiment_status(
     *,
     checkpoints: str | None = None,
     runner: ExperimentRunner | None = None,
+    raw: bool = False,
 ) -> dict[str, Any]:
     """The JSON printed by ``rungflow status --json``.
 
@@ -134,6 +136,11 @@ def experiment_status(
             its run): it catches up with the log through ``store`` instead
             of loading a snapshot, if its scheduler is built exactly as the
             stored spec builds it (else it is not used).
+        raw: Each trial row's ``segments`` as the
+            :class:`~flows.engine.rawjson.RawJSON` text of the list, not
+            decoded (for :func:`flows.engine.rawjson.dumps`, which writes the
+            same text as ``json.dumps`` of the decoded document; only when
+            the projections serve the view, else decoded as usual).
     """
     with gc_paused():  # ~10 containers per result, all kept (see gc_paused)
         view = None
@@ -148,7 +155,7 @@ def experiment_status(
                 view = ahead.result()
         else:
             spec, runner = folded_runner(store, name, runner)
-        return _status_from_view(store, name, spec, runner, checkpoints, view)
+        return _status_from_view(store, name, spec, runner, checkpoints, view, raw)
 
 
 def _status_from_view(
@@ -158,6 +165,7 @@ def _status_from_view(
     runner: ExperimentRunner,
     checkpoints: str | None,
     view: StatusView | None = None,
+    raw: bool = False,
 ) -> dict[str, Any]:
     if view is None or view.until_seq != runner.seq:
         view = store.status_view(name, runner.seq)
@@ -171,7 +179,11 @@ def _status_from_view(
     fold = _StatusFold()
     for _seq, event, stamp in view.events:
         fold.tell(event, stamp)
-    fold.segments = view.segments
+    if raw:
+        fold.segments = {t: RawJSON(text) for t, text in view.segments.items()}
+        fold.no_segments = RawJSON("[]")
+    else:
+        fold.segments = view.parsed_segments()
     fold.times = {t: [a, b] for t, (a, b) in view.times.items()}
     return _assemble(store, name, spec, runner.scheduler, fold, fold.facts, checkpoints)
 
@@ -511,12 +523,14 @@ class _StatusFold:
     """Per-trial facts of ``status`` that the scheduler's state does not keep."""
 
     def __init__(self) -> None:
-        self.segments: dict[str, list[dict[str, Any]]] = {}
+        self.segments: dict[str, Any] = {}  # trial -> list of dicts, or RawJSON
         self.times: dict[str, list[str]] = {}
         self.errors: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
         self.finished: ExperimentFinished | None = None
         self.imports: list[Event] = []
+        #: A trial's segments before its first result (text when the rest are).
+        self.no_segments: Any = None
 
     def tell(self, event: Event, stamp: Any) -> None:
         """Fold one event (only the kinds of :data:`storage.projections.STATUS_KINDS` matter)."""
@@ -535,7 +549,10 @@ class _StatusFold:
 
     def facts(self, trial_id: str) -> dict[str, Any]:
         """The full view's per-trial keys after ``resource``: segments and times."""
-        row: dict[str, Any] = {"segments": self.segments.get(trial_id, [])}
+        segments = self.segments.get(trial_id)
+        if segments is None:
+            segments = [] if self.no_segments is None else self.no_segments
+        row: dict[str, Any] = {"segments": segments}
         if trial_id in self.times:
             row["started_at"], row["ended_at"] = self.times[trial_id]
         return row

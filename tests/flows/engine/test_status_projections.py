@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from flows.cli import jsonout
 from flows.cli.export import history_records, to_csv, to_json, view_records
 from flows.engine.runner import ExperimentRunner
 from flows.engine.status import (
@@ -90,10 +91,18 @@ def write(store: EventStore, spec: ExperimentSpec, events: list[Event], batch: i
 
 
 def both(store: EventStore) -> tuple[str, str]:
-    """Both JSON texts (as printed: 0 and 0.0 differ there, not in a dict)."""
+    """Both JSON texts (as printed: 0 and 0.0 differ there, not in a dict).
+
+    Also checks that what ``rungflow status --json`` prints (the segments as
+    the text SQL wrote, see flows.engine.rawjson) is byte for byte the
+    encoding of the full fold's document.
+    """
+    full = experiment_status_from_log(store, NAME, checkpoints="/nonexistent")
+    printed = jsonout.dumps(experiment_status(store, NAME, checkpoints="/nonexistent", raw=True))
+    assert printed == jsonout.dumps(full)
     return (
         json.dumps(experiment_status(store, NAME, checkpoints="/nonexistent"), indent=2),
-        json.dumps(experiment_status_from_log(store, NAME, checkpoints="/nonexistent"), indent=2),
+        json.dumps(full, indent=2),
     )
 
 
@@ -193,6 +202,11 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
     """Integer ranges and metrics stay integers (``0``, not ``0.0``) in both views."""
     spec = make_spec("random")
     config = {"lr": 0.01, "width": 8, "act": "relu"}
+    # Literals whose text a parse and re-encode must keep: exponents, -0.0,
+    # long reprs, escaped unicode, nesting (rungflow status --json prints the
+    # stored text of each segment, see flows.engine.rawjson).
+    odd = {"resource": 3e-05, "loss": -0.0, "big": 1e+16, "long": 0.35000000000000003,
+           "ünï ✓": {"n": [1, 2.0, None, True, "x\"y"]}}
     write(store, spec, [
         TrialCreated("t0000", config),
         SegmentStarted("t0000", 0, 1, config),
@@ -201,6 +215,10 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
         SegmentStarted("t0000", 1, 2.5, {**config, "lr": 0.02}),
         SegmentFinished("t0000", 1, 2.5, ({"loss": 0.5}, {"resource": 2.5, "loss": 1.0}),
                         {"resource": 2.5, "loss": 1.0}),
+        TrialCreated("t0001", config),
+        SegmentStarted("t0001", 1e-05, 3e-05, config),
+        SegmentFinished("t0001", 1e-05, 3e-05, (odd,), odd),
+        TrialCreated("t0002", config),
     ], batch=1)
     fast, full = both(store)
     assert fast == full
@@ -209,7 +227,7 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
     assert type(first["start"]) is int and type(first["metrics"]["loss"]) is int
     records = assert_same_export(store)
     assert [(r["segment_start"], r["resource"], r["config"]["lr"]) for r in records] == [
-        (0, 1, 0.01), (1, None, 0.02), (1, 2.5, 0.02)]
+        (0, 1, 0.01), (1, None, 0.02), (1, 2.5, 0.02), (1e-05, 3e-05, 0.01)]
 
 
 @pytest.mark.parametrize("batch", [1, 10])
