@@ -309,8 +309,12 @@ class PopulationBasedTraining(Scheduler):
         self._positions: list[tuple[float, str]] = []
         self._position: dict[str, tuple[float, str]] = {}
         # Per member and boundary: (checkpoint, config, score) of its own segment.
-        self._snap: dict[str, dict[float, _Snapshot]] = {}
         # Sync rounds: boundary -> sorted keys of live members scored at it.
+        # Both are read by synchronous PBT only, and kept only there: at 10k
+        # members and 100k results they were two thirds of an asynchronous
+        # run's snapshot (a config copy and a checkpoint per result) and of
+        # the time to load it, and an insort per result.
+        self._snap: dict[str, dict[float, _Snapshot]] = {}
         self._rounds: dict[float, list[_Key]] = {}
         self._started: dict[str, SegmentStarted] = {}
         self._retry: dict[str, SegmentStarted] = {}
@@ -337,7 +341,8 @@ class PopulationBasedTraining(Scheduler):
             digest = hashlib.blake2b(f"{self.seed}/{tid}".encode(), digest_size=8).digest()
             self._tiebreak[tid] = int.from_bytes(digest, "big")
             self._generation[tid] = 0
-            self._snap[tid] = {}
+            if self.synch:
+                self._snap[tid] = {}
         elif isinstance(event, SegmentStarted):
             self._started[tid] = event
             self._retry.pop(tid, None)
@@ -352,9 +357,10 @@ class PopulationBasedTraining(Scheduler):
             self._failures.pop(tid, None)
             t = self.trials[tid]
             score = self.score(event.metrics)
-            started = self._started.get(tid)
-            config = dict(started.config) if started is not None else dict(t.config)
-            self._snap[tid][float(event.stop)] = (event.checkpoint, config, score)
+            if self.synch:
+                started = self._started.get(tid)
+                config = dict(started.config) if started is not None else dict(t.config)
+                self._snap[tid][float(event.stop)] = (event.checkpoint, config, score)
             if score is None:
                 self._missing_metric.add(tid)
             else:
@@ -363,8 +369,9 @@ class PopulationBasedTraining(Scheduler):
                 self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
                 if tid in self._matched:
                     self._matched.add(tid, self._tiebreak[tid], float(event.stop), score, tid)
-                key = (score, self._tiebreak[tid], tid)
-                bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
+                if self.synch:
+                    key = (score, self._tiebreak[tid], tid)
+                    bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
         elif isinstance(event, SegmentFailed):
             if not event.final and tid in self._started:
                 self._failures[tid] = self._failures.get(tid, 0) + 1
