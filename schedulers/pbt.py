@@ -287,13 +287,17 @@ class PopulationBasedTraining(Scheduler):
             )
         self.first_boundary = max(self.perturbation_interval, self.burn_in_period)
 
+        # Whether members' curves are kept: compare="matched" (async) is their
+        # only reader (see _curve).
+        self._matching = not self.synch and self.compare == "matched"
         # --- state folded from events (see on_event) ---
         self._tiebreak: dict[str, int] = {}
         self._generation: dict[str, int] = {}
         self._latest: dict[str, float] = {}
         # (score, member that trained those weights) of the weights a member
         # holds, per resource, along its lineage (an exploit replaces it with the
-        # donor's up to the donor's resource): what compare="matched" ranks on.
+        # donor's up to the donor's resource): what compare="matched" ranks on,
+        # kept only then (a tuple per result in every snapshot otherwise).
         self._curve: dict[str, dict[float, tuple[float, str]]] = {}
         # Async ranking of members that can be judged or copied, kept sorted in
         # tell so that a decision is a bisect, not a sort of the population.
@@ -366,7 +370,8 @@ class PopulationBasedTraining(Scheduler):
             else:
                 self._missing_metric.discard(tid)
                 self._latest[tid] = score
-                self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
+                if self._matching:
+                    self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
                 if tid in self._matched:
                     self._matched.add(tid, self._tiebreak[tid], float(event.stop), score, tid)
                 if self.synch:
@@ -387,11 +392,12 @@ class PopulationBasedTraining(Scheduler):
             donor_score = self._latest.get(event.donor_id)
             if donor_score is not None:
                 self._latest[tid] = donor_score
-            upto = float(event.donor_resource) + _EPS
-            self._curve[tid] = {
-                r: v for r, v in self._curve.get(event.donor_id, {}).items() if r <= upto
-            }
-            curve_changed = True
+            if self._matching:
+                upto = float(event.donor_resource) + _EPS
+                self._curve[tid] = {
+                    r: v for r, v in self._curve.get(event.donor_id, {}).items() if r <= upto
+                }
+                curve_changed = True
         self._refresh(tid, curve_changed)
 
     def _end_read(self, tid: str) -> None:
@@ -448,7 +454,7 @@ class PopulationBasedTraining(Scheduler):
             key = (self._latest[tid], self._tiebreak[tid], tid)
             bisect.insort(self._ranking, key)
             self._ranked[tid] = key
-        if not self.synch and self.compare == "matched":
+        if self._matching:
             # A new result was added in on_event (MatchedIndex.add); an exploit
             # replaces the lineage and a member entering the ranking brings one.
             if tid in self._ranked:

@@ -26,16 +26,39 @@ class RawJSON(str):
     __slots__ = ()
 
 
+#: What a RawJSON value is encoded as first, then replaced by its text: a
+#: string no JSON text of ours holds (checked: a row that holds it anyway
+#: takes the slow path).
+_MARK = "\x00rawjson\x00"
+_MARK_TEXT = json.dumps(_MARK)
+
+
 def dumps(value: Any) -> str:
     """``json.dumps(value)``, with each :class:`RawJSON` value of a dict spliced in.
 
     Only a dict's own values are looked at (the status document's trial
-    rows); the runs of other items between them are encoded by one
-    ``json.dumps`` call each, so the text is exactly what ``json.dumps``
-    writes for the parsed document.
+    rows). The row is encoded by one ``json.dumps`` call with a marker in
+    place of each raw value, and the markers replaced by the texts, so the
+    result is exactly what ``json.dumps`` writes for the parsed document.
     """
-    if not isinstance(value, dict) or not any(type(v) is RawJSON for v in value.values()):
+    if type(value) is not dict:
         return json.dumps(value)
+    raws = [item for item in value.values() if type(item) is RawJSON]
+    if not raws:
+        return json.dumps(value)
+    text = json.dumps({k: _MARK if type(v) is RawJSON else v for k, v in value.items()})
+    pieces = text.split(_MARK_TEXT)
+    if len(pieces) != len(raws) + 1:  # the marker in the row itself: item by item
+        return _dumps_items(value)
+    out = [pieces[0]]
+    for raw, piece in zip(raws, pieces[1:], strict=True):
+        out.append(raw)
+        out.append(piece)
+    return "".join(out)
+
+
+def _dumps_items(value: dict[Any, Any]) -> str:
+    """:func:`dumps` without the marker: runs of plain items encoded together."""
     parts: list[str] = []
     run: dict[Any, Any] = {}
     for key, item in value.items():
