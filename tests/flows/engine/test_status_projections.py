@@ -267,3 +267,41 @@ def test_export_falls_back_to_the_log(store: EventStore) -> None:
     engine.dispose()
     assert export_view(store, NAME) is None
     assert to_json(history_records(*export_events(store, NAME))) == expected
+
+
+def _scheduler_state(scheduler: Any) -> tuple[object, ...]:
+    return (scheduler.trials, scheduler.status_extras(), scheduler.ask(1),
+            scheduler.resource_used, scheduler.best_trial())
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "pbt"])
+def test_status_folds_the_snapshot_without_a_runner(store: EventStore, scheduler: str) -> None:
+    """status's scheduler: the runner's snapshot (found from the stored spec
+    alone) plus the tail, the state a runner's restore folds; a snapshot of
+    another version is never used."""
+    from flows.engine.status import _snapshot_scheduler
+
+    spec = make_spec(scheduler)
+    events = simulated_log(spec)
+    head = len(events) // 2
+    write(store, spec, events[:head], batch=10)
+    assert _snapshot_scheduler(store, NAME) is None  # no snapshot yet
+    runner = ExperimentRunner(store, spec, "")
+    runner.restore()
+    runner.save_snapshot()
+    seq = store.append(NAME, events[head:], expected_seq=store.last_seq(NAME))
+    folded = _snapshot_scheduler(store, NAME)
+    assert folded is not None
+    names, fast, fast_seq = folded
+    runner.restore()
+    assert fast_seq == runner.seq == seq
+    assert _scheduler_state(fast) == _scheduler_state(runner.scheduler)
+    assert (names.scheduler, names.metric, names.mode) == (spec.scheduler, "loss", "min")
+    fast_text, full = both(store)
+    assert fast_text == full
+    # Another version's snapshot (older code, another spec): the runner's path.
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE snapshots SET version = 'older'")
+    assert _snapshot_scheduler(store, NAME) is None
+    fast_text, full = both(store)
+    assert fast_text == full
