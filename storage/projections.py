@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
 
 from schedulers.events import (
     EVENT_TYPES,
@@ -543,7 +546,8 @@ def _kind_counts(
 
 
 def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> StatusView:
-    """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one transaction.
+    """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one
+    transaction (the per-trial times in a second one, at the same time).
 
     Costs three indexed queries plus one aggregate over the experiment's
     events (``trial_id`` and ``kind`` only); no event but those of
@@ -562,8 +566,13 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
     counts are served by indexes).
     """
     ev, r, t = _EVENTS.c, _RESULTS.c, _TRIALS.c
-    mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
-    with engine.connect() as conn:
+    # The times scan every event of the experiment: on a connection of their
+    # own, at the same time (each backend does that work without the GIL);
+    # not where the engine has one connection (in-memory SQLite).
+    shared = isinstance(engine.pool, StaticPool)
+    with ThreadPoolExecutor(1) as pool, engine.connect() as conn:
+        times_ahead = None if shared else pool.submit(
+            _read_trial_times, engine, experiment, until_seq)
         n_results = _count(conn, sa.select(sa.func.count()).select_from(_RESULTS).where(
             r.experiment_id == experiment, r.seq <= until_seq))
         n_trials = _count(conn, sa.select(sa.func.count()).select_from(_TRIALS).where(
@@ -575,6 +584,8 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             # its start) can only add rows past until_seq: count again, bounded.
             counts = _kind_counts(conn, experiment, until_seq, kinds, bounded=True)
         if (n_results, n_trials) != (counts["SegmentFinished"], counts["TrialCreated"]):
+            if times_ahead is not None:
+                times_ahead.cancel()
             return StatusView(until_seq, {}, {}, [], True)
         # Each segment's document as JSON text, in the status document's key
         # order and json.dumps's separators.
@@ -597,6 +608,21 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             else:
                 texts.append(text)
         segments = {trial_id: "[" + ", ".join(texts) + "]" for trial_id, texts in grouped.items()}
+        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
+        times = (_read_trial_times(conn, experiment, until_seq) if times_ahead is None
+                 else times_ahead.result())
+    return StatusView(until_seq, segments, times, events, False)
+
+
+def _read_trial_times(
+    source: sa.Engine | sa.Connection, experiment: str, until_seq: int
+) -> dict[str, tuple[str, str]]:
+    """:attr:`StatusView.times`: each trial's first and last (non-coordination)
+    event's write time, up to ``until_seq`` (an append-only log: any read
+    transaction gives the same), on a connection of ``source``'s or on it."""
+    ev = _EVENTS.c
+    mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
+    with source.connect() if isinstance(source, sa.Engine) else nullcontext(source) as conn:
         bounds = (
             sa.select(
                 ev.trial_id.label("trial_id"),
@@ -615,9 +641,7 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
                                  first.c.seq == bounds.c.lo))
             .join(last, sa.and_(last.c.experiment_id == experiment, last.c.seq == bounds.c.hi))
         )
-        times = {trial_id: (started, ended) for trial_id, started, ended in conn.execute(stmt)}
-        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
-    return StatusView(until_seq, segments, times, events, False)
+        return {trial_id: (started, ended) for trial_id, started, ended in conn.execute(stmt)}
 
 
 def _few_events(
