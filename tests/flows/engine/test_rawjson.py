@@ -19,7 +19,7 @@ ROWS: list[dict[Any, Any]] = [
     {"segments": [], "a": 1},
     {"a": {"b": [1, 2]}, "segments": [{"m": -0.0, "e": 1e-05}]},
     {"only": [1e+16]},
-    {1: [1], "k": "\u00e9", True: {"z": None}},
+    {1: [1], "k": "\u00e9", None: {"z": None}, 2.5: True},
     {"a": "\x00rawjson\x00", "segments": [1], "b": ["\x00rawjson\x00"]},  # the marker
 ]
 
