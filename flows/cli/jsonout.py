@@ -48,5 +48,7 @@ def _rows(values: list[Any], indent: str) -> str:
     if not values:
         return "[]"
     inner = indent + "  "
-    # rawjson.dumps: a status trial row's segments arrive as JSON text.
-    return "[\n" + ",\n".join(inner + rawjson.dumps(v) for v in values) + f"\n{indent}]"
+    # A status trial row's segments arrive as JSON text (every row's, so the
+    # first row tells; json.dumps refuses a RawJSON it would meet anyway).
+    encode = rawjson.dumps if rawjson.has_raw(values[0]) else json.dumps
+    return "[\n" + ",\n".join(inner + encode(v) for v in values) + f"\n{indent}]"

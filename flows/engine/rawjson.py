@@ -13,17 +13,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["RawJSON", "dumps"]
+__all__ = ["RawJSON", "dumps", "has_raw"]
 
 
-class RawJSON(str):
+class RawJSON:
     """JSON text equal to ``json.dumps`` of its parse (default separators).
 
-    Only :func:`dumps` knows it: ``json.dumps`` would quote it as a string,
-    so it never leaves the code that asked for it.
+    Only :func:`dumps` knows it; ``json.dumps`` refuses it (TypeError)
+    rather than write it as a string, so a document holding one can only be
+    written right or not at all.
     """
 
-    __slots__ = ()
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJSON({self.text[:40]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawJSON) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
 
 
 #: What a RawJSON value is encoded as first, then replaced by its text: a
@@ -31,6 +44,11 @@ class RawJSON(str):
 #: takes the slow path).
 _MARK = "\x00rawjson\x00"
 _MARK_TEXT = json.dumps(_MARK)
+
+
+def has_raw(value: Any) -> bool:
+    """Whether ``value`` is a dict with a :class:`RawJSON` value (see :func:`dumps`)."""
+    return type(value) is dict and any(type(v) is RawJSON for v in value.values())
 
 
 def dumps(value: Any) -> str:
@@ -52,7 +70,7 @@ def dumps(value: Any) -> str:
         return _dumps_items(value)
     out = [pieces[0]]
     for raw, piece in zip(raws, pieces[1:], strict=True):
-        out.append(raw)
+        out.append(raw.text)
         out.append(piece)
     return "".join(out)
 
@@ -67,7 +85,7 @@ def _dumps_items(value: dict[Any, Any]) -> str:
                 parts.append(json.dumps(run)[1:-1])
                 run = {}
             parts.append(f"{json.dumps(key if isinstance(key, str) else json.dumps(key))}: "
-                         f"{item}")
+                         f"{item.text}")
         else:
             run[key] = item
     if run:

@@ -35,3 +35,9 @@ def test_spliced_text_is_what_json_dumps_writes(row: dict[Any, Any], raw_keys: A
 def test_other_values_are_encoded_as_usual() -> None:
     assert dumps([1, {"a": 2}]) == json.dumps([1, {"a": 2}])
     assert dumps({}) == "{}"
+
+
+def test_the_standard_encoder_refuses_raw_text() -> None:
+    """Never written as a quoted string by an encoder that does not know it."""
+    with pytest.raises(TypeError):
+        json.dumps({"segments": RawJSON("[]")})
