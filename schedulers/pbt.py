@@ -287,13 +287,17 @@ class PopulationBasedTraining(Scheduler):
             )
         self.first_boundary = max(self.perturbation_interval, self.burn_in_period)
 
+        # Whether members' curves are kept: compare="matched" (async) is their
+        # only reader (see _curve).
+        self._matching = not self.synch and self.compare == "matched"
         # --- state folded from events (see on_event) ---
         self._tiebreak: dict[str, int] = {}
         self._generation: dict[str, int] = {}
         self._latest: dict[str, float] = {}
         # (score, member that trained those weights) of the weights a member
         # holds, per resource, along its lineage (an exploit replaces it with the
-        # donor's up to the donor's resource): what compare="matched" ranks on.
+        # donor's up to the donor's resource): what compare="matched" ranks on,
+        # kept only then (a tuple per result in every snapshot otherwise).
         self._curve: dict[str, dict[float, tuple[float, str]]] = {}
         # Async ranking of members that can be judged or copied, kept sorted in
         # tell so that a decision is a bisect, not a sort of the population.
@@ -309,8 +313,12 @@ class PopulationBasedTraining(Scheduler):
         self._positions: list[tuple[float, str]] = []
         self._position: dict[str, tuple[float, str]] = {}
         # Per member and boundary: (checkpoint, config, score) of its own segment.
-        self._snap: dict[str, dict[float, _Snapshot]] = {}
         # Sync rounds: boundary -> sorted keys of live members scored at it.
+        # Both are read by synchronous PBT only, and kept only there: at 10k
+        # members and 100k results they were two thirds of an asynchronous
+        # run's snapshot (a config copy and a checkpoint per result) and of
+        # the time to load it, and an insort per result.
+        self._snap: dict[str, dict[float, _Snapshot]] = {}
         self._rounds: dict[float, list[_Key]] = {}
         self._started: dict[str, SegmentStarted] = {}
         self._retry: dict[str, SegmentStarted] = {}
@@ -337,7 +345,8 @@ class PopulationBasedTraining(Scheduler):
             digest = hashlib.blake2b(f"{self.seed}/{tid}".encode(), digest_size=8).digest()
             self._tiebreak[tid] = int.from_bytes(digest, "big")
             self._generation[tid] = 0
-            self._snap[tid] = {}
+            if self.synch:
+                self._snap[tid] = {}
         elif isinstance(event, SegmentStarted):
             self._started[tid] = event
             self._retry.pop(tid, None)
@@ -352,19 +361,22 @@ class PopulationBasedTraining(Scheduler):
             self._failures.pop(tid, None)
             t = self.trials[tid]
             score = self.score(event.metrics)
-            started = self._started.get(tid)
-            config = dict(started.config) if started is not None else dict(t.config)
-            self._snap[tid][float(event.stop)] = (event.checkpoint, config, score)
+            if self.synch:
+                started = self._started.get(tid)
+                config = dict(started.config) if started is not None else dict(t.config)
+                self._snap[tid][float(event.stop)] = (event.checkpoint, config, score)
             if score is None:
                 self._missing_metric.add(tid)
             else:
                 self._missing_metric.discard(tid)
                 self._latest[tid] = score
-                self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
+                if self._matching:
+                    self._curve.setdefault(tid, {})[float(event.stop)] = (score, tid)
                 if tid in self._matched:
                     self._matched.add(tid, self._tiebreak[tid], float(event.stop), score, tid)
-                key = (score, self._tiebreak[tid], tid)
-                bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
+                if self.synch:
+                    key = (score, self._tiebreak[tid], tid)
+                    bisect.insort(self._rounds.setdefault(float(event.stop), []), key)
         elif isinstance(event, SegmentFailed):
             if not event.final and tid in self._started:
                 self._failures[tid] = self._failures.get(tid, 0) + 1
@@ -380,11 +392,12 @@ class PopulationBasedTraining(Scheduler):
             donor_score = self._latest.get(event.donor_id)
             if donor_score is not None:
                 self._latest[tid] = donor_score
-            upto = float(event.donor_resource) + _EPS
-            self._curve[tid] = {
-                r: v for r, v in self._curve.get(event.donor_id, {}).items() if r <= upto
-            }
-            curve_changed = True
+            if self._matching:
+                upto = float(event.donor_resource) + _EPS
+                self._curve[tid] = {
+                    r: v for r, v in self._curve.get(event.donor_id, {}).items() if r <= upto
+                }
+                curve_changed = True
         self._refresh(tid, curve_changed)
 
     def _end_read(self, tid: str) -> None:
@@ -441,7 +454,7 @@ class PopulationBasedTraining(Scheduler):
             key = (self._latest[tid], self._tiebreak[tid], tid)
             bisect.insort(self._ranking, key)
             self._ranked[tid] = key
-        if not self.synch and self.compare == "matched":
+        if self._matching:
             # A new result was added in on_event (MatchedIndex.add); an exploit
             # replaces the lineage and a member entering the ranking brings one.
             if tid in self._ranked:

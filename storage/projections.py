@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
 
 from schedulers.events import (
     EVENT_TYPES,
@@ -433,10 +436,12 @@ class StatusView:
     Everything is as of event ``until_seq``.
 
     Attributes:
-        segments: Finished segments per trial in log order, each as the
-            status document shows it: ``{"start", "stop", "metrics",
-            "finished_at"}`` (from ``results``; start and stop as written
-            and the write time, in ISO 8601, come from its event's row).
+        segments: Finished segments per trial in log order, as the JSON text
+            of their list exactly as ``json.dumps`` writes it (default
+            separators): each ``{"start", "stop", "metrics", "finished_at"}``
+            as the status document shows it (from ``results``; start and
+            stop as written and the write time, in ISO 8601, come from its
+            event's row). :meth:`parsed_segments` decodes them.
         times: ``trial_id -> (first, last)`` write times (ISO 8601) of the
             trial's events (coordination events excluded).
         events: ``(seq, event, created_at)`` of the :data:`STATUS_KINDS`, in order.
@@ -446,10 +451,15 @@ class StatusView:
     """
 
     until_seq: int
-    segments: dict[str, list[dict[str, Any]]]
+    segments: dict[str, str]
     times: dict[str, tuple[str, str]]
     events: list[tuple[int, Event, Any]]
     stale: bool
+
+    def parsed_segments(self) -> dict[str, list[dict[str, Any]]]:
+        """:attr:`segments` decoded, by one ``json.loads`` (a C-level parse)."""
+        lists = json.loads("[" + ",".join(self.segments.values()) + "]")
+        return dict(zip(self.segments, lists, strict=True))
 
 
 def _number(conn: sa.Connection, payload: Any, key: str) -> sa.ColumnElement[Any]:
@@ -504,13 +514,13 @@ def _range_json(conn: sa.Connection, payload: Any) -> sa.ColumnElement[str]:
     ``0.0``), without decoding the payload in Python."""
     if conn.dialect.name == "postgresql":
         start, stop = (_text(sa.cast(payload[k], sa.Text)) for k in ("start", "stop"))
-        return sa.literal('"start":', sa.Text) + start + ',"stop":' + stop
+        return sa.literal('"start": ', sa.Text) + start + ', "stop": ' + stop
     # json_extract of two paths gives "[start,stop]" (literals kept); numbers
     # hold no bracket or comma, so it becomes the two members by text edits.
     pair = sa.func.json_extract(payload, "$.start", "$.stop", type_=sa.Text)
-    members = sa.func.replace(pair, ",", ',"stop":', type_=sa.Text)
+    members = sa.func.replace(pair, ",", ', "stop": ', type_=sa.Text)
     inner = sa.func.rtrim(sa.func.ltrim(members, "[", type_=sa.Text), "]", type_=sa.Text)
-    return sa.literal('"start":', sa.Text) + inner
+    return sa.literal('"start": ', sa.Text) + inner
 
 
 def _kind_counts(
@@ -536,21 +546,33 @@ def _kind_counts(
 
 
 def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> StatusView:
-    """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one transaction.
+    """Read :class:`StatusView` of ``experiment`` up to ``until_seq``, in one
+    transaction (the per-trial times in a second one, at the same time).
 
     Costs three indexed queries plus one aggregate over the experiment's
     events (``trial_id`` and ``kind`` only); no event but those of
     :data:`STATUS_KINDS` is decoded. Each segment's document is put
-    together as JSON text by SQL (start and stop from its event's payload,
-    metrics from ``results``, the write time formatted) and all are parsed
-    by one ``json.loads``. Staleness is detected by counting: the
+    together as JSON text by SQL, in ``json.dumps``'s layout (start and
+    stop from its event's payload, metrics from ``results``, the write time
+    formatted), and nothing parses it here: ``rungflow status --json``
+    prints the texts as they are (a parse and a re-encode of every segment
+    were most of its time at 100k results). That text equals ``json.dumps``
+    of its parse because every JSON value it is made of was written by
+    ``json.dumps`` (the engine's serializer) and both backends keep the
+    stored text (SQLite's text, PostgreSQL's ``json``; numbers extracted by
+    SQLite keep their literal). Staleness is detected by counting: the
     ``results`` rows must match the ``SegmentFinished`` events and the
     ``trials`` rows the ``TrialCreated`` events up to ``until_seq`` (the
     counts are served by indexes).
     """
     ev, r, t = _EVENTS.c, _RESULTS.c, _TRIALS.c
-    mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
-    with engine.connect() as conn:
+    # The times scan every event of the experiment: on a connection of their
+    # own, at the same time (each backend does that work without the GIL);
+    # not where the engine has one connection (in-memory SQLite).
+    shared = isinstance(engine.pool, StaticPool)
+    with ThreadPoolExecutor(1) as pool, engine.connect() as conn:
+        times_ahead = None if shared else pool.submit(
+            _read_trial_times, engine, experiment, until_seq)
         n_results = _count(conn, sa.select(sa.func.count()).select_from(_RESULTS).where(
             r.experiment_id == experiment, r.seq <= until_seq))
         n_trials = _count(conn, sa.select(sa.func.count()).select_from(_TRIALS).where(
@@ -562,11 +584,14 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             # its start) can only add rows past until_seq: count again, bounded.
             counts = _kind_counts(conn, experiment, until_seq, kinds, bounded=True)
         if (n_results, n_trials) != (counts["SegmentFinished"], counts["TrialCreated"]):
+            if times_ahead is not None:
+                times_ahead.cancel()
             return StatusView(until_seq, {}, {}, [], True)
-        # Each segment's document as JSON text, in the status document's key order.
+        # Each segment's document as JSON text, in the status document's key
+        # order and json.dumps's separators.
         doc = (
-            sa.literal("{", sa.Text) + _range_json(conn, ev.payload) + ',"metrics":'
-            + _text(sa.cast(r.metrics, sa.Text)) + ',"finished_at":"'
+            sa.literal("{", sa.Text) + _range_json(conn, ev.payload) + ', "metrics": '
+            + _text(sa.cast(r.metrics, sa.Text)) + ', "finished_at": "'
             + _iso_utc(conn, ev.created_at) + '"}'
         )
         rows = conn.execute(
@@ -574,16 +599,30 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
             .join(_EVENTS, sa.and_(ev.experiment_id == r.experiment_id, ev.seq == r.seq))
             .where(r.experiment_id == experiment, r.seq <= until_seq)
             .order_by(r.seq)
-        ).all()
-        # One JSON document for every row: a single C-level parse builds the
-        # dicts, instead of a json.loads call (and a datetime) per row.
-        docs = json.loads("[" + ",".join([row[1] for row in rows]) + "]")
-        segments: dict[str, list[dict[str, Any]]] = {}
-        for (trial_id, _), segment in zip(rows, docs, strict=True):
-            if trial_id in segments:
-                segments[trial_id].append(segment)
+        )
+        grouped: dict[str, list[str]] = {}
+        for trial_id, text in rows:
+            texts = grouped.get(trial_id)
+            if texts is None:
+                grouped[trial_id] = [text]
             else:
-                segments[trial_id] = [segment]
+                texts.append(text)
+        segments = {trial_id: "[" + ", ".join(texts) + "]" for trial_id, texts in grouped.items()}
+        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
+        times = (_read_trial_times(conn, experiment, until_seq) if times_ahead is None
+                 else times_ahead.result())
+    return StatusView(until_seq, segments, times, events, False)
+
+
+def _read_trial_times(
+    source: sa.Engine | sa.Connection, experiment: str, until_seq: int
+) -> dict[str, tuple[str, str]]:
+    """:attr:`StatusView.times`: each trial's first and last (non-coordination)
+    event's write time, up to ``until_seq`` (an append-only log: any read
+    transaction gives the same), on a connection of ``source``'s or on it."""
+    ev = _EVENTS.c
+    mine = sa.and_(ev.experiment_id == experiment, ev.seq <= until_seq)
+    with source.connect() if isinstance(source, sa.Engine) else nullcontext(source) as conn:
         bounds = (
             sa.select(
                 ev.trial_id.label("trial_id"),
@@ -602,9 +641,7 @@ def read_status_view(engine: sa.Engine, experiment: str, until_seq: int) -> Stat
                                  first.c.seq == bounds.c.lo))
             .join(last, sa.and_(last.c.experiment_id == experiment, last.c.seq == bounds.c.hi))
         )
-        times = {trial_id: (started, ended) for trial_id, started, ended in conn.execute(stmt)}
-        events = _few_events(conn, experiment, until_seq, STATUS_KINDS)
-    return StatusView(until_seq, segments, times, events, False)
+        return {trial_id: (started, ended) for trial_id, started, ended in conn.execute(stmt)}
 
 
 def _few_events(

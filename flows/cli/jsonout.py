@@ -8,13 +8,16 @@ greppable: the top-level object's keys (or the top-level list's elements)
 one per line, each list of objects or lists one element per line (a trial
 row, an exported record), and every element compact on its line. Each piece
 is encoded by the C encoder, so the whole is valid JSON equal, once parsed,
-to ``json.dumps(data)``.
+to ``json.dumps(data)``. A row's :class:`~flows.engine.rawjson.RawJSON`
+values (the segments of ``status``) are written as they are.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from flows.engine import rawjson
 
 __all__ = ["dumps"]
 
@@ -45,4 +48,7 @@ def _rows(values: list[Any], indent: str) -> str:
     if not values:
         return "[]"
     inner = indent + "  "
-    return "[\n" + ",\n".join(inner + json.dumps(v) for v in values) + f"\n{indent}]"
+    # A status trial row's segments arrive as JSON text (every row's, so the
+    # first row tells; json.dumps refuses a RawJSON it would meet anyway).
+    encode = rawjson.dumps if rawjson.has_raw(values[0]) else json.dumps
+    return "[\n" + ",\n".join(inner + encode(v) for v in values) + f"\n{indent}]"

@@ -116,7 +116,9 @@ def status(
 
     with _reading(db) as store:
         # The table needs no segment list: the summary skips the results scan.
-        data = (experiment_status if as_json else experiment_summary)(store, experiment)
+        # The JSON's segments stay the text SQL wrote (see flows.engine.rawjson).
+        data = (experiment_status(store, experiment, raw=True) if as_json
+                else experiment_summary(store, experiment))
     if as_json:
         from flows.cli.jsonout import dumps
 

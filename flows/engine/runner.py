@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -44,7 +43,7 @@ from flows.engine.leases import (
 )
 from flows.engine.retention import CheckpointLedger
 from flows.engine.segment import SegmentJob
-from flows.engine.snapshots import snapshot_version
+from flows.engine.snapshots import runner_state_version
 from flows.settings import read_settings
 from flows.spec import ExperimentSpec, spec_differences
 from flows.trainable import MetricNotReportedError, SegmentOutcome, final_metrics
@@ -94,10 +93,6 @@ SNAPSHOT_EVERY_EVENTS = 2000
 SNAPSHOT_EVERY_SECONDS = 30.0
 #: From this log length on, the heap is frozen after replay and during the run.
 GC_FREEZE_EVENTS = 10_000
-# Layout of what _snapshot_state stores; bump when it changes.
-_STATE_FORMAT = 1
-# Spec fields ExperimentSpec.build_scheduler reads.
-_SCHEDULER_FIELDS = ("scheduler", "scheduler_args", "space", "metric", "mode", "seed", "budget")
 
 
 def runner_snapshot_version(spec: ExperimentSpec) -> str:
@@ -107,10 +102,7 @@ def runner_snapshot_version(spec: ExperimentSpec) -> str:
     construction (a resume may change the budget) and the state's layout.
     Readers with the stored spec (status, retry) find the flow's snapshots.
     """
-    built = {k: v for k, v in spec.to_json().items() if k in _SCHEDULER_FIELDS}
-    return snapshot_version(
-        json.dumps(built, sort_keys=True, default=str) + f"|runner={_STATE_FORMAT}"
-    )
+    return runner_state_version(spec.to_json())
 
 
 class ResumeRefusedError(ValueError):

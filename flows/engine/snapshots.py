@@ -7,9 +7,12 @@ and the numerical stack, which storage does not import.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy
 import optuna
@@ -17,7 +20,12 @@ import optuna
 import schedulers
 from storage.snapshots import FORMAT
 
-__all__ = ["schedulers_fingerprint", "snapshot_version"]
+__all__ = ["runner_state_version", "schedulers_fingerprint", "snapshot_version"]
+
+# Layout of what ExperimentRunner._snapshot_state stores; bump when it changes.
+_STATE_FORMAT = 1
+# Spec fields ExperimentSpec.build_scheduler reads.
+_SCHEDULER_FIELDS = ("scheduler", "scheduler_args", "space", "metric", "mode", "seed", "budget")
 
 
 @cache
@@ -56,3 +64,18 @@ def snapshot_version(key: str) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:40]
+
+
+def runner_state_version(spec_json: Mapping[str, Any]) -> str:
+    """The version of a runner's snapshots, from its spec's JSON (``ExperimentSpec.to_json``).
+
+    What the folded state depends on besides the log: the scheduler's
+    construction (a resume may change the budget) and the state's layout.
+    Readers holding only the stored spec's JSON (``status``) compute it
+    without validating the spec; a stored document that differs from its
+    re-validated form only gives another version, i.e. no snapshot found.
+    """
+    built = {k: v for k, v in spec_json.items() if k in _SCHEDULER_FIELDS}
+    return snapshot_version(
+        json.dumps(built, sort_keys=True, default=str) + f"|runner={_STATE_FORMAT}"
+    )

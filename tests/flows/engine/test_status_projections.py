@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from flows.cli import jsonout
 from flows.cli.export import history_records, to_csv, to_json, view_records
 from flows.engine.runner import ExperimentRunner
 from flows.engine.status import (
@@ -90,10 +91,18 @@ def write(store: EventStore, spec: ExperimentSpec, events: list[Event], batch: i
 
 
 def both(store: EventStore) -> tuple[str, str]:
-    """Both JSON texts (as printed: 0 and 0.0 differ there, not in a dict)."""
+    """Both JSON texts (as printed: 0 and 0.0 differ there, not in a dict).
+
+    Also checks that what ``rungflow status --json`` prints (the segments as
+    the text SQL wrote, see flows.engine.rawjson) is byte for byte the
+    encoding of the full fold's document.
+    """
+    full = experiment_status_from_log(store, NAME, checkpoints="/nonexistent")
+    printed = jsonout.dumps(experiment_status(store, NAME, checkpoints="/nonexistent", raw=True))
+    assert printed == jsonout.dumps(full)
     return (
         json.dumps(experiment_status(store, NAME, checkpoints="/nonexistent"), indent=2),
-        json.dumps(experiment_status_from_log(store, NAME, checkpoints="/nonexistent"), indent=2),
+        json.dumps(full, indent=2),
     )
 
 
@@ -193,6 +202,11 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
     """Integer ranges and metrics stay integers (``0``, not ``0.0``) in both views."""
     spec = make_spec("random")
     config = {"lr": 0.01, "width": 8, "act": "relu"}
+    # Literals whose text a parse and re-encode must keep: exponents, -0.0,
+    # long reprs, escaped unicode, nesting (rungflow status --json prints the
+    # stored text of each segment, see flows.engine.rawjson).
+    odd = {"resource": 3e-05, "loss": -0.0, "big": 1e+16, "long": 0.35000000000000003,
+           "ünï ✓": {"n": [1, 2.0, None, True, "x\"y"]}}
     write(store, spec, [
         TrialCreated("t0000", config),
         SegmentStarted("t0000", 0, 1, config),
@@ -201,6 +215,10 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
         SegmentStarted("t0000", 1, 2.5, {**config, "lr": 0.02}),
         SegmentFinished("t0000", 1, 2.5, ({"loss": 0.5}, {"resource": 2.5, "loss": 1.0}),
                         {"resource": 2.5, "loss": 1.0}),
+        TrialCreated("t0001", config),
+        SegmentStarted("t0001", 1e-05, 3e-05, config),
+        SegmentFinished("t0001", 1e-05, 3e-05, (odd,), odd),
+        TrialCreated("t0002", config),
     ], batch=1)
     fast, full = both(store)
     assert fast == full
@@ -209,7 +227,7 @@ def test_export_and_status_keep_numbers_as_written(store: EventStore) -> None:
     assert type(first["start"]) is int and type(first["metrics"]["loss"]) is int
     records = assert_same_export(store)
     assert [(r["segment_start"], r["resource"], r["config"]["lr"]) for r in records] == [
-        (0, 1, 0.01), (1, None, 0.02), (1, 2.5, 0.02)]
+        (0, 1, 0.01), (1, None, 0.02), (1, 2.5, 0.02), (1e-05, 3e-05, 0.01)]
 
 
 @pytest.mark.parametrize("batch", [1, 10])
@@ -249,3 +267,41 @@ def test_export_falls_back_to_the_log(store: EventStore) -> None:
     engine.dispose()
     assert export_view(store, NAME) is None
     assert to_json(history_records(*export_events(store, NAME))) == expected
+
+
+def _scheduler_state(scheduler: Any) -> tuple[object, ...]:
+    return (scheduler.trials, scheduler.status_extras(), scheduler.ask(1),
+            scheduler.resource_used, scheduler.best_trial())
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "pbt"])
+def test_status_folds_the_snapshot_without_a_runner(store: EventStore, scheduler: str) -> None:
+    """status's scheduler: the runner's snapshot (found from the stored spec
+    alone) plus the tail, the state a runner's restore folds; a snapshot of
+    another version is never used."""
+    from flows.engine.status import _snapshot_scheduler
+
+    spec = make_spec(scheduler)
+    events = simulated_log(spec)
+    head = len(events) // 2
+    write(store, spec, events[:head], batch=10)
+    assert _snapshot_scheduler(store, NAME) is None  # no snapshot yet
+    runner = ExperimentRunner(store, spec, "")
+    runner.restore()
+    runner.save_snapshot()
+    seq = store.append(NAME, events[head:], expected_seq=store.last_seq(NAME))
+    folded = _snapshot_scheduler(store, NAME)
+    assert folded is not None
+    names, fast, fast_seq = folded
+    runner.restore()
+    assert fast_seq == runner.seq == seq
+    assert _scheduler_state(fast) == _scheduler_state(runner.scheduler)
+    assert (names.scheduler, names.metric, names.mode) == (spec.scheduler, "loss", "min")
+    fast_text, full = both(store)
+    assert fast_text == full
+    # Another version's snapshot (older code, another spec): the runner's path.
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE snapshots SET version = 'older'")
+    assert _snapshot_scheduler(store, NAME) is None
+    fast_text, full = both(store)
+    assert fast_text == full
