@@ -120,15 +120,19 @@ class _Compiler:
         )
 
 
-_compilers: dict[int, _Compiler] = {}
+#: The attribute of a dialect that holds its :class:`_Compiler`.
+_ATTRIBUTE = "_rungflow_sqlite_writes"
 
 
 def _compiler(dialect: sa.Dialect) -> _Compiler:
-    # One per dialect object (an engine's): kept for the process, like
-    # SQLAlchemy's own compiled cache; an engine's dialect lives as long.
-    found = _compilers.get(id(dialect))
-    if found is None or found._dialect is not dialect:
-        found = _compilers[id(dialect)] = _Compiler(dialect)
+    # One per dialect object (an engine's, shared by its execution-option
+    # views), kept on it like SQLAlchemy's own compiled cache: compiled once
+    # per engine, across its writers, and freed with the engine. (A registry
+    # of every dialect would keep each engine's for good.)
+    found: _Compiler | None = getattr(dialect, _ATTRIBUTE, None)
+    if found is None:
+        found = _Compiler(dialect)
+        setattr(dialect, _ATTRIBUTE, found)
     return found
 
 

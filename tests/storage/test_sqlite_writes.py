@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 
 from schedulers.events import SegmentFinished, SegmentStarted, TrialCreated, TrialStopped
 from storage import ConcurrencyError, EventStore
+from storage import engine as engine_module
 from storage.models import EVENTS, TRIALS
 from storage.sqlite_writes import DirectWrites
 
@@ -83,3 +86,22 @@ def test_a_lost_race_through_the_writer_is_a_concurrency_error(store: EventStore
         with pytest.raises(ConcurrencyError), writer.transaction("exp", 1) as tx:
             tx.append([TrialCreated("t0", {})])
     assert [e.seq for e in store.read("exp")] == [1, 2]
+
+
+def test_a_closed_stores_compiled_statements_are_freed(tmp_path: Path) -> None:
+    """The statements compiled for an engine's dialect live as long as that dialect:
+    a process that opens store after store (tests, a long-lived worker on several
+    databases) does not keep every engine's dialect and statements for good."""
+    dialects = []
+    for i in range(3):
+        s = EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}")
+        s.create_experiment("exp", {})
+        with s.writer() as writer:
+            writer.append("exp", [TrialCreated("t0", {})], 1)
+        dialects.append(weakref.ref(s._engine.dialect))
+        s.close()
+        del s, writer
+        # close() keeps a few engines for reuse (storage.engine.open_engine): drop them.
+        engine_module._idle.clear()
+    gc.collect()
+    assert [d() for d in dialects] == [None, None, None]
