@@ -35,13 +35,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage.compiled import ROWS_PER_INSERT, bind_conversions, rows_insert
 from storage.engine import store_error
 from storage.projections import ConnectionWrites
 
 __all__ = ["DirectWrites"]
-
-#: Up to this many rows an INSERT of several is one statement; beyond, SQLAlchemy's executemany.
-_ROWS_PER_INSERT = 32
 
 
 @dataclass(frozen=True)
@@ -79,12 +77,7 @@ class _Compiler:
 
     def _compile_rows(self, stmt: sa.Insert, keys: tuple[str, ...], n: int) -> _Compiled | None:
         """``stmt`` (a plain INSERT) writing ``n`` rows of ``keys`` in one statement."""
-        columns = stmt.table.c
-        rows = [
-            {key: sa.bindparam(f"{key}_{i}", type_=columns[key].type) for key in keys}
-            for i in range(n)
-        ]
-        return self._compile(stmt.values(rows), ())
+        return self._compile(rows_insert(stmt, keys, n), ())
 
     def _compile(self, stmt: sa.Executable, keys: tuple[str, ...]) -> _Compiled | None:
         """None when SQLAlchemy does more than bind the parameters for it."""
@@ -100,15 +93,7 @@ class _Compiler:
                           "literal_execute_params", "post_compile_params")
         ):
             return None
-        defaults: dict[str, Any] = {}
-        processors: dict[str, Callable[[Any], Any]] = {}
-        for bind in compiled.binds.values():
-            name = compiled.bind_names[bind]
-            if not bind.required:
-                defaults[name] = bind.effective_value
-            convert = bind.type._cached_bind_processor(self._dialect)
-            if convert is not None:
-                processors[name] = convert
+        defaults, processors = bind_conversions(compiled, self._dialect)
         return _Compiled(str(compiled), tuple(compiled.positiontup), defaults, processors)
 
     def _result_processors(
@@ -156,7 +141,7 @@ class DirectWrites(ConnectionWrites):
                 params = params[0]
             elif (
                 isinstance(stmt, sa.Insert) and stmt.select is None
-                and 1 < len(params) <= _ROWS_PER_INSERT
+                and 1 < len(params) <= ROWS_PER_INSERT
                 and all(p.keys() == params[0].keys() for p in params)
             ):
                 keys = tuple(params[0])
