@@ -173,13 +173,13 @@ class DirectWrites(ConnectionWrites):
         compiled = self._compiler.compile(stmt, tuple(sorted(params)))
         if compiled is None:
             return super().rows(stmt, params)
-        cursor = self._run(compiled, params, stmt, params)
-        if isinstance(cursor, sa.CursorResult):  # SQLAlchemy ran it (see _run): rows converted
-            return [tuple(row) for row in cursor]
+        fetched = self._run(compiled, params, stmt, params, fetch=True)
+        if isinstance(fetched, sa.CursorResult):  # SQLAlchemy ran it (see _run): rows converted
+            return [tuple(row) for row in fetched]
         convert = self._compiler.result_processors(stmt)
         return [
             tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
-            for row in cursor.fetchall()
+            for row in fetched
         ]
 
     def _run(
@@ -188,10 +188,17 @@ class DirectWrites(ConnectionWrites):
         given: Mapping[str, Any],
         stmt: sa.Executable,
         original: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        fetch: bool = False,
     ) -> Any:
+        """The ``sqlite3`` cursor (``fetch``: its rows, all fetched); SQLAlchemy's
+        result if the statement failed and SQLAlchemy ran it again."""
         values = compiled.params(given)
         try:
-            return self._driver.execute(compiled.sql, values)
+            cursor = self._driver.execute(compiled.sql, values)
+            # A SELECT is stepped to its first row in execute() and to the others
+            # here: an error past the first row (a corrupt page) is handled alike.
+            return cursor.fetchall() if fetch else cursor
         except self.conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
             if self._driver.in_transaction:
                 # SQLite undid the statement only: SQLAlchemy runs it again and

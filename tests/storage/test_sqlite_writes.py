@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import sqlite3
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from schedulers.events import SegmentFinished, SegmentStarted, TrialCreated, TrialStopped
-from storage import ConcurrencyError, EventStore
+from storage import ConcurrencyError, DatabaseUnavailableError, EventStore
 from storage import engine as engine_module
 from storage.models import EVENTS, TRIALS
 from storage.sqlite_writes import DirectWrites
@@ -105,3 +107,38 @@ def test_a_closed_stores_compiled_statements_are_freed(tmp_path: Path) -> None:
         engine_module._idle.clear()
     gc.collect()
     assert [d() for d in dialects] == [None, None, None]
+
+
+def test_a_read_that_fails_past_its_first_row_says_what_is_wrong(tmp_path: Path) -> None:
+    """sqlite3 steps a SELECT to its first row in execute() and the rest while
+    rows are fetched: an error there (a corrupt page) is the store's error too,
+    the same one SQLAlchemy's execution gives, not sqlite3's exception."""
+    db = tmp_path / "db.sqlite"
+    s = EventStore(f"sqlite:///{db}")
+    s.create_experiment("exp", {})
+    seq = 1
+    for i in range(12):  # an event a page
+        seq = s.append("exp", [TrialCreated(f"t{i}", {"pad": "x" * 3000})], seq)
+    s.close()
+    engine_module._idle.clear()
+    with contextlib.closing(sqlite3.connect(db)) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [p for (p,) in raw.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
+            "ORDER BY pageno")]
+    with db.open("r+b") as f:  # a page in the middle of the log: not the first row's
+        f.seek((leaves[len(leaves) // 2] - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    for writer in (True, False):
+        s = EventStore(f"sqlite:///{db}")
+        try:
+            with pytest.raises(DatabaseUnavailableError, match="corrupt"):
+                if writer:
+                    with s.writer() as w, w.transaction("exp", 1, lock=True) as tx:
+                        tx.catch_up()
+                else:
+                    with s.transaction("exp", 1) as tx:  # SQLAlchemy's execution
+                        tx.catch_up()
+        finally:
+            s.close()
