@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import random
 import sqlite3
 import weakref
 from collections.abc import Iterator
@@ -12,7 +13,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from schedulers.events import SegmentFinished, SegmentStarted, TrialCreated, TrialStopped
+from schedulers.events import (
+    Event,
+    ExperimentFinished,
+    SegmentFailed,
+    SegmentFinished,
+    SegmentStarted,
+    TrialCreated,
+    TrialPaused,
+    TrialPerturbed,
+    TrialRetried,
+    TrialStopped,
+)
 from storage import ConcurrencyError, DatabaseUnavailableError, EventStore
 from storage import engine as engine_module
 from storage.models import EVENTS, TRIALS
@@ -141,4 +153,76 @@ def test_a_read_that_fails_past_its_first_row_says_what_is_wrong(tmp_path: Path)
                     with s.transaction("exp", 1) as tx:  # SQLAlchemy's execution
                         tx.catch_up()
         finally:
+            s.close()
+
+
+_CONFIGS: list[dict[str, object]] = [
+    {}, {"lr": 0.1},
+    {"é": "ü\u2028", "n": 2**62, "neg": -0.0, "b": True, "nil": None, "nest": {"a": [1, 2.5, "x"]}},
+    {"big": 1e308, "tiny": 5e-324},
+]
+
+
+def _random_batches(rng: random.Random) -> list[list[Event]]:
+    ids = [f"t{i}" for i in range(rng.randint(1, 6))]
+    events: list[Event] = [TrialCreated(t, rng.choice(_CONFIGS)) for t in ids]
+    for _ in range(rng.randint(5, 60)):
+        t, kind = rng.choice(ids), rng.randrange(7)
+        metrics = {"loss": rng.choice([0.5, float("nan"), 1, None])}
+        events.append([
+            SegmentStarted(t, 0, 1, rng.choice(_CONFIGS)),
+            SegmentFinished(t, 0, rng.choice([1, 2.5]), (metrics,), metrics),
+            SegmentFailed(t, 0, 1, "boom", final=rng.random() < 0.5),
+            TrialPaused(t, 1.0),
+            TrialStopped(t, rng.choice(["max_t", "early", "x"])),
+            TrialPerturbed(t, ids[0], 2.0, {"a": 1}, rng.choice(_CONFIGS)),
+            TrialRetried(t, 0, 1),
+        ][kind])
+    batches, i = [], 0
+    while i < len(events):  # one event, a few, a bulk fold (more than 16)
+        n = rng.choice([1, 1, 2, 3, 20, 40])
+        batches.append(events[i : i + n])
+        i += n
+    if rng.random() < 0.3:
+        batches.append([ExperimentFinished("done")])
+    return batches
+
+
+def _raw(store: EventStore) -> list[list[tuple[object, ...]]]:
+    """Every stored value as SQLite holds it: its storage class and its text."""
+    out = []
+    with store._engine.connect() as conn:
+        for table in ("events", "trials", "results", "experiments"):
+            columns = [r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")]
+            shown = ", ".join(f"typeof({c}), quote({c})" for c in columns
+                              if c not in ("created_at", "updated_at"))
+            rows = conn.exec_driver_sql(f"SELECT {shown} FROM {table}")
+            out.append(sorted((tuple(r) for r in rows), key=repr))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_logs_are_stored_as_sqlalchemy_stores_them(tmp_path: Path, seed: int) -> None:
+    """Every event kind, one event or a bulk fold, odd JSON values: the writer's
+    rows equal a plain append's, storage class and text, and read back alike."""
+    rng = random.Random(seed)
+    batches = _random_batches(rng)
+    stores = [EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}") for i in range(2)]
+    try:
+        for s in stores:
+            s.create_experiment("exp", {})
+        seq = 1
+        with stores[0].writer() as writer:
+            for batch in batches:
+                with writer.transaction("exp", seq, lock=True) as tx:
+                    tx.catch_up()
+                    seq = tx.append(batch)
+        seq = 1
+        for batch in batches:
+            seq = stores[1].append("exp", batch, seq)
+        assert _raw(stores[0]) == _raw(stores[1])
+        assert repr([e.event for e in stores[0].read("exp")]) == repr(
+            [e.event for e in stores[1].read("exp")])
+    finally:
+        for s in stores:
             s.close()
