@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import random
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import count
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from schedulers.events import (
-    Event,
-    ExperimentFinished,
-    SegmentFailed,
-    SegmentFinished,
-    SegmentStarted,
-    TrialCreated,
-    TrialPaused,
-    TrialPerturbed,
-    TrialRetried,
-    TrialStopped,
-)
-from storage import ConcurrencyError, DatabaseUnavailableError, EventStore
+from schedulers.events import Event, SegmentFinished, SegmentStarted, TrialCreated, TrialRetried
+from storage import ConcurrencyError, DatabaseUnavailableError, EventStore, projections
 from storage import engine as engine_module
-from storage.models import EVENTS, TRIALS
+from storage.models import EVENTS
 from storage.sqlite_writes import DirectWrites
+from tests.storage.events_factory import event_sequences, one_of_each
 
 
 @pytest.fixture
@@ -39,45 +31,98 @@ def store(tmp_path: Path) -> Iterator[EventStore]:
     s.close()
 
 
-def _events() -> list[list[object]]:
-    return [
-        [TrialCreated("t0", {"lr": 0.1}), SegmentStarted("t0", 0, 1, {"lr": 0.1})],
-        [SegmentFinished("t0", 0, 1, ({"resource": 1, "loss": 0.5},), {"resource": 1, "loss": 0.5}),
-         TrialStopped("t0", "max_t")],
-        [TrialCreated("t1", {"lr": 0.2}), SegmentStarted("t1", 0, 1, {"lr": 0.2})],
-    ]
+#: JSON a config may hold that a serializer could get wrong: non-ASCII, a line
+#: separator JSON allows and JavaScript does not, big and signed numbers, null.
+_ODD = {"é": "ü\u2028", "n": 2**62, "neg": -0.0, "b": True, "nil": None,
+        "nest": {"a": [1, 2.5, "x"]}, "big": 1e308, "tiny": 5e-324}
+
+
+def _write_both(stores: Sequence[EventStore], batches: Sequence[Sequence[Event]]) -> None:
+    """``batches`` into ``stores[0]`` through its writer (the driver connection)
+    and into ``stores[1]`` through plain appends (SQLAlchemy's execution)."""
+    for s in stores:
+        s.create_experiment("exp", {})
+    seq = 1
+    with stores[0].writer() as writer:
+        for batch in batches:
+            with writer.transaction("exp", seq, lock=True) as tx:
+                tx.catch_up()
+                seq = tx.append(batch)
+    seq = 1
+    for batch in batches:
+        seq = stores[1].append("exp", batch, seq)
+
+
+def _raw(store: EventStore) -> list[list[tuple[object, ...]]]:
+    """Every stored value as SQLite holds it: its storage class and its text
+    (timestamps aside: the two stores write at different times)."""
+    out = []
+    with store._engine.connect() as conn:
+        for table in ("events", "trials", "results", "experiments"):
+            columns = [r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")]
+            shown = ", ".join(f"typeof({c}), quote({c})" for c in columns
+                              if c not in ("created_at", "updated_at"))
+            rows = conn.exec_driver_sql(f"SELECT {shown} FROM {table}")
+            out.append(sorted((tuple(r) for r in rows), key=repr))
+    return out
+
+
+def _assert_stored_alike(stores: Sequence[EventStore]) -> None:
+    assert _raw(stores[0]) == _raw(stores[1])
+    assert repr([e.event for e in stores[0].read("exp")]) == repr(
+        [e.event for e in stores[1].read("exp")])
 
 
 def test_the_writer_stores_what_a_plain_append_stores(tmp_path: Path) -> None:
-    """Rows written through the driver connection equal SQLAlchemy's, byte for byte."""
+    """Every event kind, odd JSON, one event, a few and a bulk fold (more than
+    16: multi-row INSERTs, an UPDATE list): the rows written through the driver
+    connection equal SQLAlchemy's, storage class and text, and read back alike."""
+    events: list[Event] = [
+        *one_of_each()[:-1],
+        TrialRetried("t0000", 1, 3.5),
+        TrialCreated("odd", _ODD),
+        SegmentStarted("odd", 0, 1, _ODD),
+        SegmentFinished("odd", 0, 1, (_ODD,), _ODD),
+    ]
+    bulk: list[Event] = [TrialCreated(f"b{i}", _ODD) for i in range(projections.BULK_THRESHOLD + 1)]
+    restarted: list[Event] = [SegmentStarted(f"b{i}", 0, 1, {"i": i}) for i in range(20)]
+    batches: list[list[Event]] = [
+        events[:1], events[1:3], events[3:6], *[[e] for e in events[6:]], bulk, restarted,
+        one_of_each()[-1:],
+    ]
     stores = [EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}") for i in range(2)]
     try:
+        _write_both(stores, batches)
+        _assert_stored_alike(stores)
+    finally:
         for s in stores:
-            s.create_experiment("exp", {})
-        seq = 1
-        with stores[0].writer() as writer:
-            for batch in _events():
-                with writer.transaction("exp", seq, lock=True) as tx:
-                    tx.catch_up()
-                    seq = tx.append(batch)  # type: ignore[arg-type]
-        seq = 1
-        for batch in _events():
-            seq = stores[1].append("exp", batch, seq)  # type: ignore[arg-type]
-        dumps = []
-        for s in stores:
-            with s._engine.connect() as conn:
-                events = conn.execute(
-                    sa.select(EVENTS.c.seq, EVENTS.c.kind, EVENTS.c.trial_id,
-                              sa.cast(EVENTS.c.payload, sa.Text)).order_by(EVENTS.c.seq)
-                ).all()
-                trials = conn.execute(
-                    sa.select(TRIALS.c.trial_id, TRIALS.c.status, sa.cast(TRIALS.c.config, sa.Text),
-                              TRIALS.c.resource, sa.cast(TRIALS.c.metrics, sa.Text),
-                              TRIALS.c.n_segments).order_by(TRIALS.c.trial_id)
-                ).all()
-            dumps.append((events, trials, [r.metrics for r in s.results("exp")]))
-        assert dumps[0] == dumps[1]
-        assert [e.event for e in stores[0].read("exp")] == [e.event for e in stores[1].read("exp")]
+            s.close()
+
+
+_names = count()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(events=event_sequences(), data=st.data())
+def test_random_logs_are_stored_as_sqlalchemy_stores_them(
+    tmp_path: Path, events: list[Event], data: st.DataObject
+) -> None:
+    """Logs a scheduler could write (NaN, infinite, text and boolean metrics),
+    appended in random batch sizes, now and then a bulk one."""
+    batches, i = [], 0
+    while i < len(events):
+        size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
+        batches.append(events[i : i + size])
+        i += size
+    n = next(_names)
+    stores = [EventStore(f"sqlite:///{tmp_path / f'{n}-{i}.sqlite'}") for i in range(2)]
+    try:
+        _write_both(stores, batches)
+        _assert_stored_alike(stores)
     finally:
         for s in stores:
             s.close()
@@ -155,74 +200,3 @@ def test_a_read_that_fails_past_its_first_row_says_what_is_wrong(tmp_path: Path)
         finally:
             s.close()
 
-
-_CONFIGS: list[dict[str, object]] = [
-    {}, {"lr": 0.1},
-    {"é": "ü\u2028", "n": 2**62, "neg": -0.0, "b": True, "nil": None, "nest": {"a": [1, 2.5, "x"]}},
-    {"big": 1e308, "tiny": 5e-324},
-]
-
-
-def _random_batches(rng: random.Random) -> list[list[Event]]:
-    ids = [f"t{i}" for i in range(rng.randint(1, 6))]
-    events: list[Event] = [TrialCreated(t, rng.choice(_CONFIGS)) for t in ids]
-    for _ in range(rng.randint(5, 60)):
-        t, kind = rng.choice(ids), rng.randrange(7)
-        metrics = {"loss": rng.choice([0.5, float("nan"), 1, None])}
-        events.append([
-            SegmentStarted(t, 0, 1, rng.choice(_CONFIGS)),
-            SegmentFinished(t, 0, rng.choice([1, 2.5]), (metrics,), metrics),
-            SegmentFailed(t, 0, 1, "boom", final=rng.random() < 0.5),
-            TrialPaused(t, 1.0),
-            TrialStopped(t, rng.choice(["max_t", "early", "x"])),
-            TrialPerturbed(t, ids[0], 2.0, {"a": 1}, rng.choice(_CONFIGS)),
-            TrialRetried(t, 0, 1),
-        ][kind])
-    batches, i = [], 0
-    while i < len(events):  # one event, a few, a bulk fold (more than 16)
-        n = rng.choice([1, 1, 2, 3, 20, 40])
-        batches.append(events[i : i + n])
-        i += n
-    if rng.random() < 0.3:
-        batches.append([ExperimentFinished("done")])
-    return batches
-
-
-def _raw(store: EventStore) -> list[list[tuple[object, ...]]]:
-    """Every stored value as SQLite holds it: its storage class and its text."""
-    out = []
-    with store._engine.connect() as conn:
-        for table in ("events", "trials", "results", "experiments"):
-            columns = [r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")]
-            shown = ", ".join(f"typeof({c}), quote({c})" for c in columns
-                              if c not in ("created_at", "updated_at"))
-            rows = conn.exec_driver_sql(f"SELECT {shown} FROM {table}")
-            out.append(sorted((tuple(r) for r in rows), key=repr))
-    return out
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_random_logs_are_stored_as_sqlalchemy_stores_them(tmp_path: Path, seed: int) -> None:
-    """Every event kind, one event or a bulk fold, odd JSON values: the writer's
-    rows equal a plain append's, storage class and text, and read back alike."""
-    rng = random.Random(seed)
-    batches = _random_batches(rng)
-    stores = [EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}") for i in range(2)]
-    try:
-        for s in stores:
-            s.create_experiment("exp", {})
-        seq = 1
-        with stores[0].writer() as writer:
-            for batch in batches:
-                with writer.transaction("exp", seq, lock=True) as tx:
-                    tx.catch_up()
-                    seq = tx.append(batch)
-        seq = 1
-        for batch in batches:
-            seq = stores[1].append("exp", batch, seq)
-        assert _raw(stores[0]) == _raw(stores[1])
-        assert repr([e.event for e in stores[0].read("exp")]) == repr(
-            [e.event for e in stores[1].read("exp")])
-    finally:
-        for s in stores:
-            s.close()
