@@ -20,7 +20,7 @@ from storage import ConcurrencyError, DatabaseUnavailableError, EventStore, proj
 from storage import engine as engine_module
 from storage.models import EVENTS
 from storage.sqlite_writes import DirectWrites
-from tests.storage.events_factory import event_sequences, one_of_each
+from tests.storage.events_factory import draw_batches, event_sequences, one_of_each
 
 
 @pytest.fixture
@@ -37,20 +37,29 @@ _ODD = {"é": "ü\u2028", "n": 2**62, "neg": -0.0, "b": True, "nil": None,
         "nest": {"a": [1, 2.5, "x"]}, "big": 1e308, "tiny": 5e-324}
 
 
-def _write_both(stores: Sequence[EventStore], batches: Sequence[Sequence[Event]]) -> None:
-    """``batches`` into ``stores[0]`` through its writer (the driver connection)
-    and into ``stores[1]`` through plain appends (SQLAlchemy's execution)."""
-    for s in stores:
-        s.create_experiment("exp", {})
-    seq = 1
-    with stores[0].writer() as writer:
+def _assert_written_alike(paths: Sequence[Path], batches: Sequence[Sequence[Event]]) -> None:
+    """``batches`` into a store at ``paths[0]`` through its writer (the driver
+    connection) and into one at ``paths[1]`` through plain appends (SQLAlchemy's
+    execution): what they store and read back is the same."""
+    stores = [EventStore(f"sqlite:///{path}") for path in paths]
+    try:
+        for s in stores:
+            s.create_experiment("exp", {})
+        seq = 1
+        with stores[0].writer() as writer:
+            for batch in batches:
+                with writer.transaction("exp", seq, lock=True) as tx:
+                    tx.catch_up()
+                    seq = tx.append(batch)
+        seq = 1
         for batch in batches:
-            with writer.transaction("exp", seq, lock=True) as tx:
-                tx.catch_up()
-                seq = tx.append(batch)
-    seq = 1
-    for batch in batches:
-        seq = stores[1].append("exp", batch, seq)
+            seq = stores[1].append("exp", batch, seq)
+        assert _raw(stores[0]) == _raw(stores[1])
+        assert repr([e.event for e in stores[0].read("exp")]) == repr(
+            [e.event for e in stores[1].read("exp")])
+    finally:
+        for s in stores:
+            s.close()
 
 
 def _raw(store: EventStore) -> list[list[tuple[object, ...]]]:
@@ -65,12 +74,6 @@ def _raw(store: EventStore) -> list[list[tuple[object, ...]]]:
             rows = conn.exec_driver_sql(f"SELECT {shown} FROM {table}")
             out.append(sorted((tuple(r) for r in rows), key=repr))
     return out
-
-
-def _assert_stored_alike(stores: Sequence[EventStore]) -> None:
-    assert _raw(stores[0]) == _raw(stores[1])
-    assert repr([e.event for e in stores[0].read("exp")]) == repr(
-        [e.event for e in stores[1].read("exp")])
 
 
 def test_the_writer_stores_what_a_plain_append_stores(tmp_path: Path) -> None:
@@ -90,13 +93,7 @@ def test_the_writer_stores_what_a_plain_append_stores(tmp_path: Path) -> None:
         events[:1], events[1:3], events[3:6], *[[e] for e in events[6:]], bulk, restarted,
         one_of_each()[-1:],
     ]
-    stores = [EventStore(f"sqlite:///{tmp_path / f'{i}.sqlite'}") for i in range(2)]
-    try:
-        _write_both(stores, batches)
-        _assert_stored_alike(stores)
-    finally:
-        for s in stores:
-            s.close()
+    _assert_written_alike([tmp_path / "writer.sqlite", tmp_path / "append.sqlite"], batches)
 
 
 _names = count()
@@ -113,19 +110,9 @@ def test_random_logs_are_stored_as_sqlalchemy_stores_them(
 ) -> None:
     """Logs a scheduler could write (NaN, infinite, text and boolean metrics),
     appended in random batch sizes, now and then a bulk one."""
-    batches, i = [], 0
-    while i < len(events):
-        size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
-        batches.append(events[i : i + size])
-        i += size
     n = next(_names)
-    stores = [EventStore(f"sqlite:///{tmp_path / f'{n}-{i}.sqlite'}") for i in range(2)]
-    try:
-        _write_both(stores, batches)
-        _assert_stored_alike(stores)
-    finally:
-        for s in stores:
-            s.close()
+    _assert_written_alike([tmp_path / f"{n}-writer.sqlite", tmp_path / f"{n}-append.sqlite"],
+                          draw_batches(events, data))
 
 
 def test_a_failed_statement_raises_sqlalchemys_error(store: EventStore) -> None:
