@@ -39,7 +39,14 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, utime + stime seconds) of ``pid``; None if it is gone."""
+    """(parent pid, CPU seconds) of ``pid``; None if it is gone.
+
+    The CPU is its own (utime + stime) and that of its children it has waited
+    for (cutime + cstime): a Ray worker the raylet reaped, a server's
+    subprocess. Without them a process that exits mid-measurement takes its
+    CPU out of the total (which could even fall). Live children are not in
+    cutime, so a tree's sum counts nothing twice.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read().decode()
@@ -47,8 +54,9 @@ def _stat(pid: int) -> tuple[int, float] | None:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
-    ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
-    return ppid, (utime + stime) / _TICK
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return ppid, (utime + stime + cutime + cstime) / _TICK
 
 
 def _all_pids() -> list[int]:
@@ -91,7 +99,7 @@ def server_pids(marker: str = "prefect.server") -> list[int]:
 
 
 def tree_cpu(roots: Iterable[int]) -> float:
-    """CPU seconds of ``roots`` and all their live descendants."""
+    """CPU seconds of ``roots`` and all their live descendants (see :func:`_stat`)."""
     total = 0.0
     for root in roots:
         for pid in {root} | _descendants(root):
@@ -105,7 +113,7 @@ def descendants_cpu() -> float:
 
     For a system whose cost is spread over processes of its own (Prefect's
     ephemeral API, Ray's raylet, GCS and workers). A descendant that exits
-    without being waited for by this process takes its CPU with it.
+    and is not waited for by this process or a live descendant takes its CPU with it.
     """
     t = os.times()
     live = 0.0

@@ -39,14 +39,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage.compiled import ROWS_PER_INSERT, bind_conversions, rows_insert
 from storage.engine import store_error
 from storage.errors import ConnectionDroppedError
 
 __all__ = ["Compiled", "Compiler", "PipelinedTransaction", "supported"]
-
-#: Up to this many rows an INSERT of several is one statement; beyond, one per row.
-_ROWS_PER_INSERT = 32
-
 
 def supported(engine: sa.Engine) -> bool:
     """Whether ``engine``'s writer transactions can run in pipeline mode."""
@@ -96,33 +93,20 @@ class Compiler:
     def _compile_rows(self, stmt: sa.Insert, keys: tuple[str, ...], n: int) -> Compiled:
         """``stmt`` (a plain INSERT) writing ``n`` rows of ``keys`` in one statement;
         row ``i``'s value of ``key`` is the parameter ``f"{key}_{i}"``."""
-        columns = stmt.table.c
-        rows = [
-            {key: sa.bindparam(f"{key}_{i}", type_=columns[key].type) for key in keys}
-            for i in range(n)
-        ]
-        return self._compile(stmt.values(rows))
+        return self._compile(rows_insert(stmt, keys, n))
 
     def _compile(self, stmt: sa.Executable) -> Compiled:
         # render_postcompile: an IN list is rendered as one placeholder per value.
         compiled = stmt.compile(  # type: ignore[attr-defined]
             dialect=self._dialect, compile_kwargs={"render_postcompile": True}
         )
-        defaults: dict[str, Any] = {}
-        processors: list[tuple[str, Callable[[Any], Any]]] = []
-        for bind in compiled.binds.values():
-            name = compiled.bind_names[bind]
-            if not bind.required:
-                defaults[name] = bind.effective_value
-            convert = bind.type._cached_bind_processor(self._dialect)
-            if convert is not None:
-                processors.append((name, convert))
+        defaults, processors = bind_conversions(compiled, self._dialect)
         if not any(bind.required for bind in compiled.binds.values()):
             # Every value is in the statement (a bulk append's trial lookup):
             # with an IN list's values under their rendered names. Those are
             # bound as given (trial ids, strings: no conversion).
             defaults = dict(compiled.construct_params())
-        return Compiled(str(compiled), defaults, tuple(processors))
+        return Compiled(str(compiled), defaults, tuple(processors.items()))
 
 
 class PipelinedTransaction:
@@ -163,7 +147,7 @@ class PipelinedTransaction:
             compiled = self._compiler.compile(stmt)
             self._queued.append((compiled.sql, compiled.params(params), False))
         elif (isinstance(stmt, sa.Insert) and stmt.select is None
-              and 1 < len(params) <= _ROWS_PER_INSERT):
+              and 1 < len(params) <= ROWS_PER_INSERT):
             # Several rows of a plain INSERT: one multi-row INSERT, one statement.
             keys = tuple(params[0])
             compiled = self._compiler.compile_rows(stmt, keys, len(params))

@@ -35,13 +35,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage.compiled import ROWS_PER_INSERT, bind_conversions, rows_insert
 from storage.engine import store_error
 from storage.projections import ConnectionWrites
 
 __all__ = ["DirectWrites"]
-
-#: Up to this many rows an INSERT of several is one statement; beyond, SQLAlchemy's executemany.
-_ROWS_PER_INSERT = 32
 
 
 @dataclass(frozen=True)
@@ -79,12 +77,7 @@ class _Compiler:
 
     def _compile_rows(self, stmt: sa.Insert, keys: tuple[str, ...], n: int) -> _Compiled | None:
         """``stmt`` (a plain INSERT) writing ``n`` rows of ``keys`` in one statement."""
-        columns = stmt.table.c
-        rows = [
-            {key: sa.bindparam(f"{key}_{i}", type_=columns[key].type) for key in keys}
-            for i in range(n)
-        ]
-        return self._compile(stmt.values(rows), ())
+        return self._compile(rows_insert(stmt, keys, n), ())
 
     def _compile(self, stmt: sa.Executable, keys: tuple[str, ...]) -> _Compiled | None:
         """None when SQLAlchemy does more than bind the parameters for it."""
@@ -100,15 +93,7 @@ class _Compiler:
                           "literal_execute_params", "post_compile_params")
         ):
             return None
-        defaults: dict[str, Any] = {}
-        processors: dict[str, Callable[[Any], Any]] = {}
-        for bind in compiled.binds.values():
-            name = compiled.bind_names[bind]
-            if not bind.required:
-                defaults[name] = bind.effective_value
-            convert = bind.type._cached_bind_processor(self._dialect)
-            if convert is not None:
-                processors[name] = convert
+        defaults, processors = bind_conversions(compiled, self._dialect)
         return _Compiled(str(compiled), tuple(compiled.positiontup), defaults, processors)
 
     def _result_processors(
@@ -120,15 +105,19 @@ class _Compiler:
         )
 
 
-_compilers: dict[int, _Compiler] = {}
+#: The attribute of a dialect that holds its :class:`_Compiler`.
+_ATTRIBUTE = "_rungflow_sqlite_writes"
 
 
 def _compiler(dialect: sa.Dialect) -> _Compiler:
-    # One per dialect object (an engine's): kept for the process, like
-    # SQLAlchemy's own compiled cache; an engine's dialect lives as long.
-    found = _compilers.get(id(dialect))
-    if found is None or found._dialect is not dialect:
-        found = _compilers[id(dialect)] = _Compiler(dialect)
+    # One per dialect object (an engine's, shared by its execution-option
+    # views), kept on it like SQLAlchemy's own compiled cache: compiled once
+    # per engine, across its writers, and freed with the engine. (A registry
+    # of every dialect would keep each engine's for good.)
+    found: _Compiler | None = getattr(dialect, _ATTRIBUTE, None)
+    if found is None:
+        found = _Compiler(dialect)
+        setattr(dialect, _ATTRIBUTE, found)
     return found
 
 
@@ -152,7 +141,7 @@ class DirectWrites(ConnectionWrites):
                 params = params[0]
             elif (
                 isinstance(stmt, sa.Insert) and stmt.select is None
-                and 1 < len(params) <= _ROWS_PER_INSERT
+                and 1 < len(params) <= ROWS_PER_INSERT
                 and all(p.keys() == params[0].keys() for p in params)
             ):
                 keys = tuple(params[0])
@@ -184,13 +173,13 @@ class DirectWrites(ConnectionWrites):
         compiled = self._compiler.compile(stmt, tuple(sorted(params)))
         if compiled is None:
             return super().rows(stmt, params)
-        cursor = self._run(compiled, params, stmt, params)
-        if isinstance(cursor, sa.CursorResult):  # SQLAlchemy ran it (see _run): rows converted
-            return [tuple(row) for row in cursor]
+        fetched = self._run(compiled, params, stmt, params, fetch=True)
+        if isinstance(fetched, sa.CursorResult):  # SQLAlchemy ran it (see _run): rows converted
+            return [tuple(row) for row in fetched]
         convert = self._compiler.result_processors(stmt)
         return [
             tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
-            for row in cursor.fetchall()
+            for row in fetched
         ]
 
     def _run(
@@ -199,10 +188,17 @@ class DirectWrites(ConnectionWrites):
         given: Mapping[str, Any],
         stmt: sa.Executable,
         original: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        fetch: bool = False,
     ) -> Any:
+        """The ``sqlite3`` cursor (``fetch``: its rows, all fetched); SQLAlchemy's
+        result if the statement failed and SQLAlchemy ran it again."""
         values = compiled.params(given)
         try:
-            return self._driver.execute(compiled.sql, values)
+            cursor = self._driver.execute(compiled.sql, values)
+            # A SELECT is stepped to its first row in execute() and to the others
+            # here: an error past the first row (a corrupt page) is handled alike.
+            return cursor.fetchall() if fetch else cursor
         except self.conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
             if self._driver.in_transaction:
                 # SQLite undid the statement only: SQLAlchemy runs it again and

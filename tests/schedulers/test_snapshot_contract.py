@@ -36,34 +36,18 @@ def scheduler_name(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-def test_snapshot_plus_tail_equals_full_fold(scheduler_name: str) -> None:
+@pytest.mark.parametrize("asked", [False, True], ids=["told", "asked"])
+def test_snapshot_plus_tail_equals_full_fold(scheduler_name: str, asked: bool) -> None:
+    """A scheduler's snapshot at a random cut plus the tail decides as a full fold.
+
+    ``asked``: a live runner snapshots a scheduler it has also asked (caches,
+    lazily fitted models): that state + the tail must still decide as a full
+    fold does.
+    """
     result = simulate(_make(scheduler_name, 5), objective, max_concurrency=3)
     points = [p for p in result.decision_points if p > 1]
-    rng = np.random.default_rng(0)
-    for point in rng.choice(points, size=min(4, len(points)), replace=False):
-        cut = int(rng.integers(1, point + 1))
-        full = _make(scheduler_name, 5)
-        for event in result.events[:point]:
-            full.tell(event)
-        head = _make(scheduler_name, 5)
-        for event in result.events[:cut]:
-            head.tell(event)
-        resumed = loads(dumps(head))
-        for event in result.events[cut:point]:
-            resumed.tell(event)
-        assert resumed.trials == full.trials, f"cut {cut}, point {point}"
-        assert resumed.n_events == full.n_events
-        assert resumed.finished == full.finished
-        assert resumed.status_extras() == full.status_extras()
-        assert resumed.ask(1) == full.ask(1), f"cut {cut}, point {point}"
-
-
-def test_snapshot_of_an_asked_scheduler_plus_tail_equals_full_fold(scheduler_name: str) -> None:
-    """A live runner snapshots a scheduler it has also asked (caches, lazily fitted
-    models): that state + the tail must still decide as a full fold does."""
-    result = simulate(_make(scheduler_name, 5), objective, max_concurrency=3)
-    points = [p for p in result.decision_points if p > 1]
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(int(asked))
+    n_asked = 2 if asked else 1
     for point in rng.choice(points, size=min(4, len(points)), replace=False):
         cut = int(rng.integers(1, point + 1))
         full = _make(scheduler_name, 5)
@@ -72,10 +56,13 @@ def test_snapshot_of_an_asked_scheduler_plus_tail_equals_full_fold(scheduler_nam
         head = _make(scheduler_name, 5)
         for i, event in enumerate(result.events[:cut], 1):
             head.tell(event)
-            if i in result.decision_points:
+            if asked and i in result.decision_points:
                 head.ask(2)
         resumed = loads(dumps(head))
         for event in result.events[cut:point]:
             resumed.tell(event)
         assert resumed.trials == full.trials, f"cut {cut}, point {point}"
-        assert resumed.ask(2) == full.ask(2), f"cut {cut}, point {point}"
+        assert resumed.n_events == full.n_events
+        assert resumed.finished == full.finished
+        assert resumed.status_extras() == full.status_extras()
+        assert resumed.ask(n_asked) == full.ask(n_asked), f"cut {cut}, point {point}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from schedulers.events import (
     TrialPerturbed,
     TrialStopped,
 )
+from storage import projections
 
 
 def ref(trial_id: str, segment: str, resource: float) -> CheckpointRef:
@@ -140,3 +142,14 @@ def event_sequences(draw: st.DrawFn) -> list[Event]:
     if draw(st.booleans()):
         events.append(ExperimentFinished(reason="done"))
     return events
+
+
+def draw_batches(events: Sequence[Event], data: st.DataObject) -> list[list[Event]]:
+    """``events`` cut into appends of random sizes, now and then a bulk one
+    (more than ``projections.BULK_THRESHOLD`` events: folded in bulk)."""
+    batches, i = [], 0
+    while i < len(events):
+        size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
+        batches.append(list(events[i : i + size]))
+        i += size
+    return batches

@@ -39,10 +39,9 @@ from storage import (
     ExperimentNotFoundError,
     ResultRow,
     TrialRow,
-    projections,
 )
 from tests.storage._workers import append_with_retry, process_worker
-from tests.storage.events_factory import event_sequences, one_of_each
+from tests.storage.events_factory import draw_batches, event_sequences, one_of_each
 
 SPEC = {"scheduler": "asha", "space": {"lr": {"type": "float", "low": 0.001, "high": 1}}}
 
@@ -351,13 +350,11 @@ def test_projections_equal_rebuild_and_scheduler_fold(
     with psycopg: pipelined), in short appends and bulk ones."""
     name = f"h{next(_names)}-{uuid.uuid4().hex[:6]}"
     store.create_experiment(name, SPEC)
-    seq, i = 1, 0
+    seq = 1
     with store.writer() as writer:
         append = writer.append if through == "writer" else store.append
-        while i < len(events):  # append in random batch sizes, now and then a bulk one
-            size = data.draw(st.integers(1, 5) | st.just(projections.BULK_THRESHOLD + 1))
-            seq = append(name, events[i : i + size], seq)
-            i += size
+        for batch in draw_batches(events, data):
+            seq = append(name, batch, seq)
     incremental = (store.trials(name), store.results(name))
     store.rebuild_projections(name)
     assert (store.trials(name), store.results(name)) == incremental
