@@ -183,15 +183,17 @@ def live_snapshot(spec: ExperimentSpec, scheduler: Scheduler, limit: int = 10) -
 
     from flows.curves_image import MAX_CURVES
 
-    scored = []
-    for t in scheduler.trials.values():
-        score = t.results.get(t.resource)  # TrialState.last_score, without the call
-        if score is not None:
-            scored.append((-t.resource, score, t.trial_id, t))
-    # The leaderboard's order (resource, then score, then id; see
-    # leaderboard_rows); the curves' order, ties aside, is the same.
-    top = heapq.nsmallest(max(limit, MAX_CURVES), scored, key=lambda r: r[:3])
-    drawn = {r[2] for r in top[:MAX_CURVES]}
+    trials = scheduler.trials
+    # (-resource, score, id): the leaderboard's order (see leaderboard_rows),
+    # compared as plain tuples; score is TrialState.last_score without the call.
+    scored = [
+        (-t.resource, score, t.trial_id)
+        for t in trials.values()
+        if (score := t.results.get(t.resource)) is not None
+    ]
+    top = heapq.nsmallest(max(limit, MAX_CURVES), scored)
+    drawn = {trial_id for _, _, trial_id in top[:MAX_CURVES]}
+    picked = [(trials[trial_id], score) for _, score, trial_id in top]
     copied = tuple(
         LiveTrial(
             t.trial_id,
@@ -201,7 +203,7 @@ def live_snapshot(spec: ExperimentSpec, scheduler: Scheduler, limit: int = 10) -
             t.config,  # replaced, never mutated, by the fold
             tuple(t.history) if t.trial_id in drawn else (),
         )
-        for _, score, _, t in top
+        for t, score in picked
     )
     best = scheduler.best_trial()
     return LiveSnapshot(spec.metric, spec.mode, copied, None if best is None else best.trial_id,

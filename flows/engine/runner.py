@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flows.engine.forked_pickle import ForkedPickle
 from flows.engine.gc_policy import HeapFreezer
 from flows.engine.leases import (
     Claim,
@@ -238,6 +239,12 @@ class ExperimentRunner:
         self._snapshot_version = runner_snapshot_version(spec)
         self._snapshot_seq = 0
         self._snapshot_time = time.monotonic()
+        #: Periodic snapshots are pickled by a forked child, off the flow
+        #: thread (see :mod:`flows.engine.forked_pickle`); False: in place.
+        self.snapshot_in_child = True
+        self._pickling: ForkedPickle | None = None
+        #: Snapshots this runner saved (tests wait on it instead of sleeping).
+        self.snapshots_saved = 0
         self._last_scan = -float("inf")
         #: How many times this runner read the leases to judge foreign claims
         #: (tests wait on it instead of sleeping).
@@ -361,6 +368,7 @@ class ExperimentRunner:
         """Release the lease and the writer's connection (``run`` does this itself)."""
         self.lease.release()
         self._close_writer()
+        self._cancel_snapshot()
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -451,23 +459,53 @@ class ExperimentRunner:
         """
         self._snapshot_time = time.monotonic()
         try:
-            saved = self.store.save_snapshot(
-                self.name, self.seq, self._snapshot_version, dumps(self._snapshot_state())
-            )
+            state = dumps(self._snapshot_state())
         except Exception as exc:
             log.warning("%s: snapshot at seq %d not saved (%s: %s)",
                         self.name, self.seq, type(exc).__name__, exc)
             return False
-        self._snapshot_seq = self.seq
+        return self._save_snapshot(self.seq, state)
+
+    def _save_snapshot(self, seq: int, state: bytes) -> bool:
+        # Also called on the ForkedPickle's thread: the store's engine is
+        # thread-safe, and the flow thread only reads _snapshot_seq meanwhile.
+        try:
+            saved = self.store.save_snapshot(self.name, seq, self._snapshot_version, state)
+        except Exception as exc:
+            log.warning("%s: snapshot at seq %d not saved (%s: %s)",
+                        self.name, seq, type(exc).__name__, exc)
+            return False
+        self._snapshot_seq = max(self._snapshot_seq, seq)
+        self.snapshots_saved += saved
         return saved
 
     def _maybe_snapshot(self) -> None:
+        """After each commit: start a snapshot when one is due.
+
+        Due after at least :attr:`snapshot_every_events` new events *and*
+        :attr:`snapshot_every_seconds`, and once the previous one is saved.
+        """
         if (
             self.snapshots
             and self.seq - self._snapshot_seq >= self.snapshot_every_events
             and time.monotonic() - self._snapshot_time >= self.snapshot_every_seconds
+            and (self._pickling is None or not self._pickling.running)
         ):
-            self.save_snapshot()
+            self._snapshot_time = time.monotonic()
+            # The seq is committed (transact succeeded): the child pickles exactly
+            # the fold of log[1..seq], whatever the flow folds meanwhile.
+            self._pickling = None
+            if self.snapshot_in_child:
+                self._pickling = ForkedPickle.start(
+                    self._snapshot_state(), self.seq, self._save_snapshot
+                )
+            if self._pickling is None:
+                self.save_snapshot()
+
+    def _cancel_snapshot(self) -> None:
+        if self._pickling is not None:
+            self._pickling.cancel()
+            self._pickling = None
 
     # ---------------------------------------------------------------- commits
     def commit(self, events: Sequence[Event]) -> bool:
@@ -737,6 +775,7 @@ class ExperimentRunner:
             self.lease.release()
             self._close_writer()
             self.heap.release()
+            self._cancel_snapshot()  # the one below is newer
             if self.snapshots and self.seq > self._snapshot_seq:
                 self.save_snapshot()  # where the next resume, status or artifacts start
         self.summary.state = "finished"
