@@ -16,8 +16,8 @@ go of it while they wait).
 
 The child runs the pickler and ``os.write``, then ``os._exit``: none of the
 parent's other threads, connections or finalizers, and no lock they could be
-holding. Where ``os.fork`` is missing (Windows) :meth:`ForkedPickle.start`
-returns None and the runner pickles in place.
+holding. Where ``os.fork`` or ``os.waitid`` is missing (Windows)
+:meth:`ForkedPickle.start` returns None and the runner pickles in place.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import gc
 import logging
 import os
 import signal
+import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,10 +46,16 @@ class ForkedPickle:
 
     Attributes:
         seq: The seq of the state being pickled.
+        fork_seconds: CPU the fork cost the calling thread (copying the page
+            tables: it grows with the process's memory).
+        pickle_seconds: CPU the child spent pickling, once it is saved (what
+            pickling in place would have cost the caller); None before.
     """
 
     def __init__(self, pid: int, fd: int, seq: int, save: Callable[[int, bytes], Any]) -> None:
         self.seq = seq
+        self.fork_seconds = 0.0
+        self.pickle_seconds: float | None = None
         self._pid = pid
         self._fd = fd
         self._save = save
@@ -64,10 +72,11 @@ class ForkedPickle:
         """Fork a child that pickles ``state`` (the fold at ``seq``); ``save(seq,
         bytes)`` then runs on a background thread. None if this platform or the
         OS cannot fork (pickle in place then)."""
-        if not hasattr(os, "fork"):
+        if not hasattr(os, "fork") or not hasattr(os, "waitid"):
             return None
         fd, path = tempfile.mkstemp(prefix="rungflow-snapshot-")
         os.unlink(path)  # nothing to clean up, whoever dies first
+        began = time.thread_time()
         try:
             pid = os.fork()
         except OSError:
@@ -77,13 +86,16 @@ class ForkedPickle:
             code = 1
             try:
                 gc.disable()  # nothing it builds is garbage, and it lives 50 ms
-                data = memoryview(dumps(state))
+                began = time.thread_time()
+                pickled = dumps(state)
+                data = memoryview(struct.pack("<d", time.thread_time() - began) + pickled)
                 while data:
                     data = data[os.write(fd, data):]
                 code = 0
             finally:
                 os._exit(code)
         job = cls(pid, fd, seq, save)
+        job.fork_seconds = time.thread_time() - began
         job._thread.start()
         return job
 
@@ -118,7 +130,8 @@ class ForkedPickle:
                 log.warning("snapshot at seq %d not saved (its child exited with %d)",
                             self.seq, code)
                 return
-            state = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+            data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
         finally:
             os.close(self._fd)
-        self._save(self.seq, state)
+        (self.pickle_seconds,) = struct.unpack_from("<d", data)
+        self._save(self.seq, data[8:])

@@ -230,3 +230,27 @@ def test_a_cancelled_snapshot_child_is_reaped() -> None:
     assert not job.running
     # Killed while pickling, or done just before: never a partial snapshot.
     assert saved in ([], [(5, dumps(state))])
+
+
+def test_snapshots_are_pickled_in_place_when_that_was_cheaper_than_forking(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A small state (or a process far bigger than its state) pickles faster
+    than it forks: the runner then pickles in place, on the flow thread."""
+    from flows.engine.commit import decide_and_commit
+
+    runner = ExperimentRunner(store, make_spec(scheduler="asha", concurrency=3),
+                              str(tmp_path / "ckpt"), lease_settings=FAST)
+    runner.open()
+    decide_and_commit(runner, runs=3)
+    runner.snapshot_every_events, runner.snapshot_every_seconds = 1, 0.0
+    runner._fork_cost, runner._pickle_cost = 0.010, 0.002  # as measured last time
+    runner._maybe_snapshot()
+    assert runner._pickling is None and runner.snapshots_saved == 1  # saved in place
+    runner._fork_cost = 0.0
+    decide_and_commit(runner, runs=1)
+    runner._maybe_snapshot()
+    assert runner._pickling is not None  # pickling now costs more than forking did
+    runner._pickling.join()
+    assert runner.snapshots_saved == 2 and runner._pickling.pickle_seconds is not None
+    runner.close()
