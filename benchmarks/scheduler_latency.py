@@ -144,6 +144,8 @@ SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
 RUNNER_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "asha": ("asha", {"max_t": 81, "grace_period": 1, "reduction_factor": 3}),
     "hyperband": ("hyperband", {"max_t": 81, "reduction_factor": 3}),
+    "pbt": ("pbt", {"perturbation_interval": 1, "population_size": 10_000,
+                    "max_generations": 3}),
 }
 
 

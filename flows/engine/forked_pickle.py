@@ -60,6 +60,7 @@ class ForkedPickle:
         self._fd = fd
         self._save = save
         self._reaped = False
+        self._cancelled = False
         self._lock = threading.Lock()  # the pid is ours to signal until reaped
         self._thread = threading.Thread(
             target=self._collect, name="rungflow-snapshot", daemon=True
@@ -112,6 +113,7 @@ class ForkedPickle:
         """Kill the child if it still pickles (its snapshot is then not saved);
         wait for a save already under way."""
         with self._lock:
+            self._cancelled = True
             if not self._reaped:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self._pid, signal.SIGKILL)
@@ -127,6 +129,8 @@ class ForkedPickle:
                 self._reaped = True
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
+                if self._cancelled:
+                    return  # killed on purpose: a newer snapshot is on its way
                 log.warning("snapshot at seq %d not saved (its child exited with %d)",
                             self.seq, code)
                 return
