@@ -208,30 +208,6 @@ def test_periodic_snapshots_are_saved_during_the_run(store: EventStore, tmp_path
     assert done.snapshots_saved > 1  # forked ones during the run, then the last one
 
 
-def test_a_snapshot_child_that_fails_saves_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    from flows.engine.forked_pickle import ForkedPickle
-
-    saved: list[tuple[int, bytes]] = []
-    job = ForkedPickle.start({"f": lambda: None}, 3, lambda seq, b: saved.append((seq, b)))
-    assert job is not None
-    job.join()
-    assert saved == [] and "snapshot at seq 3 not saved" in caplog.text
-    job.cancel()  # after the end: nothing to kill, nothing raised
-
-
-def test_a_cancelled_snapshot_child_is_reaped() -> None:
-    from flows.engine.forked_pickle import ForkedPickle
-
-    state = {"xs": list(range(200_000))}
-    saved: list[tuple[int, bytes]] = []
-    job = ForkedPickle.start(state, 5, lambda seq, b: saved.append((seq, b)))
-    assert job is not None
-    job.cancel()
-    assert not job.running
-    # Killed while pickling, or done just before: never a partial snapshot.
-    assert saved in ([], [(5, dumps(state))])
-
-
 def test_snapshots_are_pickled_in_place_when_that_was_cheaper_than_forking(
     store: EventStore, tmp_path: Path
 ) -> None:
