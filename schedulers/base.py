@@ -41,7 +41,7 @@ from schedulers.events import (
     TrialRetried,
     TrialStopped,
 )
-from schedulers.outcomes import TrialStatus, next_status, signed_score
+from schedulers.outcomes import ENDED, TrialStatus, next_status, signed_score
 from schedulers.space import SearchSpace
 from schedulers.validation import (
     SchedulerArgumentError,
@@ -186,6 +186,9 @@ class Scheduler(ABC):
         self.imported: dict[str, ImportedObservation] = {}
         self.n_events = 0
         self.resource_used = 0.0
+        #: Trials whose status is in :data:`~schedulers.outcomes.ENDED`, kept
+        #: by the fold so that progress at 10k trials is not a scan.
+        self.n_ended = 0
         self.finished = False
         # best_trial's key, (-resource, score, trial_id) of the best scored
         # trial, kept up to date as events move a trial's resource or score
@@ -220,10 +223,14 @@ class Scheduler(ABC):
         known = None if trial_id is None else self.trials.get(trial_id)
         previous = None if known is None else known.status
         if known is not None:
-            known.status = next_status(previous, event)  # type: ignore[assignment]
+            status = next_status(previous, event)
+            self.n_ended += (status in ENDED) - (previous in ENDED)
+            known.status = status  # type: ignore[assignment]
         if isinstance(event, TrialCreated):
             if self._best is not None and self._best[2] == event.trial_id:
                 self._best_stale = True  # created again: its score is gone
+            if known is not None and known.status in ENDED:
+                self.n_ended -= 1  # replaced below by a fresh (paused) trial
             self.trials[event.trial_id] = TrialState(
                 event.trial_id, dict(event.config), created_seq=self.n_events, info=dict(event.info)
             )

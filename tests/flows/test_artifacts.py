@@ -16,6 +16,8 @@ from flows.artifacts import (
     ExperimentArtifacts,
     artifact_key,
     leaderboard_rows,
+    live_rows,
+    live_snapshot,
     progress_fraction,
 )
 from flows.deploy_params import experiment_name
@@ -260,3 +262,37 @@ def test_progress_fraction_by_budget() -> None:
     assert progress_fraction(spec, FakeScheduler(resource_used=12)) == 0.5  # type: ignore[arg-type]
     spec = load_spec({**SPEC, "budget": {"max_resource": 10}})
     assert progress_fraction(spec, FakeScheduler(resource_used=20)) == 1.0  # type: ignore[arg-type]
+
+
+def test_live_leaderboard_copies_the_top_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live snapshot (taken on the flow thread) holds the top rows, not every
+    trial, yet gives the ranking of the full status and its counts."""
+    from schedulers.outcomes import ENDED
+    from tests.schedulers.test_outcomes import _hyperband, _simulated
+
+    scheduler = _hyperband()
+    _simulated(scheduler)
+    spec = load_spec(SPEC)
+    full = {
+        "metric": "loss", "mode": "min",
+        "trials": [
+            {"trial_id": t.trial_id, "status": t.status, "resource": t.resource,
+             "config": t.config,
+             "metrics": None if t.last_score is None else {"loss": t.last_score}}
+            for t in scheduler.trials.values()
+        ],
+    }
+    import flows.curves_image
+
+    monkeypatch.setattr(flows.curves_image, "MAX_CURVES", 2)
+    snap = live_snapshot(spec, scheduler, limit=3)
+    assert live_rows(snap, 3) == leaderboard_rows(full, 3)
+    assert len(snap.trials) == 3 and snap.n_trials == len(scheduler.trials) == 12
+    assert list(snap.curves()) == [row["trial_id"] for row in leaderboard_rows(full, 2)]
+    assert snap.ranked == sum(t.last_score is not None for t in scheduler.trials.values())
+    best = scheduler.best_trial()
+    assert best is not None and snap.best == best.trial_id
+    # Progress by max_trials reads the fold's counter: equal to a scan.
+    ended = sum(t.status in ENDED for t in scheduler.trials.values())
+    scheduler.finished = False
+    assert progress_fraction(spec, scheduler) == min(1.0, ended / 6)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schedulers import SegmentFailed, SegmentFinished, SegmentStarted, TrialCreated, TrialPaused
 from schedulers.events import TrialRetried, TrialStopped
 from schedulers.outcomes import (
+    ENDED,
     error_summary,
     final_status,
     most_common_error,
@@ -103,34 +105,53 @@ def test_errors_are_cut_to_type_and_first_line() -> None:
     assert most_common_error([]) is None
 
 
-def test_scheduler_and_projection_fold_agree() -> None:
-    """Both views call next_status; a log with every outcome gives the same words."""
-    from typing import Any
-
+def _hyperband() -> Any:
     from schedulers import Budget, SearchSpace
     from schedulers.hyperband import HyperBandScheduler
-    from schedulers.simulate import simulate
 
     space = SearchSpace.parse({"x": {"type": "float", "low": 0.0, "high": 1.0}})
-    scheduler = HyperBandScheduler(
+    return HyperBandScheduler(
         space=space, metric="loss", seed=3, max_t=4, reduction_factor=2,
         budget=Budget(max_trials=12),
     )
+
+
+def _simulated(scheduler: Any) -> Any:
+    """A run of ``scheduler`` where trial t0003 fails: every outcome is in its log."""
+    from schedulers.simulate import simulate
 
     def objective(config: Any, start: float, stop: float, state: Any) -> Any:
         reports = [{"resource": r, "loss": config["x"] / r} for r in range(int(start) + 1,
                                                                             int(stop) + 1)]
         return reports, None
 
-    result = simulate(
+    return simulate(
         scheduler, objective, max_concurrency=2, fail=lambda a: a.trial_id == "t0003"
     )
+
+
+def test_scheduler_and_projection_fold_agree() -> None:
+    """Both views call next_status; a log with every outcome gives the same words."""
+    scheduler = _hyperband()
+    result = _simulated(scheduler)
     projection = Projection()
     for seq, event in enumerate(result.events, start=1):
         projection.apply(seq, event)
     words = {t: r.status for t, r in projection.trials.items()}
     assert words == {t: s.status for t, s in scheduler.trials.items()}
     assert {"completed", "pruned", "failed"} <= set(words.values())
+
+
+def test_ended_counter_is_the_count_of_ended_trials_after_every_event() -> None:
+    """Scheduler.n_ended (progress reads it instead of scanning) follows the fold,
+    through a failure, its retry and a trial created again."""
+    events = [*_simulated(_hyperband()).events, TrialRetried("t0003", 0, 1)]
+    events += [TrialStopped("t0000", "culled at rung 0"), TrialCreated("t0000", {"x": 0.5})]
+    scheduler = _hyperband()
+    for event in events:
+        scheduler.tell(event)
+        assert scheduler.n_ended == sum(t.status in ENDED for t in scheduler.trials.values())
+    assert 0 < scheduler.n_ended < len(scheduler.trials)
 
 
 def test_outcomes_module_imports_only_the_standard_library_and_events() -> None:

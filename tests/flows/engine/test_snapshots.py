@@ -11,7 +11,7 @@ import pytest
 import examples.faults  # noqa: F401  (registers the trainable)
 from flows.engine.runner import ExperimentRunner
 from flows.spec import ExperimentSpec
-from schedulers import SegmentStarted
+from schedulers import SegmentFinished, SegmentStarted
 from storage import EventStore, StoredEvent
 from storage.snapshots import UnsafeSnapshotError, delete_snapshots, dumps, loads
 from tests.flows.engine.test_cooperation import FAST, ThreadExecutor, make_spec
@@ -168,3 +168,65 @@ def test_snapshot_at_a_random_cut_plus_tail_equals_full_fold(
         opened += bool(full.claims.open)
         assert _runner_fold(resumed) == _runner_fold(full), f"cut {cut}, point {point}"
     assert opened, "no point with open segments: the claim book went unchecked"
+
+
+def test_a_forked_snapshot_is_the_state_at_its_seq_whatever_the_flow_folds_next(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """The periodic snapshot is pickled by a forked child and saved by a thread
+    (flows.engine.forked_pickle): it holds the fold at the seq it names, though
+    the flow commits and folds more events while the child pickles."""
+    from flows.engine.commit import decide_and_commit
+
+    runner = ExperimentRunner(store, make_spec(scheduler="asha", concurrency=3),
+                              str(tmp_path / "ckpt"), lease_settings=FAST)
+    runner.open()
+    decide_and_commit(runner, runs=3)
+    runner.snapshot_every_events, runner.snapshot_every_seconds = 1, 0.0
+    runner._maybe_snapshot()
+    child = runner._pickling
+    assert child is not None and child.seq == runner.seq
+    for trial_id, claim in list(runner.claims.open.items())[:2]:  # the flow moves on
+        runner._record_result(
+            runner.job_for(trial_id, claim.started.config, claim.start, claim.stop, None),
+            SegmentFinished(trial_id, claim.start, claim.stop, ({"loss": 0.5},),
+                            {"loss": 0.5}), runs=1,
+        )
+    assert runner.seq > child.seq
+    child.join()
+    assert runner.snapshots_saved == 1
+    resumed = ExperimentRunner(store, runner.spec, "", lease_settings=FAST)
+    resumed._load_snapshot()
+    assert resumed.seq == child.seq
+    full = _folded(store, runner.spec, store.read("coop", until_seq=child.seq))
+    assert _runner_fold(resumed) == _runner_fold(full)
+    runner.close()
+
+
+def test_periodic_snapshots_are_saved_during_the_run(store: EventStore, tmp_path: Path) -> None:
+    done = _run(store, tmp_path)
+    assert done.snapshots_saved > 1  # forked ones during the run, then the last one
+
+
+def test_snapshots_are_pickled_in_place_when_that_was_cheaper_than_forking(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """A small state (or a process far bigger than its state) pickles faster
+    than it forks: the runner then pickles in place, on the flow thread."""
+    from flows.engine.commit import decide_and_commit
+
+    runner = ExperimentRunner(store, make_spec(scheduler="asha", concurrency=3),
+                              str(tmp_path / "ckpt"), lease_settings=FAST)
+    runner.open()
+    decide_and_commit(runner, runs=3)
+    runner.snapshot_every_events, runner.snapshot_every_seconds = 1, 0.0
+    runner._fork_cost, runner._pickle_cost = 0.010, 0.002  # as measured last time
+    runner._maybe_snapshot()
+    assert runner._pickling is None and runner.snapshots_saved == 1  # saved in place
+    runner._fork_cost = 0.0
+    decide_and_commit(runner, runs=1)
+    runner._maybe_snapshot()
+    assert runner._pickling is not None  # pickling now costs more than forking did
+    runner._pickling.join()
+    assert runner.snapshots_saved == 2 and runner._pickling.pickle_seconds is not None
+    runner.close()
