@@ -71,6 +71,15 @@ def read_records(store: EventStore, name: str) -> list[StoredEvent]:
     return store.read(name)
 
 
+def _created(store: EventStore, name: str) -> ExperimentCreated:
+    """The experiment's first event; ExperimentNotFoundError if there is none."""
+    created = store.read_one(name, 1)
+    if created is None:
+        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
+    assert isinstance(created.event, ExperimentCreated)
+    return created.event
+
+
 def load_events(store: EventStore, name: str) -> list[Event]:
     """All events of ``name`` in order."""
     return [r.event for r in read_records(store, name)]
@@ -213,11 +222,7 @@ def _snapshot_scheduler(store: EventStore, name: str) -> tuple[_Names, Scheduler
     """
     from flows.engine.snapshots import runner_state_version
 
-    created = store.read_one(name, 1)
-    if created is None:
-        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
-    assert isinstance(created.event, ExperimentCreated)
-    stored = created.event.spec
+    stored = _created(store, name).spec
     try:
         snap = store.load_snapshot(name, runner_state_version(stored))
         if snap is None or store.last_seq(name) - snap.seq >= _LONG_TAIL:
@@ -381,14 +386,10 @@ def experiment_summary(
     Raises:
         ExperimentNotFoundError: unknown experiment.
     """
-    created = store.read_one(name, 1)
-    if created is None:
-        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
     # The stored spec was validated when written (ExperimentSpec.to_json, every
     # field): the three names are read without re-validating it, which would
     # import every scheduler's numerical stack.
-    assert isinstance(created.event, ExperimentCreated)
-    stored = created.event.spec
+    stored = _created(store, name).spec
     metric, mode = str(stored["metric"]), str(stored.get("mode", "min"))
     summary = store.status_summary(name)
     if summary.stale:
@@ -506,13 +507,9 @@ def folded_runner(
         ExperimentNotFoundError: unknown experiment.
     """
     from flows.engine.runner import GC_FREEZE_EVENTS, ExperimentRunner, runner_snapshot_version
-
-    created = store.read_one(name, 1)
-    if created is None:
-        raise ExperimentNotFoundError(f"experiment {name!r} not found in {store.url_for_display}")
     from flows.spec import stored_spec
 
-    spec = stored_spec(created.event)
+    spec = stored_spec(_created(store, name))
     if (
         runner is not None
         and runner.name == name
