@@ -9,16 +9,36 @@ would store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["ROWS_PER_INSERT", "bind_conversions", "rows_insert"]
+__all__ = ["ROWS_PER_INSERT", "bind_conversions", "multirow_keys", "rows_insert", "rows_params"]
 
 #: Up to this many rows an INSERT of several is one statement (far below
 #: SQLite's and PostgreSQL's limits on parameters per statement).
 ROWS_PER_INSERT = 32
+
+
+def multirow_keys(
+    stmt: sa.Executable, params: Sequence[Mapping[str, Any]]
+) -> tuple[str, ...] | None:
+    """The keys of ``params`` when they can be written as one multi-row INSERT
+    (:func:`rows_insert`): a plain INSERT, 2 to :data:`ROWS_PER_INSERT` rows,
+    all with the same keys; None otherwise (one execution per row then)."""
+    if not (
+        isinstance(stmt, sa.Insert) and stmt.select is None
+        and 1 < len(params) <= ROWS_PER_INSERT
+        and all(p.keys() == params[0].keys() for p in params)
+    ):
+        return None
+    return tuple(params[0])
+
+
+def rows_params(params: Sequence[Mapping[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The parameters of :func:`rows_insert`'s statement for ``params``."""
+    return {f"{k}_{i}": row[k] for i, row in enumerate(params) for k in keys}
 
 
 def rows_insert(stmt: sa.Insert, keys: tuple[str, ...], n: int) -> sa.Insert:

@@ -39,7 +39,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.compiled import ROWS_PER_INSERT, bind_conversions, rows_insert
+from storage.compiled import bind_conversions, multirow_keys, rows_insert, rows_params
 from storage.engine import store_error
 from storage.errors import ConnectionDroppedError
 
@@ -146,13 +146,10 @@ class PipelinedTransaction:
         if isinstance(params, Mapping):
             compiled = self._compiler.compile(stmt)
             self._queued.append((compiled.sql, compiled.params(params), False))
-        elif (isinstance(stmt, sa.Insert) and stmt.select is None
-              and 1 < len(params) <= ROWS_PER_INSERT):
+        elif (keys := multirow_keys(stmt, params)) is not None:
             # Several rows of a plain INSERT: one multi-row INSERT, one statement.
-            keys = tuple(params[0])
             compiled = self._compiler.compile_rows(stmt, keys, len(params))
-            flat = {f"{k}_{i}": row[k] for i, row in enumerate(params) for k in keys}
-            self._queued.append((compiled.sql, compiled.params(flat), False))
+            self._queued.append((compiled.sql, compiled.params(rows_params(params, keys)), False))
         else:
             compiled = self._compiler.compile(stmt)
             many = len(params) != 1

@@ -35,7 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.compiled import ROWS_PER_INSERT, bind_conversions, rows_insert
+from storage.compiled import bind_conversions, multirow_keys, rows_insert, rows_params
 from storage.engine import store_error
 from storage.projections import ConnectionWrites
 
@@ -139,21 +139,16 @@ class DirectWrites(ConnectionWrites):
         if not isinstance(params, Mapping):
             if len(params) == 1:
                 params = params[0]
-            elif (
-                isinstance(stmt, sa.Insert) and stmt.select is None
-                and 1 < len(params) <= ROWS_PER_INSERT
-                and all(p.keys() == params[0].keys() for p in params)
-            ):
-                keys = tuple(params[0])
-                compiled = self._compiler.compile_rows(stmt, keys, len(params))
-                if compiled is not None:
-                    flat = {f"{k}_{i}": row[k] for i, row in enumerate(params) for k in keys}
-                    self._run(compiled, flat, stmt, params)
-                    return
-                super().write(stmt, params)
-                return
             else:
-                super().write(stmt, params)
+                keys = multirow_keys(stmt, params)
+                compiled = (
+                    None if keys is None
+                    else self._compiler.compile_rows(stmt, keys, len(params))
+                )
+                if keys is None or compiled is None:
+                    super().write(stmt, params)
+                else:
+                    self._run(compiled, rows_params(params, keys), stmt, params)
                 return
         compiled = self._compiler.compile(stmt, tuple(sorted(params)))
         if compiled is None:
