@@ -58,6 +58,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cpu import load_average  # benchmarks/_cpu.py: run as a script from here
+
 BARE = """
 from prefect import flow, task
 @task(persist_result=False)
@@ -237,7 +239,7 @@ def cli_main(args: argparse.Namespace) -> None:
            if not k.startswith(("RUNGFLOW_", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME"))}
     env.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), RUNGFLOW_HOME=str(work / "home"),
                PREFECT_HOME=str(work / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+    print(f"load average before: {load_average()}  "
           f"cpus: {os.cpu_count()}  repeats: {args.repeat}", flush=True)
     with contextlib.ExitStack() as stack:
         urls = cli_stores(work, args.pg, stack)
@@ -277,7 +279,7 @@ def cli_main(args: argparse.Namespace) -> None:
                         print(f"  exit {code} != {codes[i, tree]}: {argv} {err[-300:]}")
                     times.setdefault((i, tree), []).append((wall, cpu))
                     loads.append(os.getloadavg()[0])
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+    print(f"load average after: {load_average()}  "
           f"1-min load over the timings {min(loads):.2f}-{max(loads):.2f}")
 
     def ms(values: list[float]) -> str:
@@ -350,7 +352,7 @@ def main() -> None:
     for i in range(args.repeat):
         for label, cmd, e, db in variants(i):
             results.setdefault(label, []).append(measure(cmd, e, db))
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+    print(f"load average: {load_average()}  "
           f"cpus: {os.cpu_count()}  repeats: {args.repeat}")
     print(f"{'variant':34} {'wall s (min med max)':>21} {'first s (min med max)':>21} "
           f"{'cpu s (min med max)':>21} {'left':>4} {'rc':>4}")
