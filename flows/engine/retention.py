@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,8 +130,12 @@ class CheckpointLedger:
                 of a finished member restores).
             keep: Keys that must survive, e.g. ``scheduler.live_checkpoints()``.
         """
+        return self.unprotected(self.excess(keep_last), keep)
+
+    def unprotected(self, excess: Mapping[str, Iterable[str]], keep: Iterable[str]) -> set[str]:
+        """The keys of ``excess`` (see :meth:`excess`) that neither ``keep`` nor
+        an open segment's source protects."""
         protected = set(keep) | set(self.open_restores.values())
-        excess = self.excess(keep_last)
         return {k for keys in excess.values() for k in keys if k not in protected}
 
     def excess(self, keep_last: int, trials: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -217,8 +221,7 @@ class Retention:
         doomed: set[str] = set()
         if excess:
             # Only now: live_checkpoints() is itself O(trials) for some schedulers.
-            protected = runner.scheduler.live_checkpoints() | set(ledger.open_restores.values())
-            doomed = {k for keys in excess.values() for k in keys if k not in protected}
+            doomed = ledger.unprotected(excess, runner.scheduler.live_checkpoints())
         if doomed:
             # Other flow runs on this experiment may have started segments since
             # this runner last read the log: their sources must survive too.
